@@ -1,0 +1,34 @@
+# Two commands for a new machine: `make demo` and `make test`. Both build .venv when it is missing.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.spikecc-installed
+
+.PHONY: demo test bench lint clean venv
+
+venv: $(STAMP)
+
+# torch 2.13.0 first and alone (a CPU wheel on disk; anything else pulls a CUDA build),
+# then lava-nc 0.10.0 without its Python<3.11 check and without deps (FACTS.md 1),
+# then the project, which resolves lava's own requirements normally.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q --ignore-requires-python --no-deps lava-nc==0.10.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python examples/demo.py
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 tests
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_simulator.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check spikecc tests examples benchmarks
+
+clean:
+	rm -rf $(VENV) build demo-build
