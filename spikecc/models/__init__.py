@@ -1,0 +1,1 @@
+"""Torch reference implementations of the supported spiking language-model families."""
