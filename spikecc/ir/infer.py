@@ -1,0 +1,216 @@
+"""Shape and signal-type inference, and graph validation with errors that name the node.
+
+Shapes exclude the batch and time axes (NIR's convention). Rules live in one table per question, keyed by
+op type; extension ops answer for themselves (`ExtensionOp.output_shape` / `output_signal`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import nir
+import numpy as np
+
+from spikecc.errors import GraphError, ShapeError, UnknownOpError
+from spikecc.ir.graph import Graph
+from spikecc.ir.ops import ExtensionOp
+from spikecc.ir.signals import BINARY, REAL, Signal
+
+Shape = tuple[int, ...]
+
+
+def _shape(x) -> Shape | None:
+    if x is None:
+        return None
+    a = np.asarray(x)
+    if a.dtype == object or a.size == 0:
+        return None
+    return tuple(int(v) for v in a.reshape(-1))
+
+
+def _param_shape(*arrays) -> Shape:
+    return max((tuple(np.shape(a)) for a in arrays), key=len)
+
+
+def _conv_out(op: nir.Conv1d | nir.Conv2d, in_shape: Shape) -> Shape:
+    nd = op.weight.ndim - 2
+    spatial = in_shape[-nd:]
+    stride, dilation = np.broadcast_to(op.stride, (nd,)), np.broadcast_to(op.dilation, (nd,))
+    kernel = op.weight.shape[2:]
+    if isinstance(op.padding, str):
+        if op.padding == "same":
+            return (op.weight.shape[0], *spatial)
+        pad = np.zeros(nd, dtype=int)
+    else:
+        pad = np.broadcast_to(op.padding, (nd,))
+    out = [(spatial[i] + 2 * pad[i] - dilation[i] * (kernel[i] - 1) - 1) // stride[i] + 1 for i in range(nd)]
+    return (int(op.weight.shape[0]), *(int(o) for o in out))
+
+
+def _pool_out(op: nir.SumPool2d | nir.AvgPool2d, in_shape: Shape) -> Shape:
+    k = np.broadcast_to(op.kernel_size, (2,))
+    s = np.broadcast_to(op.stride, (2,))
+    p = np.broadcast_to(op.padding, (2,))
+    c, h, w = in_shape[-3:]
+    return (c, int((h + 2 * p[0] - k[0]) // s[0] + 1), int((w + 2 * p[1] - k[1]) // s[1] + 1))
+
+
+def _flatten_out(op: nir.Flatten, in_shape: Shape) -> Shape:
+    declared = _shape(op.output_type.get("output")) if op.output_type else None
+    if declared is not None and int(np.prod(declared)) == int(np.prod(in_shape)):
+        return declared
+    return (int(np.prod(in_shape)),)
+
+
+def _check_elementwise(name: str, what: str, params: Shape, in_shape: Shape) -> Shape:
+    if params and int(np.prod(params)) != int(np.prod(in_shape)) and int(np.prod(params)) != 1:
+        raise ShapeError(f"node '{name}': {what} parameters have shape {params} but its input has shape "
+                         f"{in_shape}; make the layer size match the layer that feeds it")
+    return params if params and int(np.prod(params)) != 1 else in_shape
+
+
+def _linear_out(name: str, op: nir.Affine | nir.Linear, in_shape: Shape) -> Shape:
+    n_out, n_in = op.weight.shape[0], op.weight.shape[-1]
+    if int(np.prod(in_shape)) != n_in:
+        raise ShapeError(f"node '{name}': weight has {n_in} inputs (shape {tuple(op.weight.shape)}) but "
+                         f"receives shape {in_shape}; fix the weight or the layer that feeds it")
+    return (int(n_out),)
+
+
+# (name, op, input shape) -> output shape
+SHAPE_RULES: dict[type, Callable[[str, nir.NIRNode, Shape], Shape]] = {
+    nir.Output: lambda n, op, s: s,
+    nir.Affine: _linear_out,
+    nir.Linear: _linear_out,
+    nir.Scale: lambda n, op, s: _check_elementwise(n, "Scale", tuple(np.shape(op.scale)), s),
+    nir.Threshold: lambda n, op, s: _check_elementwise(n, "Threshold", tuple(np.shape(op.threshold)), s),
+    nir.IF: lambda n, op, s: _check_elementwise(n, "IF", _param_shape(op.r, op.v_threshold), s),
+    nir.I: lambda n, op, s: _check_elementwise(n, "I", tuple(np.shape(op.r)), s),
+    nir.LI: lambda n, op, s: _check_elementwise(n, "LI", _param_shape(op.tau, op.r, op.v_leak), s),
+    nir.LIF: lambda n, op, s: _check_elementwise(n, "LIF", _param_shape(op.tau, op.r, op.v_threshold), s),
+    nir.CubaLI: lambda n, op, s: _check_elementwise(n, "CubaLI", _param_shape(op.tau_mem, op.tau_syn), s),
+    nir.CubaLIF: lambda n, op, s: _check_elementwise(
+        n, "CubaLIF", _param_shape(op.tau_mem, op.tau_syn, op.v_threshold), s),
+    nir.Delay: lambda n, op, s: s,
+    nir.Flatten: lambda n, op, s: _flatten_out(op, s),
+    nir.Conv1d: lambda n, op, s: _conv_out(op, s),
+    nir.Conv2d: lambda n, op, s: _conv_out(op, s),
+    nir.SumPool2d: lambda n, op, s: _pool_out(op, s),
+    nir.AvgPool2d: lambda n, op, s: _pool_out(op, s),
+}
+
+SPIKING_NIR_OPS = (nir.LIF, nir.IF, nir.CubaLIF, nir.Threshold)
+# Ops through which the signal kind passes unchanged (they move or delay values, never mix them).
+TRANSPARENT_NIR_OPS = (nir.Output, nir.Delay, nir.Flatten)
+
+
+def infer_shapes(g: Graph) -> dict[str, Shape]:
+    """Output shape of every node. Raises ShapeError / GraphError naming the offending node."""
+    check_structure(g)
+    order, feedback = g.schedule()
+    fb = set(feedback)
+    shapes: dict[str, Shape] = {}
+    for _ in range(2):  # second sweep resolves shapes that arrive over feedback edges
+        for name in order:
+            op = g.nodes[name]
+            if isinstance(op, nir.Input):
+                s = _shape(op.input_type.get("input"))
+                if s is None:
+                    raise ShapeError(f"node '{name}': Input has no shape; set input_type={{'input': shape}}")
+                shapes[name] = s
+                continue
+            in_shapes: dict[str, Shape] = {}
+            for e in g.in_edges(name):
+                if e.src not in shapes:
+                    if e in fb:
+                        continue
+                    raise GraphError(f"node '{name}': input from '{e.src}' has no shape yet")
+                prev = in_shapes.get(e.port)
+                s = shapes[e.src]
+                if prev is not None and int(np.prod(prev)) != int(np.prod(s)):
+                    raise ShapeError(f"node '{name}': inputs summed into port '{e.port}' have shapes {prev} and "
+                                     f"{s} (from '{e.src}'); summed inputs must have the same size")
+                in_shapes[e.port] = s
+            out = _output_shape(name, op, in_shapes)
+            if out is not None:
+                shapes[name] = out
+    return shapes
+
+
+def _output_shape(name: str, op: nir.NIRNode, in_shapes: dict[str, Shape]) -> Shape | None:
+    if isinstance(op, ExtensionOp):
+        missing = [p for p in op.input_ports if p not in in_shapes]
+        if missing:
+            natural = op.natural_shape()
+            return natural  # fed only over feedback edges so far
+        return tuple(int(v) for v in op.output_shape(in_shapes))
+    rule = SHAPE_RULES.get(type(op))
+    if rule is None:
+        raise UnknownOpError(f"node '{name}': op type {type(op).__name__} has no shape rule")
+    if "input" not in in_shapes:
+        return _natural_nir_shape(op)
+    return tuple(int(v) for v in rule(name, op, in_shapes["input"]))
+
+
+def _natural_nir_shape(op: nir.NIRNode) -> Shape | None:
+    if isinstance(op, (nir.Affine, nir.Linear)):
+        return (int(op.weight.shape[0]),)
+    s = _shape(op.output_type.get("output")) if getattr(op, "output_type", None) else None
+    return s
+
+
+def infer_signals(g: Graph) -> dict[str, Signal]:
+    """Signal kind of every node's output: spiking neurons emit spikes, synapses and hosts emit reals."""
+    order, _ = g.schedule()
+    signals: dict[str, Signal] = {}
+    for name in order:
+        op = g.nodes[name]
+        ins = {e.port: signals.get(e.src, REAL) for e in g.in_edges(name)}
+        if isinstance(op, ExtensionOp):
+            signals[name] = op.output_signal(ins)
+        elif isinstance(op, SPIKING_NIR_OPS):
+            signals[name] = BINARY
+        elif isinstance(op, nir.Input):
+            signals[name] = Signal(**g.annotation(name, "signal", {"kind": "real"}))
+        elif isinstance(op, TRANSPARENT_NIR_OPS):
+            signals[name] = ins.get("input", REAL)
+        else:
+            signals[name] = REAL
+    return signals
+
+
+def edge_signal(g: Graph, signals: dict[str, Signal], src: str) -> Signal:
+    return signals.get(src, REAL)
+
+
+def check_structure(g: Graph) -> None:
+    """Edges name existing nodes and ports; inputs have no producers; every non-Input node has one."""
+    for e in g.edges:
+        if e.src not in g.nodes:
+            raise GraphError(f"edge {e}: source node '{e.src}' does not exist")
+        if e.dst not in g.nodes:
+            raise GraphError(f"edge {e}: target node '{e.dst}' does not exist")
+        dst = g.nodes[e.dst]
+        ports = dst.input_ports if isinstance(dst, ExtensionOp) else ("input",)
+        if e.port not in ports:
+            raise GraphError(f"edge {e}: node '{e.dst}' has no input port '{e.port}' (ports: {', '.join(ports)})")
+        if isinstance(dst, nir.Input):
+            raise GraphError(f"edge {e}: node '{e.dst}' is an Input and cannot receive edges")
+    if not g.inputs():
+        raise GraphError("graph has no Input node; add one so the simulator knows where data enters")
+    if not g.outputs():
+        raise GraphError("graph has no Output node; add one so results can be read")
+    for name, op in g.nodes.items():
+        if isinstance(op, nir.Input):
+            continue
+        ports = op.input_ports if isinstance(op, ExtensionOp) else ("input",)
+        fed = {e.port for e in g.in_edges(name)}
+        missing = [p for p in ports if p not in fed]
+        if missing:
+            raise GraphError(f"node '{name}' ({type(op).__name__}) has nothing connected to port(s) "
+                             f"{', '.join(missing)}; connect it or remove the node")
+
+
+def validate(g: Graph) -> dict[str, Shape]:
+    """Structure and shapes; returns the shapes. Raises a SpikeccError naming the node on failure."""
+    return infer_shapes(g)
