@@ -77,6 +77,7 @@ __all__ = [
     "save_vocab",
     "spike_fn",
     "wkv_sequence",
+    "wkv_sequence_autograd",
     "wkv_step",
 ]
 
@@ -135,13 +136,57 @@ def lif_sequence(
     """Run :func:`lif_step` along dim 1 of ``x`` (B, T, ...), one step per token.
 
     Returns ``(spikes (B, T, ...), final membrane (B, ...))``; the membrane starts at ``v0`` (default 0).
+    When ``x`` needs a gradient the loop runs inside :class:`_LIFSequence`, whose hand-written backward
+    (BPTT with the arctan surrogate, gradient through the reset) avoids building a T-deep autograd graph.
     """
     v = torch.zeros_like(x[:, 0]) if v0 is None else v0
+    if torch.is_grad_enabled() and x.requires_grad and not v.requires_grad:
+        return _LIFSequence.apply(x, v, tau, v_threshold)
     out = []
     for t in range(x.shape[1]):
         s, v = lif_step(x[:, t], v, tau, v_threshold)
         out.append(s)
     return torch.stack(out, dim=1), v
+
+
+class _LIFSequence(torch.autograd.Function):
+    """Whole-sequence LIF with manual BPTT.  With S_t = Theta(H_t - th), sigma'_t its surrogate slope:
+
+        dL/dH_t   = gS_t sigma'_t + gV_t ((1 - S_t) - H_t sigma'_t)     (V_t = H_t (1 - S_t))
+        dL/dX_t   = dL/dH_t / tau
+        gV_{t-1}  = dL/dH_t (1 - 1/tau)                                 (H_t = V_{t-1} + (X_t - V_{t-1})/tau)
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, v0: Tensor, tau: float, v_threshold: float):  # type: ignore[override]
+        v = v0
+        hs, ss = [], []
+        for t in range(x.shape[1]):
+            h = v + (x[:, t] - v) / tau  # the exact arithmetic of lif_step, so spikes are identical
+            s = heaviside(h - v_threshold)
+            v = h * (1.0 - s)
+            hs.append(h)
+            ss.append(s)
+        h_all, s_all = torch.stack(hs, 1), torch.stack(ss, 1)
+        ctx.save_for_backward(h_all, s_all)
+        ctx.tau, ctx.v_threshold = tau, v_threshold
+        return s_all, v
+
+    @staticmethod
+    def backward(ctx, g_s: Tensor, g_v_last: Tensor):  # type: ignore[override]
+        h_all, s_all = ctx.saved_tensors
+        tau, th = ctx.tau, ctx.v_threshold
+        z = h_all - th
+        slope = ATAN_ALPHA / 2.0 / (1.0 + (math.pi / 2.0 * ATAN_ALPHA * z) ** 2)
+        g_v = g_v_last if g_v_last is not None else torch.zeros_like(h_all[:, 0])
+        g_x = torch.empty_like(h_all)
+        keep = 1.0 - 1.0 / tau
+        for t in range(h_all.shape[1] - 1, -1, -1):
+            sl = slope[:, t]
+            g_h = g_s[:, t] * sl + g_v * ((1.0 - s_all[:, t]) - h_all[:, t] * sl)
+            g_x[:, t] = g_h / tau
+            g_v = g_h * keep
+        return g_x, g_v, None, None
 
 
 def wkv_step(
@@ -171,7 +216,19 @@ def wkv_step(
 
 
 def wkv_sequence(w: Tensor, u: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    """wkv for a whole sequence: ``k``, ``v`` shaped (B, T, C), state starting empty; returns (B, T, C)."""
+    """wkv for a whole sequence: ``k``, ``v`` shaped (B, T, C), state starting empty; returns (B, T, C).
+
+    With autograd recording, runs :class:`_WKVSequence` (same forward arithmetic, hand-written backward);
+    :func:`wkv_sequence_autograd` is the plain loop through :func:`wkv_step` that its test compares with.
+    """
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (w, u, k, v)):
+        return _WKVSequence.apply(w, u, k, v)
+    with torch.no_grad():
+        return wkv_sequence_autograd(w, u, k, v)
+
+
+def wkv_sequence_autograd(w: Tensor, u: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """Plain loop of :func:`wkv_step` (differentiated by autograd: slow, used as the reference)."""
     b, _, c = k.shape
     aa = k.new_zeros(b, c)
     bb = k.new_zeros(b, c)
@@ -181,6 +238,90 @@ def wkv_sequence(w: Tensor, u: Tensor, k: Tensor, v: Tensor) -> Tensor:
         y, aa, bb, pp = wkv_step(w, u, k[:, t], v[:, t], aa, bb, pp)
         ys.append(y)
     return torch.stack(ys, dim=1)
+
+
+class _WKVSequence(torch.autograd.Function):
+    """wkv with a manual backward.  Writing y_t = sum_i alpha_{t,i} v_i (alpha: the normalised weights,
+    e^{(t-1-i)w + k_i} / D_t for i < t and e^{u + k_t} / D_t for i = t), and g_t = dL/dy_t:
+
+        gv_i = sum_{t >= i} g_t alpha_{t,i}
+        gk_i = v_i gv_i - sum_{t >= i} g_t alpha_{t,i} y_t
+        gu   = sum_t g_t alpha_{t,t} (v_t - y_t)
+        gw   = sum_t g_t (N'_t - y_t D'_t) / D_t
+               with N'_t = sum_{i<t} (t-1-i) e^{(t-1-i)w + k_i} v_i (D'_t alike, without v_i)
+
+    The sums over t > i run backwards as P_i = e^w P_{i+1} + g_{i+1}/D_{i+1} (and Q_i with an extra
+    y_{i+1}), kept as (p, q) * e^o with a running max o, exactly like the forward keeps (aa, bb) * e^pp:
+    every exponential that is evaluated has a non-positive argument.
+    """
+
+    @staticmethod
+    def forward(ctx, w: Tensor, u: Tensor, k: Tensor, v: Tensor) -> Tensor:  # type: ignore[override]
+        b, n_t, c = k.shape
+        aa = k.new_zeros(b, c)
+        bb = k.new_zeros(b, c)
+        pp = k.new_full((b, c), PP_INIT)
+        da = k.new_zeros(b, c)  # d(aa)/dw and d(bb)/dw on the aa/bb scale
+        db = k.new_zeros(b, c)
+        ys, qs, ds = [], [], []
+        g_w_factor = []  # (aa' - y bb') e1 / den for each t: dy_t/dw
+        for t in range(n_t):
+            kt, vt = k[:, t], v[:, t]
+            ww = u + kt
+            q = torch.maximum(pp, ww)
+            e1 = torch.exp(pp - q)
+            e2 = torch.exp(ww - q)
+            den = e1 * bb + e2
+            y = (e1 * aa + e2 * vt) / den
+            ys.append(y)
+            qs.append(q)
+            ds.append(den)
+            g_w_factor.append(e1 * (da - y * db) / den)
+            ww = pp + w
+            q2 = torch.maximum(ww, kt)
+            e1 = torch.exp(ww - q2)
+            e2 = torch.exp(kt - q2)
+            # d/dw of (e^{pp} aa) = e^w (A + A'): both terms rescaled by e^{pp + w - q2} = e1.
+            da = e1 * (aa + da)
+            db = e1 * (bb + db)
+            aa = e1 * aa + e2 * vt
+            bb = e1 * bb + e2
+            pp = q2
+        y_all = torch.stack(ys, 1)
+        ctx.save_for_backward(w, u, k, v, y_all, torch.stack(qs, 1), torch.stack(ds, 1),
+                              torch.stack(g_w_factor, 1))
+        return y_all
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # type: ignore[override]
+        w, u, k, v, y, q, den, dydw = ctx.saved_tensors
+        n_t = k.shape[1]
+        g = g.contiguous()
+        # 1/D_t = e^{-q_t} / den_t; g_t / D_t = e^{-q_t} * r_t with r_t = g_t / den_t.
+        r = g / den
+        gk = torch.empty_like(k)
+        gv = torch.empty_like(v)
+        gu = (r * torch.exp(u + k - q) * (v - y)).sum(dim=(0, 1))
+        gw = (g * dydw).sum(dim=(0, 1))
+        p_acc = torch.zeros_like(k[:, 0])
+        q_acc = torch.zeros_like(k[:, 0])
+        o = torch.full_like(k[:, 0], PP_INIT)  # log-scale of (p_acc, q_acc)
+        for t in range(n_t - 1, -1, -1):
+            kt, vt = k[:, t], v[:, t]
+            self_w = r[:, t] * torch.exp(u + kt - q[:, t])  # g_t alpha_{t,t}
+            later = torch.exp(kt + o)  # e^{k_t} * e^o, argument <= 0
+            gv_t = self_w + later * p_acc
+            gv[:, t] = gv_t
+            gk[:, t] = vt * gv_t - (self_w * y[:, t] + later * q_acc)
+            # fold in term t for position t-1: P_{t-1} = e^w P_t + g_t / D_t (g_t/D_t = r_t e^{-q_t})
+            nq = -q[:, t]
+            o2 = torch.maximum(w + o, nq)
+            e1 = torch.exp(w + o - o2)
+            e2 = torch.exp(nq - o2)
+            p_acc = e1 * p_acc + e2 * r[:, t]
+            q_acc = e1 * q_acc + e2 * r[:, t] * y[:, t]
+            o = o2
+        return gw, gu, gk, gv
 
 
 def _shift(x: Tensor) -> Tensor:

@@ -1,0 +1,185 @@
+"""spikecc's event-driven CPU simulator: an interpreter over the IR graph (torch.fx's Interpreter, for
+spiking time).
+
+Execution follows `Graph.components()`: a node outside any loop is run over all steps at once (its inputs
+are final by then), and the nodes of a loop are stepped together, one step at a time, in schedule order.
+An edge marked delayed by `Graph.schedule()` delivers its source's value from the previous step (zero
+at step 0). Synapse kernels gather only the weight rows of non-zero inputs, so synaptic work grows with
+spikes x fan-out. Per node the simulator counts output events (non-zeros) and synaptic operations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+import nir
+import numpy as np
+
+from spikecc.backends.cpu import nir_ops  # noqa: F401  (registers the NIR lowerings)
+from spikecc.backends.cpu.kernels import BuildContext, Kernel, build_kernel
+from spikecc.errors import GraphError, InputFileError
+from spikecc.ir.graph import Edge, Graph
+from spikecc.ir.infer import infer_shapes, infer_signals
+
+MODES = ("float", "fixed")
+
+
+@dataclass
+class NodeCounts:
+    events: int = 0  # non-zero outputs (spikes for spiking nodes), summed over steps and neurons
+    synops: int = 0  # synaptic operations: non-zero inputs x fan-out
+    neurons: int = 0
+    spiking: bool = False
+
+    def rate(self, steps: int) -> float:
+        """Mean events per neuron per step (the firing rate for spiking nodes)."""
+        return self.events / max(1, self.neurons * steps)
+
+
+@dataclass
+class SimResult:
+    outputs: dict[str, np.ndarray]  # per Output node: (steps, *shape)
+    steps: int
+    counts: dict[str, NodeCounts]
+    states: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # node -> var -> (steps, n)
+    traces: dict[str, np.ndarray] = field(default_factory=dict)  # recorded node outputs, (steps, *shape)
+
+    def total(self, what: str) -> int:
+        return sum(getattr(c, what) for c in self.counts.values())
+
+
+class Simulator:
+    """Build once, run many times. `mode="float"` runs NIR's float semantics (or Loihi ops in float);
+    `mode="fixed"` runs graphs lowered and quantized for Loihi with Lava's bit-accurate integer maths."""
+
+    def __init__(self, graph: Graph, mode: str = "float", dtype=np.float64) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+        self.graph, self.mode = graph, mode
+        self.dtype = np.dtype(np.int64 if mode == "fixed" else dtype)
+        self.shapes = infer_shapes(graph)
+        self.signals = infer_signals(graph)
+        self.order, delayed = graph.schedule()
+        self.delayed = set(delayed)
+        self.components = graph.components()
+        self.in_edges: dict[str, list[Edge]] = {n: graph.in_edges(n) for n in graph.nodes}
+        self.kernels: dict[str, Kernel] = {}
+        for name in self.order:
+            op = graph.nodes[name]
+            ctx = BuildContext(
+                name=name,
+                in_shapes={e.port: self.shapes[e.src] for e in self.in_edges[name]},
+                out_shape=self.shapes[name],
+                in_signals={e.port: self.signals[e.src] for e in self.in_edges[name]},
+                dt=graph.dt, mode=mode, dtype=self.dtype, annotations=graph.annotations.get(name, {}))
+            self.kernels[name] = build_kernel(op, ctx)
+
+    def size(self, name: str) -> int:
+        return int(np.prod(self.shapes[name]))
+
+    # ---------------------------------------------------------------------------------------------
+    def check_inputs(self, inputs: np.ndarray | Mapping[str, np.ndarray], steps: int | None) \
+            -> tuple[dict[str, np.ndarray], int]:
+        names = self.graph.inputs()
+        if not isinstance(inputs, Mapping):
+            if len(names) != 1:
+                raise InputFileError(f"the graph has {len(names)} Input nodes ({', '.join(names)}); "
+                                     "pass one array per Input, by name")
+            inputs = {names[0]: inputs}
+        missing = [n for n in names if n not in inputs]
+        if missing:
+            raise InputFileError(f"no data for Input node(s) {', '.join(missing)}")
+        out = {}
+        for n in names:
+            a = np.asarray(inputs[n])
+            shape = self.shapes[n]
+            if a.ndim < 1 or tuple(a.shape[1:]) != tuple(shape) and a[0].size != int(np.prod(shape)):
+                raise InputFileError(f"input for Input node '{n}' has shape {a.shape}, expected "
+                                     f"(steps, {', '.join(map(str, shape))})")
+            out[n] = a.reshape(a.shape[0], -1)
+        t_avail = min(a.shape[0] for a in out.values())
+        steps = t_avail if steps is None else int(steps)
+        if steps > t_avail:
+            raise InputFileError(f"asked for {steps} steps but the input array holds only {t_avail}; "
+                                 "pass a longer input or fewer --steps")
+        for n, a in out.items():
+            out[n] = a[:steps].astype(self.dtype)
+        return out, steps
+
+    def run(self, inputs: np.ndarray | Mapping[str, np.ndarray], steps: int | None = None,
+            record: Iterable[str] = (), record_states: Iterable[str] = (),
+            progress: Callable[[int], None] | None = None) -> SimResult:
+        """Run from a fresh state. `record` names nodes whose outputs to keep; `record_states` names nodes
+        whose state variables (e.g. v) to keep. `progress(k)` is called as steps complete."""
+        data, steps = self.check_inputs(inputs, steps)
+        record, record_states = set(record), set(record_states)
+        unknown = sorted((record | record_states) - set(self.graph.nodes))
+        if unknown:
+            raise GraphError(f"cannot record unknown node(s) {', '.join(unknown)}")
+        for k in self.kernels.values():
+            k.reset()
+        for n, a in data.items():
+            self.kernels[n].data = a
+        full: dict[str, np.ndarray] = {}
+        states: dict[str, dict[str, np.ndarray]] = {}
+        done = 0
+        for comp in self.components:
+            if len(comp) == 1 and not self.graph.has_self_loop(comp[0]):
+                name = comp[0]
+                out, st = self.kernels[name].run(self._gather_all(name, full, steps), steps,
+                                                 name in record_states)
+                full[name] = np.asarray(out).reshape(steps, -1)
+                if st:
+                    states[name] = st
+            else:
+                self._step_loop(comp, full, states, steps, record_states)
+            done += 1
+            if progress:
+                progress(done)
+        counts = {}
+        for name, op in self.graph.nodes.items():
+            spiking = self.signals[name].is_spiking and not isinstance(op, (nir.Input, nir.Output))
+            counts[name] = NodeCounts(events=int(np.count_nonzero(full[name])), synops=self.kernels[name].synops,
+                                      neurons=self.size(name), spiking=spiking)
+        outputs = {n: full[n].reshape(steps, *self.shapes[n]) for n in self.graph.outputs()}
+        traces = {n: full[n].reshape(steps, *self.shapes[n]) for n in record}
+        return SimResult(outputs=outputs, steps=steps, counts=counts, states=states, traces=traces)
+
+    # ---------------------------------------------------------------------------------------------
+    def _gather_all(self, name: str, full: dict[str, np.ndarray], steps: int) -> dict[str, np.ndarray]:
+        """All steps of each input port: the sum of the incoming edges, shifted one step where delayed."""
+        ports: dict[str, np.ndarray] = {}
+        for e in self.in_edges[name]:
+            v = full[e.src]
+            if e in self.delayed:
+                v = np.concatenate([np.zeros_like(v[:1]), v[:-1]])
+            ports[e.port] = v if e.port not in ports else ports[e.port] + v
+        return ports
+
+    def _step_loop(self, comp: list[str], full, states, steps: int, record_states: set[str]) -> None:
+        for name in comp:
+            full[name] = np.zeros((steps, self.size(name)), dtype=self.dtype)
+        recs = {n: {v: [] for v in self.kernels[n].state_names} for n in comp if n in record_states}
+        plan = [(name, self.kernels[name],
+                 [(e.port, full[e.src] if e.src in full else None, e.src, e in self.delayed)
+                  for e in self.in_edges[name]]) for name in comp]
+        for t in range(steps):
+            for name, kernel, edges in plan:
+                x: dict[str, np.ndarray] = {}
+                for port, _, src, delayed in edges:
+                    tt = t - 1 if delayed else t
+                    v = full[src][tt] if tt >= 0 else np.zeros(full[src].shape[1], dtype=full[src].dtype)
+                    x[port] = v if port not in x else x[port] + v
+                full[name][t] = kernel.step(x)
+                if name in recs:
+                    for var, val in kernel.state().items():
+                        recs[name][var].append(val)
+        for n, r in recs.items():
+            states[n] = {v: np.stack(vals) for v, vals in r.items()}
+
+
+def simulate(graph: Graph, inputs, steps: int | None = None, mode: str = "float", dtype=np.float64,
+             **kwargs) -> SimResult:
+    """One-shot: build a Simulator for `graph` and run it (see Simulator.run for the options)."""
+    return Simulator(graph, mode=mode, dtype=dtype).run(inputs, steps=steps, **kwargs)
