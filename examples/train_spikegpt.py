@@ -102,14 +102,16 @@ def main(argv: list[str] | None = None) -> int:
     windows = eval_windows(corpus.val)
     unigram_full = corpus.unigram_loss()
     unigram_sub = unigram_on(corpus, windows)
-    print(f"corpus sha256 {corpus.sha256}  vocab {vocab.size}  train {len(corpus.train)}  val {len(corpus.val)}")
+    print(f"corpus sha256 {corpus.sha256}  vocab {vocab.size}  "
+          f"train {len(corpus.train)}  val {len(corpus.val)} characters")
     print(f"unigram baseline: {unigram_full:.4f} nats/char (full val), {unigram_sub:.4f} (eval subset)")
 
     cfg = SpikeGPTConfig(args.layers, args.d_model, vocab.size, args.d_ffn)
     model = SpikeGPT(cfg)
     model.reset_parameters(seed=args.seed)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"SpikeGPT L={cfg.n_layer} D={cfg.d_model} F={cfg.d_ffn} vocab={cfg.vocab_size}: {n_params} parameters")
+    print(f"SpikeGPT L={cfg.n_layer} D={cfg.d_model} F={cfg.d_ffn} vocab={cfg.vocab_size}: "
+          f"{n_params} parameters")
 
     # No weight decay on LayerNorm and the per-channel time parameters (as in RWKV).
     decay = [p for n, p in model.named_parameters() if n.endswith(".weight") and p.dim() == 2]
@@ -147,8 +149,8 @@ def main(argv: list[str] | None = None) -> int:
             t_eval += time.perf_counter() - t0
             history.append((step, running, val))
             rate_txt = " ".join(f"{k}={v:.3f}" for k, v in rates.items())
-            print(f"  eval step {step}: val {val:.4f} nats/char (unigram {unigram_sub:.4f})  rates {rate_txt}",
-                  flush=True)
+            print(f"  eval step {step}: val {val:.4f} nats/char (unigram {unigram_sub:.4f})  "
+                  f"rates {rate_txt}", flush=True)
         if elapsed > args.time_limit:
             stopped_early = step < args.steps
             print(f"time limit {args.time_limit:.0f}s reached at step {step}")
@@ -158,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     val, rates = evaluate(model, windows)
     if not history or history[-1][0] != step:
         history.append((step, running, val))
-    print(f"final: val {val:.4f} nats/char vs unigram {unigram_sub:.4f} (eval subset), {unigram_full:.4f} (full val)")
+    print(f"final: val {val:.4f} nats/char vs unigram {unigram_sub:.4f} (eval subset), "
+          f"{unigram_full:.4f} (full val)")
 
     out: Path = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -208,10 +211,12 @@ It exists to exercise the spikecc toolchain end to end; it is not a useful langu
 | FFN width | {cfg.d_ffn} |
 | vocabulary | {cfg.vocab_size} characters |
 | parameters | {n_params} |
-| LIF | spikingjelly form, tau = {cfg.tau}, v_threshold = {cfg.v_threshold} (fires at `H - 1 >= 0`), hard reset to 0 |
+| LIF | spikingjelly form, tau = {cfg.tau}, v_threshold = {cfg.v_threshold} (fires at `H - 1 >= 0`), \
+hard reset to 0 |
 | SNN time step | one per token; membranes and wkv state carried across tokens |
 | binary embedding | Heaviside, spike = `emb >= 0` |
-| surrogate gradient | arctan, alpha = {ATAN_ALPHA} (`alpha/2 / (1 + (pi/2 alpha x)^2)`), also through the reset |
+| surrogate gradient | arctan, alpha = {ATAN_ALPHA} (`alpha/2 / (1 + (pi/2 alpha x)^2)`), \
+also through the reset |
 
 ## Data
 
@@ -237,7 +242,8 @@ Vocabulary ({vocab.size} characters, ids in this order; `\\n` is newline):
 | wall time | {train_time:.0f} s training ({eval_time:.0f} s of it periodic evaluation) |
 | threads | {args.threads} CPU threads, torch {torch.__version__}, {platform.machine()} |
 
-Command: `.venv/bin/python examples/train_spikegpt.py --steps {args.steps} --seed {args.seed} --threads {args.threads}`
+Command: `.venv/bin/python examples/train_spikegpt.py --steps {args.steps} --seed {args.seed} \
+--threads {args.threads}`
 
 ## Results
 

@@ -105,6 +105,11 @@ E_MAC_45NM_PJ = 4.6  # pJ per 32-bit float multiply-accumulate, same source as q
 _NEG_BIG = -1e30  # "minus infinity" for the running max of the WKV state; finite so that exp(a - b) is never nan
 
 
+def _is_pow2(v: float) -> bool:
+    m, _ = math.frexp(v)
+    return v > 0 and m == 0.5
+
+
 def binary_level_weights(levels: int, int_bits: int) -> list[float]:
     """W_i = 2^(int_bits - i), i = 1..levels: `int_bits` integer bits, the rest fractional (paper Sec. 3.4)."""
     return [2.0 ** (int_bits - i) for i in range(1, levels + 1)]
@@ -136,6 +141,9 @@ class MultiLevelSpikeEncoder(nn.Module):
         self.T = int(T)
         self.level_weights = tuple(weights)
         self.polarity = bool(polarity)
+        self._fast = _is_pow2(self.T) and self.levels + int(math.log2(self.T)) <= 20 and all(
+            _is_pow2(w) for w in weights
+        ) and all(a == 2 * b for a, b in zip(weights, weights[1:]))
         # non-persistent: the checkpoint's config is the single source of truth for the encoding options
         self._rate_stats: list[tuple[float, int]] | None = None
 
@@ -204,12 +212,25 @@ class MultiLevelSpikeEncoder(nn.Module):
             raise ValueError(f"spikes must have shape (T={self.T}, l={self.levels}, ...), got {tuple(spikes.shape)}")
         return self._combine(spikes.sum(0), polarity.to(spikes.dtype))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def quantize(self, x: Tensor) -> Tensor:
+        """x_hat without gradient. Binary weights with T a power of two take a shortcut: the greedy code is then
+        exactly floor(a / res) * res with res = W_l / T (every step of the greedy code and every partial sum of
+        Eq. 3 is an exactly representable dyadic number, and the greedy error is < res), so two ops replace 6 * l.
+        tests/models/test_spikerwkv.py checks the shortcut against decode(encode(x)) bit for bit."""
+        if self._fast:
+            a, pol = self._magnitude_and_polarity(x.detach())
+            res = self.resolution
+            return pol * (torch.floor(a * (1.0 / res)) * res)
         *levels, (pol, _) = self._levels(x)
-        counts = [c for c, _ in levels]
+        return self._combine([c for c, _ in levels], pol)
+
+    def forward(self, x: Tensor) -> Tensor:
         if self._rate_stats is not None:
-            self._rate_stats.append((float(sum(c.sum() for c in counts)), counts[0].numel() * self.levels * self.T))
-        q = self._combine(counts, pol)
+            c, pol = self.counts(x)
+            self._rate_stats.append((float(c.sum()), c.numel() * self.T))
+            q = self._combine(c, pol)
+        else:
+            q = self.quantize(x)
         lo = -self.max_value if self.polarity else 0.0
         xc = x.clamp(lo, self.max_value)
         # q + (xc - xc.detach()) is exactly q in value (the second term is 0.0) with d/dx = 1 inside the range
@@ -270,12 +291,13 @@ def wkv_parallel(w: Tensor, u: Tensor, k: Tensor, v: Tensor) -> Tensor:
     L = k.shape[-2]
     t = torch.arange(L, device=k.device)
     lag = t[:, None] - 1 - t[None, :]  # (t-1-i)
-    past = (lag >= 0).to(torch.float64)  # constant masks: cheaper to differentiate than torch.where on (C, L, L)
-    eye = torch.eye(L, device=k.device, dtype=torch.float64)
     # decay[c, t, i] = e^{(t-1-i) w_c} for i < t, e^{u_c} for i == t, 0 for i > t; laid out (C, L, L) for bmm.
-    # e^{n w} depends on the lag n only: build the (C, L) table once and spread it over the Toeplitz pattern.
-    table = torch.exp(torch.arange(L, device=k.device, dtype=torch.float64)[None, :] * w64[:, None])
-    decay = table[:, lag.clamp(min=0)] * past + torch.exp(u64)[:, None, None] * eye
+    # It depends on the lag only: gather it from a (C, L + 1) table [e^{0 w} .. e^{(L-2) w}, e^u, 0] in one op,
+    # the cheapest way to build (and differentiate) the (C, L, L) tensor.
+    powers = torch.exp(torch.arange(L - 1, device=k.device, dtype=torch.float64)[None, :] * w64[:, None])
+    table = torch.cat([powers, torch.exp(u64)[:, None], torch.zeros_like(u64)[:, None]], dim=1)
+    col = torch.where(lag >= 0, lag, torch.where(lag == -1, L - 1, L))
+    decay = table[:, col]
     kmax = k64.detach().amax(dim=-2, keepdim=True)
     ek = torch.exp(k64 - kmax)
     both = torch.cat([ek * v64, ek], dim=0)  # (2B, L, C): numerator and denominator terms in one bmm

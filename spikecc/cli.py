@@ -1,0 +1,192 @@
+"""The `spikecc` command line: click commands that parse, call and print. No logic lives here.
+
+Every spikecc error is printed as one line `error: ...` with exit status 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from spikecc.errors import InputFileError, SpikeccError
+
+console = Console(highlight=False)
+
+
+def friendly_errors(fn):
+    """Turn spikecc errors (and file errors) into one line on stderr and exit status 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except SpikeccError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        except (OSError, ValueError) as exc:  # e.g. unwritable output path, disk full
+            click.echo(f"error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+def load_input(path: Path) -> np.ndarray:
+    """An input array from .npy (or the single array of an .npz)."""
+    if not path.exists():
+        raise InputFileError(f"{path}: no such input file; give a .npy array shaped (steps, *input shape)")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise InputFileError(f"{path}: not a numpy .npy/.npz file ({str(exc).splitlines()[0][:120]})") from None
+    if isinstance(data, np.lib.npyio.NpzFile):
+        if len(data.files) != 1:
+            raise InputFileError(f"{path}: .npz holds {len(data.files)} arrays; give a .npy or a one-array .npz")
+        data = data[data.files[0]]
+    if not np.issubdtype(data.dtype, np.number) and data.dtype != bool:
+        raise InputFileError(f"{path}: array of dtype {data.dtype}; inputs must be numeric")
+    return data
+
+
+def save_outputs(path: Path, outputs: dict[str, np.ndarray]) -> None:
+    from spikecc.compiler.build_dir import atomic_write_bytes
+
+    buf = io.BytesIO()
+    np.savez(buf, **outputs)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def progress_bar(total: int, label: str):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=Console(stderr=True), transient=True, disable=total < 2)
+
+
+@click.group()
+@click.version_option(package_name="spikecc")
+def main() -> None:
+    """spikecc: compile spiking networks and spiking language models to Intel Loihi 2 (through Lava),
+    and verify them with an event-driven CPU simulator."""
+
+
+@main.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@friendly_errors
+def inspect(file: Path) -> None:
+    """Show the nodes of a NIR FILE: type, shape, signal kind, parameter count."""
+    from spikecc.ir import infer_shapes, infer_signals, read
+
+    g = read(file)
+    shapes, signals = infer_shapes(g), infer_signals(g)
+    order, delayed = g.schedule()
+    table = Table(title=f"{file}  ({len(g.nodes)} nodes, {len(g.edges)} edges, dt={g.dt:g} s)")
+    for col in ("node", "type", "shape", "output", "params", "inputs"):
+        table.add_column(col, justify="right" if col == "params" else "left")
+    total = 0
+    for name in order:
+        op = g.nodes[name]
+        n_params = sum(int(np.size(v)) for k, v in vars(op).items()
+                       if isinstance(v, np.ndarray) and k not in ("input_type", "output_type"))
+        total += n_params
+        ins = ", ".join(e.src + (" (t-1)" if e in delayed else "") for e in g.in_edges(name))
+        table.add_row(name, type(op).__name__, str(shapes[name]), str(signals[name]), f"{n_params:,}", ins)
+    console.print(table)
+    console.print(f"{total:,} parameters; inputs: {', '.join(g.inputs())}; outputs: {', '.join(g.outputs())}")
+
+
+def _run_common(file: Path, input_path: Path, steps: int | None):
+    from spikecc.ir import read
+
+    g = read(file)
+    return g, load_input(input_path), steps
+
+
+def _print_activity(counts: dict, steps: int) -> None:
+    table = Table(title=f"activity over {steps} steps")
+    for col in ("node", "neurons", "events", "rate/step", "synops"):
+        table.add_column(col, justify="left" if col == "node" else "right")
+    for name, c in counts.items():
+        table.add_row(name, str(c.neurons), f"{c.events:,}", f"{c.rate(steps):.4f}", f"{c.synops:,}")
+    console.print(table)
+
+
+@main.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--input", "input_path", required=True, type=click.Path(path_type=Path),
+              help="numpy array shaped (steps, *input shape)")
+@click.option("--steps", type=int, default=None, help="steps to run (default: all input steps)")
+@click.option("--fixed-point", is_flag=True, help="lower + quantize for Loihi 2 and run bit-accurately")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help=".npz with one array per Output node, named after it, shaped (steps, *shape)")
+@friendly_errors
+def simulate(file: Path, input_path: Path, steps: int | None, fixed_point: bool, output: Path | None) -> None:
+    """Simulate a NIR FILE on the CPU (spikecc's event-driven simulator)."""
+    from spikecc.backends.cpu import Simulator
+    from spikecc.compiler.pipeline import lower_for_target
+
+    g, x, steps = _run_common(file, input_path, steps)
+    if fixed_point:
+        g = lower_for_target(g, fixed_point=True)
+    sim = Simulator(g, mode="fixed" if fixed_point else "float")
+    with progress_bar(len(sim.components), "simulating") as bar:
+        task = bar.add_task("sim", total=len(sim.components))
+        res = sim.run(x, steps=steps, progress=lambda k: bar.update(task, completed=k))
+    _print_activity(res.counts, res.steps)
+    if output:
+        save_outputs(output, res.outputs)
+        console.print(f"wrote {output} ({', '.join(res.outputs)})")
+
+
+@main.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--input", "input_path", required=True, type=click.Path(path_type=Path),
+              help="numpy array shaped (steps, *input shape)")
+@click.option("--steps", type=int, default=None, help="steps to run (default: all input steps)")
+@click.option("--fixed-point", is_flag=True, help="quantize and run Lava's bit-accurate (fixed_pt) models")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help=".npz with one array per Output node, named after it, shaped (steps, *shape)")
+@friendly_errors
+def lava(file: Path, input_path: Path, steps: int | None, fixed_point: bool, output: Path | None) -> None:
+    """Run a NIR FILE in Lava's Loihi 2 simulator (Loihi2SimCfg). Each synapse layer adds Lava's
+    one-step delay, so outputs lag the float NIR semantics by the number of layers on the path."""
+    from spikecc.backends.lava import run_lava
+    from spikecc.compiler.pipeline import lower_for_target
+
+    g, x, steps = _run_common(file, input_path, steps)
+    lowered = lower_for_target(g, fixed_point=fixed_point)
+    steps = x.shape[0] if steps is None else steps
+    if steps > x.shape[0]:
+        raise InputFileError(f"asked for {steps} steps but {input_path} holds only {x.shape[0]}")
+    with console.status(f"running {steps} steps in Lava ({'fixed_pt' if fixed_point else 'floating_pt'})"):
+        res = run_lava(lowered, x[:steps], steps=steps, mode="fixed" if fixed_point else "float")
+    for name, arr in res.outputs.items():
+        console.print(f"{name}: shape {arr.shape}, {int(np.count_nonzero(arr)):,} non-zero outputs")
+    if output:
+        save_outputs(output, res.outputs)
+        console.print(f"wrote {output} ({', '.join(res.outputs)})")
+
+
+@main.command(name="compile")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="build directory (replaced atomically)")
+@click.option("--float", "float_mode", is_flag=True, help="skip fixed-point quantization")
+@friendly_errors
+def compile_cmd(file: Path, out_dir: Path, float_mode: bool) -> None:
+    """Compile a NIR FILE for Loihi 2 into a build directory (lowered graph, manifest, report, Lava module)."""
+    from spikecc.compiler.pipeline import compile_file
+
+    with console.status("compiling"):
+        out = compile_file(file, out_dir, fixed_point=not float_mode)
+    console.print(f"wrote {out}/: " + ", ".join(sorted(p.name for p in out.iterdir())))
+
+
+if __name__ == "__main__":
+    main()
