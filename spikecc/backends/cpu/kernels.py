@@ -62,6 +62,12 @@ class Kernel:
     def state(self) -> dict[str, np.ndarray]:
         return {n: np.array(getattr(self, n), copy=True) for n in self.state_names}
 
+    def rest_output(self) -> np.ndarray | None:
+        """The output before step 0, which a delayed edge delivers at step 0 (None: zeros). A synapse's is
+        its bias: its output for the all-zero input of a network at rest (snntorch's RLeaky adds the
+        recurrent Linear's bias at step 0 too)."""
+        return None
+
     def run(self, xs: dict[str, np.ndarray], steps: int, record: bool) -> tuple[np.ndarray, dict]:
         outs, states = [], {n: [] for n in self.state_names} if record else {}
         for t in range(steps):

@@ -3,9 +3,10 @@ spiking time).
 
 Execution follows `Graph.components()`: a node outside any loop is run over all steps at once (its inputs
 are final by then), and the nodes of a loop are stepped together, one step at a time, in schedule order.
-An edge marked delayed by `Graph.schedule()` delivers its source's value from the previous step (zero
-at step 0). Synapse kernels gather only the weight rows of non-zero inputs, so synaptic work grows with
-spikes x fan-out. Per node the simulator counts output events (non-zeros) and synaptic operations.
+An edge marked delayed by `Graph.schedule()` delivers its source's value from the previous step (at
+step 0 its value at rest: zero, or a synapse's bias). Synapse kernels gather only the weight rows of
+non-zero inputs, so synaptic work grows with spikes x fan-out. Per node the simulator counts output
+events (non-zeros) and synaptic operations.
 """
 
 from __future__ import annotations
@@ -153,9 +154,17 @@ class Simulator:
         for e in self.in_edges[name]:
             v = full[e.src]
             if e in self.delayed:
-                v = np.concatenate([np.zeros_like(v[:1]), v[:-1]])
+                v = np.concatenate([self._rest(e.src)[None], v[:-1]])
             ports[e.port] = v if e.port not in ports else ports[e.port] + v
         return ports
+
+    def _rest(self, name: str) -> np.ndarray:
+        """What a delayed edge from `name` delivers at step 0: the kernel's output at rest (zeros unless
+        it says otherwise, e.g. a synapse's bias)."""
+        rest = self.kernels[name].rest_output()
+        if rest is None:
+            return np.zeros(self.size(name), dtype=self.dtype)
+        return np.broadcast_to(np.asarray(rest, dtype=self.dtype), (self.size(name),))
 
     def _step_loop(self, comp: list[str], full, states, steps: int, record_states: set[str]) -> None:
         for name in comp:
@@ -169,7 +178,7 @@ class Simulator:
                 x: dict[str, np.ndarray] = {}
                 for port, _, src, delayed in edges:
                     tt = t - 1 if delayed else t
-                    v = full[src][tt] if tt >= 0 else np.zeros(full[src].shape[1], dtype=full[src].dtype)
+                    v = full[src][tt] if tt >= 0 else self._rest(src)
                     x[port] = v if port not in x else x[port] + v
                 full[name][t] = kernel.step(x)
                 if name in recs:
