@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import nir
 import numpy as np
 
-from spikecc.backends.cpu import nir_ops  # noqa: F401  (registers the NIR lowerings)
+from spikecc.backends.cpu import lm_ops, nir_ops  # noqa: F401  (registers the lowerings)
 from spikecc.backends.cpu.kernels import BuildContext, Kernel, build_kernel
 from spikecc.errors import GraphError, InputFileError
 from spikecc.ir.graph import Edge, Graph
@@ -146,6 +146,44 @@ class Simulator:
         outputs = {n: full[n].reshape(steps, *self.shapes[n]) for n in self.graph.outputs()}
         traces = {n: full[n].reshape(steps, *self.shapes[n]) for n in record}
         return SimResult(outputs=outputs, steps=steps, counts=counts, states=states, traces=traces)
+
+    # ---------------------------------------------------------------------------------------------
+    # Incremental stepping (token-by-token generation): state persists between calls.
+    def start(self) -> None:
+        """Reset every kernel and begin an incremental run (see `step`)."""
+        for k in self.kernels.values():
+            k.reset()
+        self._prev = {n: np.zeros(self.size(n), dtype=self.dtype) for n in self.order}
+        self._events = dict.fromkeys(self.order, 0)
+        self._t = 0
+
+    def step(self, inputs: np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Advance one step with one value per Input node; returns every node's output at this step
+        (flat vectors). Delayed edges read the previous call's values, exactly as in `run`."""
+        if not hasattr(self, "_prev"):
+            self.start()
+        names = self.graph.inputs()
+        if not isinstance(inputs, Mapping):
+            inputs = {names[0]: inputs}
+        cur: dict[str, np.ndarray] = {}
+        for name in self.order:
+            if name in names:
+                cur[name] = np.asarray(inputs[name], dtype=self.dtype).reshape(-1)
+                continue
+            x: dict[str, np.ndarray] = {}
+            for e in self.in_edges[name]:
+                v = self._prev[e.src] if e in self.delayed else cur[e.src]
+                x[e.port] = v if e.port not in x else x[e.port] + v
+            cur[name] = np.asarray(self.kernels[name].step(x)).reshape(-1)
+            self._events[name] += int(np.count_nonzero(cur[name]))
+        self._prev = cur
+        self._t += 1
+        return cur
+
+    def step_counts(self) -> dict[str, NodeCounts]:
+        """Counts accumulated since `start()` by `step` calls."""
+        return {n: NodeCounts(events=self._events[n], synops=self.kernels[n].synops, neurons=self.size(n),
+                              spiking=self.signals[n].is_spiking) for n in self.order}
 
     # ---------------------------------------------------------------------------------------------
     def _gather_all(self, name: str, full: dict[str, np.ndarray], steps: int) -> dict[str, np.ndarray]:

@@ -1,0 +1,1 @@
+"""Frontends: turn a checkpoint (or another tool's file) into spikecc's IR."""
