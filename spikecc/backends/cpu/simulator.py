@@ -153,7 +153,7 @@ class Simulator:
         """Reset every kernel and begin an incremental run (see `step`)."""
         for k in self.kernels.values():
             k.reset()
-        self._prev = {n: np.zeros(self.size(n), dtype=self.dtype) for n in self.order}
+        self._prev = {n: self._rest(n) for n in self.order}
         self._events = dict.fromkeys(self.order, 0)
         self._t = 0
 
