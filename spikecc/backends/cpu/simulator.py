@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import nir
 import numpy as np
 
-from spikecc.backends.cpu import lm_ops, nir_ops  # noqa: F401  (registers the lowerings)
+from spikecc.backends.cpu import lm_ops, loihi_ops, nir_ops  # noqa: F401  (registers the lowerings)
 from spikecc.backends.cpu.kernels import BuildContext, Kernel, build_kernel
 from spikecc.errors import GraphError, InputFileError
 from spikecc.ir.graph import Edge, Graph
@@ -29,6 +29,7 @@ MODES = ("float", "fixed")
 @dataclass
 class NodeCounts:
     events: int = 0  # non-zero outputs (spikes for spiking nodes), summed over steps and neurons
+    negative: int = 0  # of those, the negative ones (ternary spikes -a, signed graded payloads)
     synops: int = 0  # synaptic operations: non-zero inputs x fan-out
     neurons: int = 0
     spiking: bool = False
@@ -141,7 +142,8 @@ class Simulator:
         counts = {}
         for name, op in self.graph.nodes.items():
             spiking = self.signals[name].is_spiking and not isinstance(op, (nir.Input, nir.Output))
-            counts[name] = NodeCounts(events=int(np.count_nonzero(full[name])), synops=self.kernels[name].synops,
+            counts[name] = NodeCounts(events=int(np.count_nonzero(full[name])), negative=int(np.sum(full[name] < 0)),
+                                      synops=self.kernels[name].synops,
                                       neurons=self.size(name), spiking=spiking)
         outputs = {n: full[n].reshape(steps, *self.shapes[n]) for n in self.graph.outputs()}
         traces = {n: full[n].reshape(steps, *self.shapes[n]) for n in record}
@@ -155,6 +157,7 @@ class Simulator:
             k.reset()
         self._prev = {n: self._rest(n) for n in self.order}
         self._events = dict.fromkeys(self.order, 0)
+        self._negative = dict.fromkeys(self.order, 0)
         self._t = 0
 
     def step(self, inputs: np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -176,13 +179,14 @@ class Simulator:
                 x[e.port] = v if e.port not in x else x[e.port] + v
             cur[name] = np.asarray(self.kernels[name].step(x)).reshape(-1)
             self._events[name] += int(np.count_nonzero(cur[name]))
+            self._negative[name] += int(np.sum(cur[name] < 0))
         self._prev = cur
         self._t += 1
         return cur
 
     def step_counts(self) -> dict[str, NodeCounts]:
         """Counts accumulated since `start()` by `step` calls."""
-        return {n: NodeCounts(events=self._events[n], synops=self.kernels[n].synops, neurons=self.size(n),
+        return {n: NodeCounts(events=self._events[n], negative=self._negative[n], synops=self.kernels[n].synops, neurons=self.size(n),
                               spiking=self.signals[n].is_spiking) for n in self.order}
 
     # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,250 @@
+"""CPU lowerings of the Loihi-form ops (spikecc.ir.loihi_ops), in float and in bit-accurate fixed point.
+
+Fixed mode reproduces Lava 0.10.0's `fixed_pt` process models bit for bit, spikes and u/v states:
+
+    LoihiDense       PyDenseModelBitAcc   lava/proc/dense/models.py:57-107, lava/utils/weightutils.py:204-295
+    LoihiLIF         PyLifModelBitAcc     lava/proc/lif/models.py:72-216, 237-278
+    LoihiTernaryLIF  PyTernLifModelFixed  lava/proc/lif/models.py:306-342
+
+including the int32 arithmetic of Lava's numpy code where it can overflow (the int32 channel that carries
+Dense's output, `a_in << 6` in int32, the int32 sums), which `wrap32` emulates in int64. The one-step delay
+of Dense is not in the kernel: `LoihiDense.output_delay = 1` makes the graph schedule deliver its output a
+step late, as Lava's a_buff does.
+
+Float mode runs the equations of the op docstrings. On a node `quantize_for_loihi` marked fixed point
+(annotation "fixed_point"), float mode runs the same integer parameters without rounding, wrapping or
+saturation (u decay (du+1)/4096, v decay dv/4096, input and threshold scaled by 2**6): the "ideal"
+version of the quantized network, which isolates the error that integer arithmetic adds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from spikecc.backends.cpu.kernels import BuildContext, Kernel, lowers, per_neuron
+from spikecc.errors import BackendError
+from spikecc.ir.loihi_ops import ACT_SHIFT, DECAY_BITS, UV_BITS, VTH_SHIFT, LoihiDense, LoihiLIF, LoihiTernaryLIF
+
+UV_MAX = 2 ** (UV_BITS - 1)  # 2**23: u wraps around it, v saturates at +-(UV_MAX - 1)
+DECAY_UNITY = 2**DECAY_BITS
+
+
+def wrap32(x: np.ndarray) -> np.ndarray:
+    """Two's-complement wrap of int64 values to int32, as numpy's int32 arithmetic and casts do."""
+    return ((x + 2**31) & (2**32 - 1)) - 2**31
+
+
+def _shift(x: np.ndarray, exp: np.ndarray | int) -> np.ndarray:
+    """x * 2**exp with exp >= 0, floor(x / 2**-exp) with exp < 0 (numpy's arithmetic right shift)."""
+    exp = np.asarray(exp, dtype=np.int64)
+    return np.where(exp >= 0, np.left_shift(x, np.maximum(exp, 0)), np.right_shift(x, np.maximum(-exp, 0)))
+
+
+def _decay(x: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """sign(x*keep) * (|x*keep| >> 12): Lava's decay, which truncates toward zero (not floor)."""
+    p = x * keep
+    return np.sign(p) * (np.abs(p) >> DECAY_BITS)
+
+
+def _require_int(ctx: BuildContext, field: str, value: np.ndarray) -> np.ndarray:
+    a = np.asarray(value, dtype=np.float64)
+    if not np.all(np.isfinite(a)) or np.any(a != np.rint(a)):
+        raise BackendError(f"node '{ctx.name}': fixed-point simulation needs integer {field}, got values such as "
+                           f"{a.reshape(-1)[:3].tolist()}; quantize the graph first (quantize_for_loihi)")
+    return a.astype(np.int64)
+
+
+def _quantized(ctx: BuildContext) -> bool:
+    return bool(ctx.annotations.get("fixed_point", False))
+
+
+# -- Dense ---------------------------------------------------------------------------------------------------
+def effective_weights(weight: np.ndarray, num_weight_bits: int) -> np.ndarray:
+    """The integer weights Lava's PyDenseModelBitAcc uses (run_spk, lava/proc/dense/models.py:82-91):
+    sign mode from the weights (determine_sign_mode), clip_weights to 8 bits, truncate_weights to
+    num_weight_bits (one bit more for MIXED, where the sign takes a bit)."""
+    w = np.asarray(weight).astype(np.int64)
+    if w.size == 0:
+        return w
+    if w.min() >= 0:
+        mode = "excitatory"
+    elif w.max() <= 0:
+        mode = "inhibitory"
+    else:
+        mode = "mixed"
+    mixed = mode == "mixed"
+    if mode == "inhibitory":  # clip and truncate act on -W (weightutils.py:232-245, 280-293)
+        w = -w
+    w = np.clip(w, -256 if mixed else 0, 255)
+    k = 8 - int(num_weight_bits) + int(mixed)
+    w = (w >> k) << k
+    return -w if mode == "inhibitory" else w
+
+
+class DenseKernel(Kernel):
+    """a = W s (binary: the columns of the non-zero inputs; graded: W @ s), then the weight exponent.
+
+    Event-driven: each step gathers only the rows of W^T of non-zero inputs; synops count them.
+    Fixed: a = wrap32(acc << weight_exp or acc >> -weight_exp), Lava's arithmetic shift and int32 channel.
+    Float: a = 2**weight_exp * acc.
+    """
+
+    def __init__(self, weight: np.ndarray, weight_exp: int, graded: bool, fixed: bool) -> None:
+        super().__init__()
+        self.fixed, self.graded, self.weight_exp = fixed, graded, int(weight_exp)
+        self.dtype = np.int64 if fixed else np.float64
+        self.wt = sp.csr_matrix(weight.T.astype(self.dtype))  # (n_in, n_out): row i = fan-out of input i
+        self.fanout = np.diff(self.wt.indptr).astype(np.int64)
+        self.n_out = weight.shape[0]
+        self.scale = 2.0**self.weight_exp
+
+    def _finish(self, acc: np.ndarray) -> np.ndarray:
+        if not self.fixed:
+            return acc * self.scale
+        if self.graded:
+            acc = wrap32(acc)  # Lava's W.dot(s) with int32 W and int32 payloads stays int32
+        acc = np.left_shift(acc, self.weight_exp) if self.weight_exp > 0 else np.right_shift(acc, -self.weight_exp)
+        return wrap32(acc)  # a_out is an int32 port: the channel buffer wraps
+
+    def step(self, x):
+        s = x["input"]
+        idx = np.flatnonzero(s)
+        self.synops += int(self.fanout[idx].sum())
+        vals = s[idx].astype(self.dtype) if self.graded else np.ones(idx.size, dtype=self.dtype)
+        acc = self.wt[idx].T @ vals
+        return self._finish(np.asarray(acc).reshape(-1))
+
+    def run(self, xs, steps, record):
+        s = xs["input"]
+        self.synops += int((s != 0).sum(axis=0) @ self.fanout)
+        vals = s.astype(self.dtype) if self.graded else (s != 0).astype(self.dtype)
+        acc = sp.csr_matrix(vals) @ self.wt  # walks the non-zeros of s: the event-driven gather, all steps
+        acc = acc.toarray() if sp.issparse(acc) else np.asarray(acc)
+        return self._finish(acc), {}
+
+
+@lowers(LoihiDense)
+def lower_loihi_dense(op: LoihiDense, ctx: BuildContext) -> Kernel:
+    n_in = ctx.in_size("input")
+    if n_in != op.weight.shape[1]:
+        raise BackendError(f"node '{ctx.name}': LoihiDense has {op.weight.shape[1]} inputs but is fed {n_in} values")
+    fixed = ctx.mode == "fixed"
+    if fixed or _quantized(ctx):
+        weight = effective_weights(_require_int(ctx, "weights", op.weight), op.num_weight_bits)
+    else:
+        weight = np.asarray(op.weight, dtype=np.float64)
+    return DenseKernel(weight, op.weight_exp, op.num_message_bits > 0, fixed)
+
+
+# -- neurons -------------------------------------------------------------------------------------------------
+class LoihiNeuronKernel(Kernel):
+    """Shared u/v update of LoihiLIF and LoihiTernaryLIF; subclasses decide spikes (see the op docstrings).
+
+    Fixed (PyLifModelBitAcc.subthr_dynamics, lava/proc/lif/models.py:138-186; order: u, then v, spikes,
+    reset), in int64 with Lava's int32 overflows emulated by wrap32:
+        a    = wrap32(sum of inputs)                  # InPort.recv sums the channels into int32
+        u'   = wrap32(decay(u, 4096 - (du + 1)) + wrap32(a << 6))
+        u    = u' - 2**24 if u' > 2**23; u' + 2**24 if u' <= -2**23; else u'     (one wrap, as Lava)
+        v    = clip(wrap32(decay(v, 4096 - dv) + u + (bias_mant << bias_exp)), -(2**23 - 1), 2**23 - 1)
+    with decay(x, k) = sign(x k) (|x k| >> 12). Float: the op docstring's real-valued equations.
+    """
+
+    state_names = ("u", "v")
+
+    def __init__(self, size: int, du, dv, bias_mant, bias_exp, fixed: bool, quantized: bool) -> None:
+        super().__init__()
+        self.size, self.fixed = size, fixed
+        self.dtype = np.int64 if fixed else np.float64
+        if fixed:
+            self.keep_u = DECAY_UNITY - (du + 1)  # ds_offset = 1 (models.py:94, 145)
+            self.keep_v = DECAY_UNITY - dv  # dm_offset = 0 (models.py:95, 174)
+            # scale_bias (models.py:110-122): int32 mantissa shifted by the exponent each step
+            self.bias = wrap32(_shift(bias_mant, bias_exp))
+        elif quantized:  # the integer parameters, run without rounding
+            self.keep_u = 1.0 - (du + 1) / DECAY_UNITY
+            self.keep_v = 1.0 - dv / DECAY_UNITY
+            self.bias = bias_mant * 2.0**bias_exp
+            self.in_scale = 2.0**ACT_SHIFT
+        else:
+            self.keep_u, self.keep_v = 1.0 - du, 1.0 - dv
+            self.bias = bias_mant * 2.0**bias_exp
+            self.in_scale = 1.0
+        self.reset()
+
+    def reset(self) -> None:
+        super().reset()
+        self.u = np.zeros(self.size, dtype=self.dtype)
+        self.v = np.zeros(self.size, dtype=self.dtype)
+
+    def _subthreshold(self, a: np.ndarray) -> None:
+        if self.fixed:
+            a = wrap32(a.astype(np.int64))
+            cur = wrap32(_decay(self.u, self.keep_u) + wrap32(a << ACT_SHIFT))
+            u = np.where(cur > UV_MAX, cur - 2 * UV_MAX, cur)
+            self.u = np.where(u <= -UV_MAX, wrap32(cur + 2 * UV_MAX), u)
+            v = wrap32(_decay(self.v, self.keep_v) + self.u + self.bias)
+            self.v = np.clip(v, -UV_MAX + 1, UV_MAX - 1)
+        else:
+            self.u = self.u * self.keep_u + a * self.in_scale
+            self.v = self.v * self.keep_v + self.u + self.bias
+
+    def spikes(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def step(self, x):
+        self._subthreshold(x["input"])
+        s = self.spikes()
+        self.v = np.where(s != 0, 0, self.v).astype(self.dtype)
+        return s.astype(self.dtype)
+
+
+class LIFKernel(LoihiNeuronKernel):
+    """s = v > vth (fixed: vth << 6); v <- 0 where s."""
+
+    def __init__(self, vth, **kw) -> None:
+        super().__init__(**kw)
+        self.vth = vth
+
+    def spikes(self):
+        return self.v > self.vth
+
+
+class TernaryLIFKernel(LoihiNeuronKernel):
+    """s = +1 where v > vth_hi, -1 where v < vth_lo (fixed: both << 6), else 0; v <- 0 where s != 0."""
+
+    def __init__(self, vth_hi, vth_lo, **kw) -> None:
+        super().__init__(**kw)
+        self.hi, self.lo = vth_hi, vth_lo
+
+    def spikes(self):
+        return (self.v > self.hi).astype(np.int64) - (self.v < self.lo).astype(np.int64)
+
+
+def _neuron_params(op, ctx: BuildContext, thresholds: tuple[str, ...]) -> tuple[dict, list[np.ndarray]]:
+    n = ctx.size
+    if n != int(np.size(op.du)):
+        raise BackendError(f"node '{ctx.name}': {type(op).__name__} has {np.size(op.du)} neurons but is fed {n} "
+                           "values; the synapse layer before it must output one value per neuron")
+    fixed, quantized = ctx.mode == "fixed", _quantized(ctx)
+    names = ("du", "dv", "bias_mant", "bias_exp")
+    if fixed:
+        vals = {k: _require_int(ctx, k, per_neuron(getattr(op, k), n)) for k in names}
+        ths = [_require_int(ctx, t, per_neuron(getattr(op, t), n)) << VTH_SHIFT for t in thresholds]
+        ths = [wrap32(t) for t in ths]  # np.left_shift on Lava's int32 vth
+    else:
+        vals = {k: per_neuron(getattr(op, k), n) for k in names}
+        ths = [per_neuron(getattr(op, t), n) * (2.0**VTH_SHIFT if quantized else 1.0) for t in thresholds]
+    return dict(size=n, fixed=fixed, quantized=quantized, **vals), ths
+
+
+@lowers(LoihiLIF)
+def lower_loihi_lif(op: LoihiLIF, ctx: BuildContext) -> Kernel:
+    kw, (vth,) = _neuron_params(op, ctx, ("vth",))
+    return LIFKernel(vth, **kw)
+
+
+@lowers(LoihiTernaryLIF)
+def lower_loihi_ternary_lif(op: LoihiTernaryLIF, ctx: BuildContext) -> Kernel:
+    kw, (hi, lo) = _neuron_params(op, ctx, ("vth_hi", "vth_lo"))
+    return TernaryLIFKernel(hi, lo, **kw)
