@@ -186,8 +186,8 @@ class Simulator:
 
     def step_counts(self) -> dict[str, NodeCounts]:
         """Counts accumulated since `start()` by `step` calls."""
-        return {n: NodeCounts(events=self._events[n], negative=self._negative[n], synops=self.kernels[n].synops, neurons=self.size(n),
-                              spiking=self.signals[n].is_spiking) for n in self.order}
+        return {n: NodeCounts(events=self._events[n], negative=self._negative[n], synops=self.kernels[n].synops,
+                              neurons=self.size(n), spiking=self.signals[n].is_spiking) for n in self.order}
 
     # ---------------------------------------------------------------------------------------------
     def _gather_all(self, name: str, full: dict[str, np.ndarray], steps: int) -> dict[str, np.ndarray]:
