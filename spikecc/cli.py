@@ -76,29 +76,75 @@ def main() -> None:
     and verify them with an event-driven CPU simulator."""
 
 
+LM_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+
+
 @main.command()
 @click.argument("file", type=click.Path(path_type=Path))
+@click.option("--prompt", default=None, help="for language models: text to run through the simulator for activity")
+@click.option("--tokens", type=int, default=32, show_default=True,
+              help="for language models: tokens to generate after the prompt when measuring activity")
 @friendly_errors
-def inspect(file: Path) -> None:
-    """Show the nodes of a NIR FILE: type, shape, signal kind, parameter count."""
-    from spikecc.ir import infer_shapes, infer_signals, read
+def inspect(file: Path, prompt: str | None, tokens: int) -> None:
+    """Show the nodes of a NIR FILE (type, shape, signal kind, parameters); for a spiking-LM checkpoint or
+    exported LM, also the per-layer activity (firing rate, +/- split, spikes and synaptic ops per token)."""
+    from spikecc.ir import read
 
-    g = read(file)
+    is_lm = file.suffix in LM_SUFFIXES
+    if is_lm:
+        from spikecc.compiler.frontends import load_lm
+
+        g = load_lm(file).graph
+    else:
+        g = read(file)
+        is_lm = "family" in g.metadata
+    _print_nodes(g, str(file), compact=is_lm)
+    if is_lm:
+        _print_lm_activity(g, prompt if prompt is not None else "To be, or not to be", tokens)
+
+
+def _print_nodes(g, title: str, compact: bool) -> None:
+    from spikecc.ir import infer_shapes, infer_signals
+
     shapes, signals = infer_shapes(g), infer_signals(g)
     order, delayed = g.schedule()
-    table = Table(title=f"{file}  ({len(g.nodes)} nodes, {len(g.edges)} edges, dt={g.dt:g} s)")
+    table = Table(title=f"{title}  ({len(g.nodes)} nodes, {len(g.edges)} edges, dt={g.dt:g} s)")
     for col in ("node", "type", "shape", "output", "params", "inputs"):
         table.add_column(col, justify="right" if col == "params" else "left")
     total = 0
+    shown = 0
     for name in order:
         op = g.nodes[name]
         n_params = sum(int(np.size(v)) for k, v in vars(op).items()
                        if isinstance(v, np.ndarray) and k not in ("input_type", "output_type"))
         total += n_params
+        if compact and shown >= 60:
+            continue
+        shown += 1
         ins = ", ".join(e.src + (" (t-1)" if e in delayed else "") for e in g.in_edges(name))
         table.add_row(name, type(op).__name__, str(shapes[name]), str(signals[name]), f"{n_params:,}", ins)
     console.print(table)
+    if shown < len(order):
+        console.print(f"... {len(order) - shown} more nodes")
     console.print(f"{total:,} parameters; inputs: {', '.join(g.inputs())}; outputs: {', '.join(g.outputs())}")
+
+
+def _print_lm_activity(g, prompt: str, tokens: int) -> None:
+    from spikecc.backends.cpu.lm_runner import LMSimulator
+
+    lm = LMSimulator(g)
+    run = lm.generate(prompt, tokens)
+    table = Table(title=f"{lm.family}: activity over {len(run.token_ids)} tokens "
+                        f"({lm.substeps} step{'s' if lm.substeps > 1 else ''} per token), prompt {prompt!r}")
+    for col in ("spiking layer", "neurons", "rate", "+ rate", "- rate", "spikes/token", "synops/token"):
+        table.add_column(col, justify="left" if col == "spiking layer" else "right")
+    for a in lm.activity(run):
+        table.add_row(a.layer, str(a.neurons), f"{a.rate:.4f}", f"{a.positive:.4f}", f"{a.negative:.4f}",
+                      f"{a.spikes_per_token:,.1f}", f"{a.synops_per_token:,.0f}")
+    console.print(table)
+    total = sum(c.synops for c in run.counts.values()) / max(1, len(run.token_ids))
+    console.print(f"all synaptic operations (spike-driven and real-valued) per token: {total:,.0f}; "
+                  f"generated: {run.text!r}")
 
 
 def _run_common(file: Path, input_path: Path, steps: int | None):
@@ -186,6 +232,43 @@ def compile_cmd(file: Path, out_dir: Path, float_mode: bool) -> None:
     with console.status("compiling"):
         out = compile_file(file, out_dir, fixed_point=not float_mode)
     console.print(f"wrote {out}/: " + ", ".join(sorted(p.name for p in out.iterdir())))
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--prompt", required=True, help="text to start from (characters of the model's vocabulary)")
+@click.option("--tokens", type=int, default=64, show_default=True, help="characters to generate")
+@click.option("--reference", is_flag=True, help="run the torch reference model instead of the simulator")
+@friendly_errors
+def generate(checkpoint: Path, prompt: str, tokens: int, reference: bool) -> None:
+    """Generate text from a spiking-LM CHECKPOINT (or an exported .nir) with spikecc's simulator (greedy)."""
+    from spikecc.backends.cpu.lm_runner import LMSimulator
+    from spikecc.compiler.frontends import load_lm, reference_generate
+
+    lm = load_lm(checkpoint)
+    if reference:
+        if lm.model is None:
+            raise InputFileError(f"{checkpoint}: --reference needs the checkpoint, not an exported .nir")
+        text = reference_generate(lm, prompt, tokens)
+    else:
+        with console.status(f"generating {tokens} tokens in the simulator"):
+            text = LMSimulator(lm.graph).generate(prompt, tokens).text
+    click.echo(prompt + text)
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="the .nir file to write")
+@friendly_errors
+def export(checkpoint: Path, output: Path) -> None:
+    """Export a spiking-LM CHECKPOINT to a .nir file (NIR nodes + spikecc extension ops, vocabulary included)."""
+    from spikecc.compiler.frontends import load_lm
+    from spikecc.ir import validate, write
+
+    lm = load_lm(checkpoint)
+    validate(lm.graph)
+    write(lm.graph, output)
+    console.print(f"wrote {output}: {lm.family}, {len(lm.graph.nodes)} nodes")
 
 
 if __name__ == "__main__":

@@ -79,8 +79,9 @@ def _resolve(sub: nir.NIRGraph, prefix: str, ref: str, want: type) -> str:
 
 
 def _resolve_dst(g: Graph, sub: nir.NIRGraph, prefix: str, ref: str) -> tuple[str, str]:
-    head, _, port = ref.partition(".")
-    if port and head in sub.nodes and isinstance(sub.nodes[head], ExtensionOp) \
+    # Node names may contain dots themselves ("blocks.0.att.wkv"), so the port is what follows the last one.
+    head, _, port = ref.rpartition(".")
+    if ref not in sub.nodes and head in sub.nodes and isinstance(sub.nodes[head], ExtensionOp) \
             and port in sub.nodes[head].input_ports:
         return prefix + head, port
     return _resolve(sub, prefix, ref, want=nir.Input), "input"

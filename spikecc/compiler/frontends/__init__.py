@@ -1,1 +1,95 @@
-"""Frontends: turn a checkpoint (or another tool's file) into spikecc's IR."""
+"""Frontends: turn a checkpoint (or another tool's file) into spikecc's IR.
+
+`load_lm(path)` accepts a spiking-LM checkpoint of any supported family or a `.nir` file a frontend wrote,
+and returns the IR graph (with its vocabulary in the metadata) plus, for checkpoints, the torch reference
+model. Families are recognised from the file itself:
+
+    raw state dict with `emb.weight`, `blocks.0.att.time_decay`   SpikeGPT (published layout)
+    dict with "family": "spikelm"                                 SpikeLM causal LM (spikecc's format)
+    dict with "family": "spikerwkv"                               SpikeRWKV (spikecc's format)
+    state dict with `bert.encoder.layer.*`                        SpikeLM BERT encoder (no generation)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from spikecc.errors import CheckpointError
+from spikecc.ir import Graph, read
+
+
+@dataclass
+class LoadedLM:
+    family: str
+    graph: Graph
+    model: Any = None  # the torch reference model (None when loaded from .nir)
+    source: str = ""
+
+
+def _sniff(path: Path) -> tuple[str, Any]:
+    import torch
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for bad files (zip, pickle, EOF)
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+        raise CheckpointError(f"{path}: not a readable torch checkpoint (truncated or another format): {first}") \
+            from None
+    if isinstance(obj, dict) and isinstance(obj.get("family"), str):
+        return obj["family"], obj
+    if isinstance(obj, dict) and "emb.weight" in obj and any(k.startswith("blocks.") for k in obj):
+        return "spikegpt", obj
+    if isinstance(obj, dict) and any(".encoder.layer." in k or k.startswith("encoder.layer.") for k in obj):
+        return "spikelm-bert", obj
+    raise CheckpointError(f"{path}: not a checkpoint of a supported family (SpikeGPT, SpikeLM, SpikeRWKV); "
+                          "expected SpikeGPT keys like 'emb.weight' or a dict with a 'family' entry")
+
+
+def _spikegpt(path: Path, obj: Any) -> LoadedLM:
+    from spikecc.compiler.frontends.spikegpt import export_spikegpt
+    from spikecc.models.spikegpt import load_spikegpt, load_vocab
+
+    model = load_spikegpt(obj if isinstance(obj, dict) else path).double()
+    model.eval()
+    graph = export_spikegpt(model)
+    vocab_path = path.with_suffix(".vocab.json")
+    if vocab_path.exists():
+        graph.metadata["vocab"] = load_vocab(vocab_path).chars
+    elif model.cfg.vocab_size <= 256:
+        raise CheckpointError(f"{path}: no vocabulary file {vocab_path.name} beside the checkpoint; SpikeGPT's raw "
+                              "state dict does not store one")
+    return LoadedLM("spikegpt", graph, model, str(path))
+
+
+LOADERS: dict[str, Callable[[Path, Any], LoadedLM]] = {"spikegpt": _spikegpt}
+
+
+def load_lm(path: str | os.PathLike) -> LoadedLM:
+    """A spiking LM from a checkpoint or an exported `.nir` file (see the module docstring)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file; give a checkpoint (.pt) or an exported .nir file")
+    if path.suffix == ".nir":
+        graph = read(path)
+        if "family" not in graph.metadata:
+            raise CheckpointError(f"{path}: a NIR graph without language-model metadata; export a checkpoint "
+                                  "with `spikecc export CHECKPOINT -o FILE.nir` first")
+        return LoadedLM(str(graph.metadata["family"]), graph, None, str(path))
+    family, obj = _sniff(path)
+    if family not in LOADERS:
+        raise CheckpointError(f"{path}: family '{family}' has no frontend; supported: {', '.join(sorted(LOADERS))}")
+    return LOADERS[family](path, obj)
+
+
+def reference_generate(lm: LoadedLM, prompt: str, n_tokens: int) -> str:
+    """Greedy generation with the torch reference model of `lm` (the `--reference` path of the CLI)."""
+    import importlib
+
+    from spikecc.models.data import CharVocab
+
+    module = importlib.import_module(f"spikecc.models.{lm.family}")
+    return module.generate(lm.model, CharVocab(lm.graph.metadata["vocab"]), prompt, n_tokens)
