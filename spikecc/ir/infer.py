@@ -130,7 +130,8 @@ def infer_shapes(g: Graph) -> dict[str, Shape]:
                 if prev is not None and int(np.prod(prev)) != int(np.prod(s)):
                     raise ShapeError(f"node '{name}': inputs summed into port '{e.port}' have shapes {prev} and "
                                      f"{s} (from '{e.src}'); summed inputs must have the same size")
-                in_shapes[e.port] = s
+                if prev is None or len(s) > len(prev):  # keep the most structured of equal-size shapes
+                    in_shapes[e.port] = s
             out = _output_shape(name, op, in_shapes)
             if out is not None:
                 shapes[name] = out

@@ -71,11 +71,21 @@ class Simulator:
             op = graph.nodes[name]
             ctx = BuildContext(
                 name=name,
-                in_shapes={e.port: self.shapes[e.src] for e in self.in_edges[name]},
+                in_shapes=self._port_shapes(name),
                 out_shape=self.shapes[name],
                 in_signals={e.port: self.signals[e.src] for e in self.in_edges[name]},
                 dt=graph.dt, mode=mode, dtype=self.dtype, annotations=graph.annotations.get(name, {}))
             self.kernels[name] = build_kernel(op, ctx)
+
+    def _port_shapes(self, name: str) -> dict[str, tuple[int, ...]]:
+        """Shape arriving at each input port. Of equal-size inputs summed into one port, the one with the
+        most axes, as infer_shapes does (a Linear's flat output added to a conv's (C, H, W) input)."""
+        out: dict[str, tuple[int, ...]] = {}
+        for e in self.in_edges[name]:
+            s = self.shapes[e.src]
+            if e.port not in out or len(s) > len(out[e.port]):
+                out[e.port] = s
+        return out
 
     def size(self, name: str) -> int:
         return int(np.prod(self.shapes[name]))
