@@ -30,7 +30,7 @@ def _uniform(gen: torch.Generator, shape, lo: float, hi: float) -> torch.Tensor:
     return lo + (hi - lo) * torch.rand(shape, generator=gen, dtype=torch.float32)
 
 
-def _init_linear(layer: nn.Module, gen: torch.Generator, gain: float, bias: bool = True) -> nn.Module:
+def init_linear(layer: nn.Module, gen: torch.Generator, gain: float, bias: bool = True) -> nn.Module:
     """Seeded weights, independent of torch's global RNG: uniform in +-gain/sqrt(fan_in), plus a small
     positive shift so that sparse binary input still drives the next layer."""
     with torch.no_grad():
@@ -76,9 +76,9 @@ def ff_lif(seed: int = 0, reset: str = "zero") -> nn.Sequential:
     """Linear(12,20) -> Leaky -> Linear(20,16) -> Leaky -> Linear(16,4) -> Leaky."""
     g = torch.Generator().manual_seed(seed)
     return nn.Sequential(
-        _init_linear(nn.Linear(12, 20), g, 2.0), leaky(g, 20, reset),
-        _init_linear(nn.Linear(20, 16), g, 1.0), leaky(g, 16, reset),
-        _init_linear(nn.Linear(16, 4), g, 1.0), leaky(g, 4, reset),
+        init_linear(nn.Linear(12, 20), g, 2.0), leaky(g, 20, reset),
+        init_linear(nn.Linear(20, 16), g, 1.0), leaky(g, 16, reset),
+        init_linear(nn.Linear(16, 4), g, 1.0), leaky(g, 4, reset),
     )
 
 
@@ -86,8 +86,8 @@ def cuba_lif(seed: int = 1, reset: str = "zero", reset_delay: bool = False) -> n
     """Linear(10,16) -> Synaptic -> Linear(16,6) -> Synaptic (current-based LIF, exported as CubaLIF)."""
     g = torch.Generator().manual_seed(seed)
     return nn.Sequential(
-        _init_linear(nn.Linear(10, 16), g, 0.5), synaptic(g, 16, reset, reset_delay),
-        _init_linear(nn.Linear(16, 6), g, 0.25), synaptic(g, 6, reset, reset_delay),
+        init_linear(nn.Linear(10, 16), g, 0.5), synaptic(g, 16, reset, reset_delay),
+        init_linear(nn.Linear(16, 6), g, 0.25), synaptic(g, 6, reset, reset_delay),
     )
 
 
@@ -95,8 +95,8 @@ def recurrent_rleaky(seed: int = 2, reset: str = "zero", reset_delay: bool = Fal
     """Linear(8,16) -> RLeaky(16, all-to-all recurrent Linear) -> Linear(16,5) -> Leaky."""
     g = torch.Generator().manual_seed(seed)
     return nn.Sequential(
-        _init_linear(nn.Linear(8, 16), g, 2.0), rleaky(g, 16, reset, reset_delay, gain=1.5),
-        _init_linear(nn.Linear(16, 5), g, 2.5), leaky(g, 5, reset),
+        init_linear(nn.Linear(8, 16), g, 2.0), rleaky(g, 16, reset, reset_delay, gain=1.5),
+        init_linear(nn.Linear(16, 5), g, 2.5), leaky(g, 5, reset),
     )
 
 
@@ -104,9 +104,9 @@ def conv_lif(seed: int = 3, reset: str = "zero") -> nn.Sequential:
     """Conv2d(1->4, 3x3, pad 1) -> Leaky(4x8x8) -> AvgPool2d(2) -> Flatten -> Linear(64,10) -> Leaky, on 1x8x8."""
     g = torch.Generator().manual_seed(seed)
     return nn.Sequential(
-        _init_linear(nn.Conv2d(1, 4, 3, padding=1), g, 2.5), leaky(g, (4, 8, 8), reset),
+        init_linear(nn.Conv2d(1, 4, 3, padding=1), g, 2.5), leaky(g, (4, 8, 8), reset),
         nn.AvgPool2d(2), nn.Flatten(),
-        _init_linear(nn.Linear(64, 10), g, 1.5), leaky(g, 10, reset),
+        init_linear(nn.Linear(64, 10), g, 1.5), leaky(g, 10, reset),
     )
 
 

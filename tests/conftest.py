@@ -1,0 +1,55 @@
+"""Shared pytest fixtures (generic; add new ones here rather than importing between test files)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES_DIR = REPO_ROOT / "examples"
+
+
+def load_example_module(relpath: str) -> ModuleType:
+    """Import a module that lives under examples/ (not an installed package), once per session."""
+    path = EXAMPLES_DIR / relpath
+    name = "spikecc_example_" + path.stem
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def examples_dir() -> Path:
+    return EXAMPLES_DIR
+
+
+@pytest.fixture(scope="session")
+def networks_dir() -> Path:
+    """examples/networks: the committed NIR files exported by snntorch and their input spike trains."""
+    return EXAMPLES_DIR / "networks"
+
+
+@pytest.fixture
+def work_dir(tmp_path: Path) -> Path:
+    """A fresh empty directory per test (pytest's tmp_path, named for what tests use it for)."""
+    d = tmp_path / "work"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture(scope="session")
+def snntorch_nets() -> ModuleType:
+    """examples/networks/snntorch_nets.py: rebuilds the example torch networks with their exact weights."""
+    return load_example_module("networks/snntorch_nets.py")
