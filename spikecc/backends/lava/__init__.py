@@ -1,0 +1,15 @@
+"""Lava backend: Loihi-form spikecc graphs as Lava process graphs (lava-nc 0.10.0).
+
+    run_lava(graph, inputs, steps, mode, record_states) -> LavaResult     run in Loihi2SimCfg
+    write_lava_module(graph, out_dir)                                     generated module + parameters
+    plan_network(graph, mode)                                             the process specs and connections
+
+Lava itself is imported only when a network is built or run, so writing a module needs no Lava import.
+"""
+
+from spikecc.backends.lava.codegen import write_lava_module
+from spikecc.backends.lava.lowering import LAVA_LOWERINGS, LoweringContext, ProcessSpec, lava_lowers
+from spikecc.backends.lava.run import LavaResult, run_lava
+
+__all__ = ["LAVA_LOWERINGS", "LavaResult", "LoweringContext", "ProcessSpec", "lava_lowers", "run_lava",
+           "write_lava_module"]

@@ -1,0 +1,243 @@
+"""Write a Loihi-form graph as a small stand-alone Lava program: `lava_network.py` + `lava_params.npz`.
+
+The generated module rebuilds the same process graph that `run_lava` runs (both come from
+`plan_network`), with Lava's own processes only, so it also serves `Loihi2HwCfg` where the proprietary
+lava-loihi extension is installed:
+
+    build(inputs=None, steps=1) -> dict node -> process     sources hold `inputs` (zeros when None)
+    run(inputs, steps=None, hardware=None) -> dict Output name -> (steps, n) array
+    hardware_available() -> bool                             lava-loihi importable (lava.utils.loihi)
+
+Outputs are recorded with lava.proc.io.sink.RingBuffer (one per Output node) and line up with the CPU
+simulator's steps as `run_lava`'s do (see spikecc.backends.lava.run). Weakly connected parts of the graph
+that share no process are run one after the other, each in its own runtime: Lava compiles only what is
+connected to the process `run` is called on.
+
+The bytes depend only on the graph: nodes in graph order, arrays in the .npz by sorted key, zip entries
+with a fixed date, no timestamps or paths.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import numpy as np
+
+import spikecc
+from spikecc.backends.lava.plan import SELECT_TAGS, NetworkPlan, check_mode, output_node_sources, plan_network
+from spikecc.ir.graph import Graph
+
+MODULE_NAME = "lava_network.py"
+PARAMS_NAME = "lava_params.npz"
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """An .npz (readable by np.load) whose bytes depend only on the arrays: sorted entries, stored
+    uncompressed, each with the same fixed date (np.savez stamps the current time)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        for key in sorted(arrays):
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            b = io.BytesIO()
+            np.lib.format.write_array(b, np.ascontiguousarray(arrays[key]), allow_pickle=False)
+            zf.writestr(info, b.getvalue())
+    return buf.getvalue()
+
+
+def _literal(value: Any) -> str:
+    """Python source for a scalar or tuple kwarg (arrays go to the .npz instead)."""
+    if isinstance(value, (bool, np.bool_)):
+        return repr(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return repr(int(value))
+    if isinstance(value, (float, np.floating)):
+        return repr(float(value))
+    if isinstance(value, tuple):
+        return "(" + "".join(f"{_literal(v)}, " for v in value).rstrip(" ") + ")"
+    raise TypeError(f"cannot write {type(value).__name__} as a literal")
+
+
+def _components(plan: NetworkPlan) -> list[list[str]]:
+    """Process nodes grouped into weakly connected parts, each in graph order, parts by first node."""
+    g = nx.Graph()
+    g.add_nodes_from(plan.processes)
+    g.add_edges_from(plan.connections)
+    order = {n: i for i, n in enumerate(plan.processes)}
+    comps = [sorted(c, key=order.__getitem__) for c in nx.connected_components(g)]
+    return sorted(comps, key=lambda c: order[c[0]])
+
+
+def module_source(plan: NetworkPlan) -> tuple[str, dict[str, np.ndarray]]:
+    """The generated module's text and the arrays of its parameter file."""
+    arrays: dict[str, np.ndarray] = {}
+    lines: list[str] = []
+    non_uniform: dict[str, list[str]] = {}
+    inputs = {n: plan.sizes[n] for n in plan.graph.inputs()}
+    for name in plan.processes:
+        spec = plan.specs[name]
+        if spec.cls == "Source":
+            data = f"_source_data(inputs, {name!r}, {plan.sizes[name]}, steps)"
+            lines.append(f"    procs[{name!r}] = Source(data={data})")
+            continue
+        args = []
+        for k in sorted(spec.kwargs):
+            v = spec.kwargs[k]
+            if isinstance(v, np.ndarray):
+                key = f"{name}/{k}"
+                arrays[key] = v
+                args.append(f"{k}=P[{key!r}]")
+            else:
+                args.append(f"{k}={_literal(v)}")
+        args.append(f"name={name!r}")
+        lines.append(f"    procs[{name!r}] = {spec.cls}({', '.join(args)})")
+        if spec.per_process_arrays:
+            non_uniform[name] = list(spec.per_process_arrays)
+    for src, dst in plan.connections:
+        lines.append(f"    procs[{src!r}].{plan.specs[src].out_port}.connect(procs[{dst!r}].{plan.specs[dst].in_port})")
+    outputs = {o: [(s, plan.specs[s].out_port) for s in srcs] for o, srcs in output_node_sources(plan).items()}
+    out_sizes = {o: plan.sizes[o] for o in outputs}
+    comps = _components(plan)
+    classes = sorted({plan.specs[n].cls for n in plan.processes})
+    imports = []
+    if "Dense" in classes:
+        imports.append("from lava.proc.dense.process import Dense")
+    lif = [c for c in ("LIF", "TernaryLIF") if c in classes]
+    if lif:
+        imports.append(f"from lava.proc.lif.process import {', '.join(lif)}")
+    imports.append("from lava.proc.io.source import RingBuffer as Source")
+    imports.append("from lava.proc.io.sink import RingBuffer as Sink")
+    fixed = plan.mode == "fixed"
+    text = TEMPLATE.format(
+        version=spikecc.__version__, summary=plan.graph.summary(), mode=plan.mode,
+        select_tag=SELECT_TAGS[plan.mode], params=PARAMS_NAME, imports="\n".join(imports),
+        inputs=_pretty(inputs), outputs=_pretty(outputs), out_sizes=_pretty(out_sizes),
+        components=_pretty(comps), non_uniform=_pretty(non_uniform), body="\n".join(lines) or "    pass",
+        data_dtype="np.int64" if fixed else "np.float64")
+    return text, arrays
+
+
+def _pretty(obj: Any) -> str:
+    """repr with dicts written in insertion order (graph order), deterministic."""
+    return repr(obj)
+
+
+def write_lava_module(graph: Graph, out_dir: str | os.PathLike, mode: str | None = None) -> Path:
+    """Write `lava_network.py` and `lava_params.npz` into `out_dir` (created if missing) for a Loihi-form
+    graph; `mode` defaults to the graph's form (fixed after quantize_for_loihi). Returns the module path.
+    The same graph gives the same bytes."""
+    mode = check_mode(graph, mode)
+    plan = plan_network(graph, mode)
+    text, arrays = module_source(plan)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_atomic(out / PARAMS_NAME, npz_bytes(arrays))
+    _write_atomic(out / MODULE_NAME, text.encode("utf8"))
+    return out / MODULE_NAME
+
+
+TEMPLATE = '''"""Lava process graph for a spikecc {summary} (generated by spikecc {version}; regenerate, do not edit).
+
+    build(inputs=None, steps=1) -> dict node -> Lava process     (sources hold `inputs`, zeros when None)
+    run(inputs, steps=None, hardware=None) -> dict Output name -> (steps, n) array
+    hardware_available() -> bool                                  (lava-loihi installed: Loihi2HwCfg)
+
+Mode: {mode} (Loihi2SimCfg(select_tag="{select_tag}") in simulation). Parameters: {params} next to this file.
+Step k of the returned arrays is Lava's step k+1; each Dense delivers one step late, as on Loihi 2.
+`inputs` is one (steps, n) array for a single Input node, else a dict by Input name.
+"""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+try:  # Lava 0.10 does not import on Python 3.11 without spikecc's import fix
+    import spikecc  # noqa: F401
+except ImportError:
+    pass
+
+from lava.magma.core.run_conditions import RunSteps
+from lava.magma.core.run_configs import Loihi2HwCfg, Loihi2SimCfg
+{imports}
+
+MODE = "{mode}"
+SELECT_TAG = "{select_tag}"
+INPUTS = {inputs}  # Input node -> values per step
+OUTPUTS = {outputs}  # Output node -> [(process node, out port)], summed
+OUTPUT_SIZES = {out_sizes}
+COMPONENTS = {components}  # process nodes that share connections: run together
+NON_UNIFORM = {non_uniform}  # per-neuron values Loihi 2 holds once per process (fine in simulation)
+
+
+def hardware_available() -> bool:
+    """True where lava-loihi is installed (the test lava.utils.loihi.is_installed uses)."""
+    return importlib.util.find_spec("lava.utils.loihi2_profiler") is not None
+
+
+def _source_data(inputs, name, size, steps):
+    if inputs is None:
+        x = np.zeros((steps, size))
+    else:
+        x = inputs[name] if isinstance(inputs, dict) else inputs
+        x = np.asarray(x).reshape(np.shape(x)[0], -1)[:steps]
+        if x.shape != (steps, size):
+            raise ValueError(f"input for {{name!r}}: expected ({{steps}}, {{size}}) values, got {{x.shape}}")
+    return np.ascontiguousarray(x.T.astype({data_dtype}))
+
+
+def build(inputs=None, steps=1):
+    """Create every process and connection of the network; returns them by graph node name."""
+    P = np.load(Path(__file__).with_name("{params}"))
+    procs = {{}}
+{body}
+    return procs
+
+
+def run(inputs, steps=None, hardware=None):
+    """Run `steps` steps (default: all input steps) and return each Output's values, (steps, n).
+
+    hardware=None picks Loihi2HwCfg where lava-loihi is installed, else Loihi2SimCfg."""
+    if steps is None:
+        first = next(iter(inputs.values())) if isinstance(inputs, dict) else inputs
+        steps = int(np.shape(first)[0]) if INPUTS else 1
+    hardware = hardware_available() if hardware is None else hardware
+    if hardware and NON_UNIFORM:
+        raise ValueError(f"layers {{sorted(NON_UNIFORM)}} have per-neuron du/dv/thresholds, which Loihi 2 holds once "
+                         "per process; split them by value before running on hardware")
+    procs = build(inputs, steps)
+    sinks = {{}}
+    for out, feeds in OUTPUTS.items():
+        sinks[out] = Sink(shape=(OUTPUT_SIZES[out],), buffer=steps)
+        for node, port in feeds:
+            getattr(procs[node], port).connect(sinks[out].a_in)
+    results = {{}}
+    for comp in COMPONENTS:
+        mine = [o for o, feeds in OUTPUTS.items() if any(node in comp for node, _ in feeds)]
+        if not mine:
+            continue  # nothing recorded here: running it would not change any output
+        root = sinks[mine[0]]
+        cfg = Loihi2HwCfg() if hardware else Loihi2SimCfg(select_tag=SELECT_TAG)
+        try:
+            root.run(condition=RunSteps(num_steps=steps), run_cfg=cfg)
+            for out in mine:
+                results[out] = np.asarray(sinks[out].data.get()).T.astype({data_dtype})
+        finally:
+            root.stop()
+    return {{out: results[out] for out in OUTPUTS}}
+'''

@@ -1,0 +1,238 @@
+"""Lowering registry of the Lava backend: one function per op type, found by `@lava_lowers(OpType)`.
+
+A lowering function turns one graph node into a `ProcessSpec`: plain data (the Lava process class by name,
+its constructor arguments as numpy arrays and Python scalars, the names of its input and output ports and
+of the state variables that can be recorded). Nothing here imports Lava, so the same specs serve both
+`network.build_network` (which instantiates live processes) and `codegen.write_lava_module` (which writes
+them into a generated module and an `.npz`), and the two cannot drift apart.
+
+A spec with `cls=None` is an alias: the node has no process of its own and its output is what arrives at
+its input (Output nodes, Flatten: every Lava port here is a flat vector, so reshaping is free).
+
+Parameter mapping, per mode (see spikecc.ir.loihi_ops for the equations):
+- fixed: every field is handed to Lava's `fixed_pt` models as the integer the op holds.
+- float: Lava's `floating_pt` models ignore `weight_exp` and `bias_exp`, so the lowering folds them:
+  weights = W * 2**weight_exp, bias_mant = bias_mant * 2**bias_exp, and passes bias_exp = 0.
+Lava's LIF processes declare du, dv and thresholds as one value per process (Var shape (1,)). A uniform
+per-neuron array is handed over as that one value; a non-uniform one is handed over as the array, which
+Lava's Python models (fixed_pt and floating_pt) broadcast per neuron exactly (checked against their
+equations in tests/backends/test_lava.py). Loihi 2 hardware takes one value per process, so the generated
+module refuses non-uniform layers under `Loihi2HwCfg` (see `ProcessSpec.per_process_arrays`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import nir
+import numpy as np
+
+from spikecc.errors import BackendError
+from spikecc.ir.loihi_ops import LoihiDense, LoihiLIF, LoihiTernaryLIF
+
+# Where each process class lives in lava-nc 0.10.0 (the generated module imports from these paths).
+PROCESS_CLASSES: dict[str, str] = {
+    "Dense": "lava.proc.dense.process",
+    "LIF": "lava.proc.lif.process",
+    "TernaryLIF": "lava.proc.lif.process",
+    "Source": "lava.proc.io.source",  # RingBuffer, imported under this name (the sink has the same class name)
+}
+
+# Loihi 2 register widths the fixed_pt models assume (lava/proc/lif/models.py:78-85, 252-262).
+DECAY_MAX = 2**12 - 1  # du, dv: unsigned 12 bit
+VTH_MAX = 2**17 - 1  # LIF vth: unsigned 17 bit (<< 6 must fit the 24-bit v)
+BIAS_MANT_RANGE = (-(2**12), 2**12 - 1)  # signed 13 bit
+WEIGHT_RANGE = (-256, 255)  # what Lava's clip_weights keeps (8 bit magnitude and a sign)
+
+
+@dataclass
+class LoweringContext:
+    """What a lowering function may know besides the op: the node's name, the run mode ("fixed" or
+    "float"), and the flat sizes of its output and of what arrives at its input."""
+
+    name: str
+    mode: str
+    size: int
+    in_size: int | None = None
+
+
+@dataclass
+class ProcessSpec:
+    """One Lava process to create (or, with `cls=None`, an alias for the node's input).
+
+    `kwargs` are the process constructor's keyword arguments; arrays stay numpy arrays so that they go
+    into the parameter file unchanged. `per_process_arrays` lists the kwargs that Lava declares with one
+    value per process but that this spec passes per neuron because the layer's values differ.
+    """
+
+    cls: str | None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    in_port: str | None = None
+    out_port: str | None = None
+    states: tuple[str, ...] = ()
+    per_process_arrays: tuple[str, ...] = ()
+
+    @property
+    def is_alias(self) -> bool:
+        return self.cls is None
+
+
+Lowering = Callable[[nir.NIRNode, LoweringContext], ProcessSpec]
+LAVA_LOWERINGS: dict[type, Lowering] = {}
+
+
+def lava_lowers(*op_types: type) -> Callable[[Lowering], Lowering]:
+    """Register `fn` as the Lava lowering of each op type (one function per (backend, op))."""
+
+    def deco(fn: Lowering) -> Lowering:
+        for t in op_types:
+            LAVA_LOWERINGS[t] = fn
+        return fn
+
+    return deco
+
+
+def lower_node(op: nir.NIRNode, ctx: LoweringContext) -> ProcessSpec:
+    """The spec of one node, or a BackendError naming the node and saying what to do."""
+    for cls in type(op).__mro__:
+        if cls in LAVA_LOWERINGS:
+            return LAVA_LOWERINGS[cls](op, ctx)
+    raise BackendError(f"node '{ctx.name}': Lava has no process for {type(op).__name__} here; lower the graph "
+                       "with lower_for_loihi first (Lava takes only Input, Output, Flatten, LoihiDense, LoihiLIF, "
+                       "LoihiTernaryLIF)")
+
+
+# -- helpers --------------------------------------------------------------------------------------
+def _as_int(name: str, field_name: str, value: Any) -> np.ndarray:
+    """An integer array from a fixed-point field, or an error if it holds fractions (not quantized)."""
+    a = np.asarray(value)
+    if a.dtype.kind in "iub":
+        return a.astype(np.int64)
+    if not np.all(np.isfinite(a)) or not np.all(a == np.round(a)):
+        raise BackendError(f"node '{name}': {field_name} holds non-integer values in a fixed-point run; "
+                           "quantize the graph with quantize_for_loihi first (or run with mode='float')")
+    return a.astype(np.int64)
+
+
+def _check_range(name: str, field_name: str, a: np.ndarray, lo: int, hi: int) -> None:
+    bad = (a < lo) | (a > hi)
+    if np.any(bad):
+        value = a[bad].reshape(-1)[0]
+        raise BackendError(f"node '{name}': {field_name} = {value} is outside Loihi 2's range [{lo}, {hi}]; "
+                           "re-quantize the layer (quantize_for_loihi) with a smaller scale")
+
+
+def _per_neuron(name: str, field_name: str, value: Any, size: int) -> np.ndarray:
+    a = np.asarray(value).reshape(-1)
+    if a.size == 1:
+        return np.full(size, a[0])
+    if a.size != size:
+        raise BackendError(f"node '{name}': {field_name} has {a.size} values for a layer of {size} neurons")
+    return a
+
+
+def _shared(a: np.ndarray) -> Any:
+    """A per-process value: the Python scalar when all neurons share it, else the array (see module doc)."""
+    return a[0].item() if a.size and np.all(a == a[0]) else a
+
+
+def _neuron_kwargs(op: LoihiLIF | LoihiTernaryLIF, ctx: LoweringContext, thresholds: tuple[str, ...]) \
+        -> tuple[dict[str, Any], tuple[str, ...]]:
+    """Constructor arguments shared by LIF and TernaryLIF: shape, du, dv, thresholds, bias."""
+    n = ctx.size
+    names = ("du", "dv", *thresholds, "bias_mant", "bias_exp")
+    vals = {k: _per_neuron(ctx.name, k, getattr(op, k), n) for k in names}
+    if ctx.mode == "fixed":
+        vals = {k: _as_int(ctx.name, k, v) for k, v in vals.items()}
+        _check_range(ctx.name, "du", vals["du"], 0, DECAY_MAX)
+        _check_range(ctx.name, "dv", vals["dv"], 0, DECAY_MAX)
+        for k in thresholds:
+            # LIF's vth is unsigned; TernaryLIF's vth_lo is normally negative. Both are shifted by 6 bits
+            # into the 24-bit v register, hence the 17-bit magnitude.
+            _check_range(ctx.name, k, vals[k], 0 if k == "vth" else -VTH_MAX, VTH_MAX)
+        _check_range(ctx.name, "bias_mant", vals["bias_mant"], *BIAS_MANT_RANGE)
+    else:
+        vals = {k: np.asarray(v, dtype=np.float64) for k, v in vals.items()}
+        # Lava's float LIF adds bias_mant and ignores bias_exp: fold the exponent into the mantissa.
+        vals["bias_mant"] = vals["bias_mant"] * np.exp2(vals["bias_exp"])
+        vals["bias_exp"] = np.zeros(n)
+    kwargs: dict[str, Any] = {"shape": (n,)}
+    per_process: list[str] = []
+    for k in names:
+        if k in ("bias_mant", "bias_exp"):
+            kwargs[k] = vals[k]  # per neuron in Lava as well
+        else:
+            kwargs[k] = _shared(vals[k])
+            if isinstance(kwargs[k], np.ndarray):
+                per_process.append(k)
+    return kwargs, tuple(per_process)
+
+
+# -- lowerings ------------------------------------------------------------------------------------
+@lava_lowers(nir.Input)
+def lower_input(op: nir.Input, ctx: LoweringContext) -> ProcessSpec:
+    """Input -> lava.proc.io.source.RingBuffer, whose s_out sends data[:, t-1] at Lava step t (t = 1, 2, ...).
+
+    The data are the run's inputs, flattened to (n, steps); they are given when the network is built, so the
+    spec holds only the size. The source has no delay: what it sends at step t arrives in the same step.
+    """
+    return ProcessSpec("Source", {"size": ctx.size}, in_port=None, out_port="s_out")
+
+
+@lava_lowers(nir.Output, nir.Flatten)
+def lower_passthrough(op: nir.NIRNode, ctx: LoweringContext) -> ProcessSpec:
+    """Output, Flatten -> no process: y = x. All ports are flat vectors here, so a reshape is the identity;
+    an Output's values are recorded from the ports that feed it (summed where several do)."""
+    return ProcessSpec(None)
+
+
+@lava_lowers(LoihiDense)
+def lower_dense(op: LoihiDense, ctx: LoweringContext) -> ProcessSpec:
+    """LoihiDense -> lava.proc.dense.process.Dense(weights, weight_exp, num_weight_bits, num_message_bits).
+
+        a_out[t] = W @ s_in[t-1]   (one step of delay: Dense sends the previous step's accumulation)
+
+    fixed: W, weight_exp, num_weight_bits go in as they are; Lava clips, truncates (sign mode) and shifts
+    exactly as LoihiDense documents, and the CPU simulator's fixed mode repeats it.
+    float: Lava's float Dense ignores weight_exp, so the weights carry it: W * 2**weight_exp.
+    num_message_bits = 0 makes Lava cast the input to bool (a -1 spike arrives as +1), as the op specifies.
+    """
+    w = np.asarray(op.weight)
+    if ctx.in_size is not None and ctx.in_size != w.shape[1]:
+        raise BackendError(f"node '{ctx.name}': weight has {w.shape[1]} columns but {ctx.in_size} values arrive")
+    if ctx.mode == "fixed":
+        w = _as_int(ctx.name, "weight", w)
+        _check_range(ctx.name, "weight", w, *WEIGHT_RANGE)
+        kwargs = {"weights": w, "weight_exp": int(op.weight_exp), "num_weight_bits": int(op.num_weight_bits),
+                  "num_message_bits": int(op.num_message_bits)}
+    else:
+        kwargs = {"weights": w.astype(np.float64) * 2.0 ** int(op.weight_exp),
+                  "num_message_bits": int(op.num_message_bits)}
+    return ProcessSpec("Dense", kwargs, in_port="s_in", out_port="a_out")
+
+
+@lava_lowers(LoihiLIF)
+def lower_lif(op: LoihiLIF, ctx: LoweringContext) -> ProcessSpec:
+    """LoihiLIF -> lava.proc.lif.process.LIF(shape, du, dv, vth, bias_mant, bias_exp).
+
+        u[t] = u[t-1] * (1 - du) + a_in[t];   v[t] = v[t-1] * (1 - dv) + u[t] + bias;   s = v > vth;  v = 0 at s
+
+    (the integer form in fixed point, thresholds compared as vth << 6). Recordable states: u, v.
+    """
+    kwargs, per_process = _neuron_kwargs(op, ctx, ("vth",))
+    return ProcessSpec("LIF", kwargs, in_port="a_in", out_port="s_out", states=("u", "v"),
+                       per_process_arrays=per_process)
+
+
+@lava_lowers(LoihiTernaryLIF)
+def lower_ternary_lif(op: LoihiTernaryLIF, ctx: LoweringContext) -> ProcessSpec:
+    """LoihiTernaryLIF -> lava.proc.lif.process.TernaryLIF(shape, du, dv, vth_hi, vth_lo, bias_mant, bias_exp).
+
+    LIF's u/v update; s = +1 where v > vth_hi, -1 where v < vth_lo, else 0; v = 0 where s != 0.
+    A consumer Dense needs num_message_bits > 0 to see the sign. Recordable states: u, v.
+    """
+    kwargs, per_process = _neuron_kwargs(op, ctx, ("vth_hi", "vth_lo"))
+    return ProcessSpec("TernaryLIF", kwargs, in_port="a_in", out_port="s_out", states=("u", "v"),
+                       per_process_arrays=per_process)

@@ -1,0 +1,238 @@
+"""Build live Lava processes from a NetworkPlan (spikecc.backends.lava.plan).
+
+    build_network(plan, inputs, steps, record_states) -> LavaNetwork: one process per non-alias node,
+        the plan's connections, sources filled with the input data, and one `Probe` process that records
+        outputs and states
+
+Recording: Lava's Monitor takes one variable per process (and one OS process each), and reading a Var
+back through the runtime moves one element per message, which costs seconds for a few thousand values.
+The `Probe` process here records everything in one OS process: an InPort per recorded output (read in the
+spiking phase, like io.sink.RingBuffer) and a RefPort per recorded state variable (read in the
+post-management phase, after the neuron's update and reset, like Monitor). It writes straight into an
+anonymous shared memory map created before Lava forks its processes, so the parent reads the results
+without any messages.
+"""
+
+from __future__ import annotations
+
+import itertools
+import mmap
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from lava.magma.core.decorator import implements, requires
+from lava.magma.core.model.py.model import PyLoihiProcessModel
+from lava.magma.core.model.py.ports import PyInPort, PyRefPort
+from lava.magma.core.model.py.type import LavaPyType
+from lava.magma.core.process.ports.ports import InPort, RefPort
+from lava.magma.core.process.process import AbstractProcess
+from lava.magma.core.resources import CPU
+from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
+from lava.proc.dense.process import Dense
+from lava.proc.io.source import RingBuffer as Source
+from lava.proc.lif.process import LIF, TernaryLIF
+
+from spikecc.backends.lava.lowering import ProcessSpec
+from spikecc.backends.lava.plan import SELECT_TAGS, NetworkPlan, output_node_sources
+
+_CLASSES: dict[str, type[AbstractProcess]] = {"Dense": Dense, "LIF": LIF, "TernaryLIF": TernaryLIF,
+                                              "Source": Source}
+
+
+# -- the recording process ------------------------------------------------------------------------
+# Shared buffers by key: filled in the parent before Lava forks its processes, so every child finds them.
+_SHARED: dict[str, np.ndarray] = {}
+_KEYS = itertools.count()
+
+
+class Probe(AbstractProcess):
+    """Records `in_{i}` (messages arriving at InPorts, per step) and `ref_{j}` (Var values read after each
+    step) into one shared (steps, total) float64 buffer, columns laid out by `layout`."""
+
+    def __init__(self, *, key: str, steps: int, in_sizes: list[int], ref_vars: list[Any]) -> None:
+        in_cols, ref_cols, col = [], [], 0
+        for n in in_sizes:
+            in_cols.append((col, col + n))
+            col += n
+        for var in ref_vars:
+            n = int(np.prod(var.shape))
+            ref_cols.append((col, col + n))
+            col += n
+        super().__init__(key=key, steps=steps, in_cols=in_cols, ref_cols=ref_cols, width=col)
+        # Ports are registered by AbstractProcess._post_init after __init__; build_network connects them.
+        for i, n in enumerate(in_sizes):
+            setattr(self, f"in_{i}", InPort(shape=(n,)))
+        for j, var in enumerate(ref_vars):
+            setattr(self, f"ref_{j}", RefPort(shape=var.shape))
+        self.width = col
+
+
+class PyProbeModelBase(PyLoihiProcessModel):
+    """Writes row t-1 of the shared buffer at Lava step t: inputs in run_spk, Vars in run_post_mgmt."""
+
+    def __init__(self, proc_params: dict) -> None:
+        super().__init__(proc_params)
+        self._buf = _SHARED[proc_params["key"]]
+        self._steps = int(proc_params["steps"])
+        self._has_refs = bool(proc_params["ref_cols"])
+        self._in: list | None = None  # the builder sets the ports after __init__: bind them on first use
+        self._ref: list | None = None
+
+    def _bind(self) -> None:
+        self._in = [(getattr(self, f"in_{i}"), a, b) for i, (a, b) in enumerate(self.proc_params["in_cols"])]
+        self._ref = [(getattr(self, f"ref_{j}"), a, b) for j, (a, b) in enumerate(self.proc_params["ref_cols"])]
+
+    def run_spk(self) -> None:
+        if self._in is None:
+            self._bind()
+        t = self.time_step - 1
+        for port, a, b in self._in:
+            x = port.recv()  # always receive, so channels never fill up past the recorded steps
+            if t < self._steps:
+                self._buf[t, a:b] = np.asarray(x).reshape(-1)
+
+    def post_guard(self) -> bool:
+        return self._has_refs
+
+    def run_post_mgmt(self) -> None:
+        if self._ref is None:
+            self._bind()
+        t = self.time_step - 1
+        for port, a, b in self._ref:
+            x = port.read()
+            if t < self._steps:
+                self._buf[t, a:b] = np.asarray(x).reshape(-1)
+
+
+def probe_model_for(probe: Probe) -> type[PyLoihiProcessModel]:
+    """A process model class with one LavaPyType per port of this probe (Lava's builder looks each port
+    up by name on the model class, and rejects model attributes without a port)."""
+    attrs: dict[str, Any] = {}
+    for port in probe.in_ports:
+        attrs[port.name] = LavaPyType(PyInPort.VEC_DENSE, float)
+    for port in probe.ref_ports:
+        attrs[port.name] = LavaPyType(PyRefPort.VEC_DENSE, float)
+    cls = type(f"PyProbeModel_{probe.proc_params['key']}", (PyProbeModelBase,), attrs)
+    return requires(CPU)(implements(proc=type(probe), protocol=LoihiProtocol)(cls))
+
+
+def make_probe_class() -> type[Probe]:
+    """A fresh Probe subclass per network: Lava selects models per process class, so each probe's
+    model (whose ports depend on what it records) needs a class of its own."""
+    return type(f"Probe_{next(_KEYS)}", (Probe,), {})
+
+
+# -- live network ---------------------------------------------------------------------------------
+@dataclass
+class LavaNetwork:
+    """Live Lava processes for a plan. `outputs[name]` and `states[(node, var)]` are column ranges of the
+    probe's buffer; `buffer()` is that buffer, (steps, columns), valid after a run."""
+
+    plan: NetworkPlan
+    steps: int
+    processes: dict[str, AbstractProcess]
+    probe: Probe
+    probe_model: type[PyLoihiProcessModel]
+    outputs: dict[str, tuple[int, int]] = field(default_factory=dict)
+    states: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
+    key: str = ""
+    _mmap: mmap.mmap | None = None
+
+    def buffer(self) -> np.ndarray:
+        return _SHARED[self.key]
+
+    def run_config(self):
+        from lava.magma.core.run_configs import Loihi2SimCfg
+
+        # Lava 0.10's compiler looks the exception map up by process instance (compiler_graphs.py:1031),
+        # RunConfig.select by class (run_configs.py:208): give both.
+        return Loihi2SimCfg(select_tag=SELECT_TAGS[self.plan.mode],
+                            exception_proc_model_map={self.probe: self.probe_model,
+                                                      type(self.probe): self.probe_model})
+
+    def release(self) -> None:
+        """Drop the shared buffer (after the results were copied out)."""
+        _SHARED.pop(self.key, None)
+        if self._mmap is not None:
+            self._mmap.close()
+            self._mmap = None
+
+
+def _new_process(spec: ProcessSpec, name: str, data: np.ndarray | None) -> AbstractProcess:
+    kwargs = dict(spec.kwargs)
+    if spec.cls == "Source":
+        return Source(data=data)
+    return _CLASSES[spec.cls](name=name, **kwargs)
+
+
+def build_network(plan: NetworkPlan, inputs: dict[str, np.ndarray], steps: int,
+                  record_states: dict[str, tuple[str, ...]] | None = None) -> LavaNetwork:
+    """Instantiate the plan. `inputs[name]` is (steps, n) for each Input node; `record_states[node]` lists
+    the state variables to record (each must be one the node's spec declares)."""
+    record_states = record_states or {}
+    processes: dict[str, AbstractProcess] = {}
+    for name in plan.processes:
+        spec = plan.specs[name]
+        data = None
+        if spec.cls == "Source":
+            # RingBuffer data is (n, time); fixed_pt sends int32, floating_pt float.
+            x = np.asarray(inputs[name]).reshape(steps, -1).T
+            data = np.ascontiguousarray(x.astype(np.int64 if plan.mode == "fixed" else np.float64))
+        processes[name] = _new_process(spec, name, data)
+    for src, dst in plan.connections:
+        out_port = getattr(processes[src], plan.specs[src].out_port)
+        out_port.connect(getattr(processes[dst], plan.specs[dst].in_port))
+
+    # what the probe records: outputs, then states, then one anchor per otherwise unreached component
+    in_sources: list[list[str]] = []
+    outputs: dict[str, int] = {}
+    for name, srcs in output_node_sources(plan).items():
+        outputs[name] = len(in_sources)
+        in_sources.append(srcs)
+    ref_vars, state_keys = [], []
+    for node, names in record_states.items():
+        for var in names:
+            ref_vars.append(getattr(processes[node], var))
+            state_keys.append((node, var))
+    for anchor in _unreached_components(plan, in_sources, list(record_states)):
+        in_sources.append([anchor])
+
+    key = f"spikecc-{next(_KEYS)}"
+    in_sizes = [plan.sizes[srcs[0]] for srcs in in_sources]
+    probe_cls = make_probe_class()
+    probe = probe_cls(key=key, steps=steps, in_sizes=in_sizes, ref_vars=ref_vars)
+    for i, srcs in enumerate(in_sources):
+        for src in srcs:
+            getattr(processes[src], plan.specs[src].out_port).connect(getattr(probe, f"in_{i}"))
+    for j, var in enumerate(ref_vars):
+        getattr(probe, f"ref_{j}").connect_var(var)
+    model = probe_model_for(probe)
+
+    # An anonymous shared map survives fork: the probe's OS process writes, this one reads.
+    nbytes = max(1, steps * probe.width) * 8
+    mm = mmap.mmap(-1, nbytes)
+    _SHARED[key] = np.frombuffer(mm, dtype=np.float64, count=steps * probe.width).reshape(steps, probe.width)
+    _SHARED[key][:] = 0.0
+    in_cols = probe.proc_params["in_cols"]
+    ref_cols = probe.proc_params["ref_cols"]
+    return LavaNetwork(plan=plan, steps=steps, processes=processes, probe=probe, probe_model=model,
+                       outputs={n: tuple(in_cols[i]) for n, i in outputs.items()},
+                       states={k: tuple(ref_cols[j]) for j, k in enumerate(state_keys)},
+                       key=key, _mmap=mm)
+
+
+def _unreached_components(plan: NetworkPlan, in_sources: list[list[str]], state_nodes: list[str]) -> list[str]:
+    """One process per weakly connected component that nothing recorded touches. Lava compiles only the
+    processes connected to the one `run` is called on (the probe), so these get an anchor connection."""
+    import networkx as nx
+
+    g = nx.Graph()
+    g.add_nodes_from(plan.processes)
+    g.add_edges_from(plan.connections)
+    touched = {n for srcs in in_sources for n in srcs} | set(state_nodes)
+    anchors = []
+    for comp in nx.connected_components(g):
+        if not comp & touched:
+            anchors.append(min(comp, key=plan.processes.index))
+    return sorted(anchors, key=plan.processes.index)
