@@ -1,0 +1,143 @@
+"""SpikeGPT checkpoint -> IR -> spikecc simulator reproduces the torch reference model."""
+
+from __future__ import annotations
+
+import resource
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from spikecc.backends.cpu.lm_runner import LMSimulator
+from spikecc.compiler.frontends import load_lm
+from spikecc.compiler.frontends.spikegpt import export_spikegpt
+from spikecc.ir import infer_signals, read, validate, write
+from spikecc.ir.lm_ops import WKV, DiscreteLIF, Embedding
+from spikecc.models.data import CharVocab
+from spikecc.models.spikegpt import SpikeGPT, SpikeGPTConfig, load_spikegpt, random_state_dict
+
+VOCAB = CharVocab("abcdefghijklmnopqrstuvwxyz .,")
+
+
+def reference_run(model: SpikeGPT, ids: list[int]):
+    """Logits and spikes of every spiking layer, token by token, from the torch model's recurrent mode."""
+    state = model.init_state(1, torch.float64)
+    logits, spikes = [], {n: [] for n in model.spiking_layers()}
+    with torch.no_grad():
+        for t in ids:
+            out, state, s = model.step(torch.tensor([t]), state)
+            logits.append(out[0].numpy())
+            for n in spikes:
+                spikes[n].append(s[n][0].numpy())
+    return np.stack(logits), {n: np.stack(v) for n, v in spikes.items()}
+
+
+def greedy_ids(model: SpikeGPT, prompt: list[int], n: int) -> list[int]:
+    ids = list(prompt)
+    state = model.init_state(1, torch.float64)
+    with torch.no_grad():
+        for t in ids[:-1]:
+            _, state, _ = model.step(torch.tensor([t]), state)
+        last = ids[-1]
+        for _ in range(n):
+            out, state, _ = model.step(torch.tensor([last]), state)
+            last = int(torch.argmax(out[0]))
+            ids.append(last)
+    return ids
+
+
+@pytest.fixture(scope="module")
+def small_model() -> SpikeGPT:
+    sd = random_state_dict(n_layer=2, d_model=48, vocab=VOCAB.size, seed=3, dtype=torch.float64)
+    return load_spikegpt(sd).double().eval()
+
+
+def test_graph_uses_nir_nodes_where_they_fit_and_extension_ops_elsewhere(small_model):
+    g = export_spikegpt(small_model)
+    kinds = {type(op).__name__ for op in g.nodes.values()}
+    assert {"Linear", "Scale", "Delay", "Input", "Output"} <= kinds
+    assert {"Embedding", "LayerNorm", "WKV", "Sigmoid", "SquaredReLU", "Product", "DiscreteLIF"} <= kinds
+    signals = infer_signals(g)
+    for name in small_model.spiking_layers():
+        assert signals[name].kind == "binary", name
+    assert isinstance(g.nodes["emb"], Embedding)
+    assert sum(isinstance(op, WKV) for op in g.nodes.values()) == 2
+    assert sum(isinstance(op, DiscreteLIF) for op in g.nodes.values()) == 4
+
+
+def test_exported_graph_reproduces_reference_over_64_generated_tokens(small_model, tmp_path):
+    g = export_spikegpt(small_model)
+    g.metadata["vocab"] = VOCAB.chars
+    path = tmp_path / "sg.nir"
+    write(g, path)
+    g2 = read(path)  # the file, not the in-memory graph, is what a user simulates
+    prompt = VOCAB.encode("the quick brown fox").tolist()
+    run = LMSimulator(g2).generate(VOCAB.decode(prompt), 64, record=True)
+    ids = greedy_ids(small_model, prompt, 64)
+    assert run.token_ids == ids, "generated text differs from the torch reference"
+    ref_logits, ref_spikes = reference_run(small_model, ids)
+    np.testing.assert_allclose(run.logits, ref_logits, atol=1e-4, rtol=0)
+    assert np.abs(run.logits - ref_logits).max() < 1e-9  # float64 on both sides: far tighter than required
+    fired = 0
+    for name, ref in ref_spikes.items():
+        sim = run.spikes[name][:, 0, :]  # one sub-step per token
+        assert np.array_equal(sim, ref), f"spikes of {name} differ at {np.argwhere(sim != ref)[:3].tolist()}"
+        fired += int(ref.sum())
+    assert fired > 0  # the comparison is not between silent layers
+
+
+def test_shipped_checkpoint_generates_the_reference_text(examples_dir):
+    ckpt = examples_dir / "checkpoints" / "spikegpt-shakespeare.pt"
+    if not ckpt.exists():
+        pytest.fail(f"{ckpt} is missing: the trained example checkpoint must ship with the repository")
+    lm = load_lm(ckpt)
+    prompt = "ROMEO:\n"
+    run = LMSimulator(lm.graph).generate(prompt, 64, record=True)
+    vocab = CharVocab(lm.graph.metadata["vocab"])
+    ids = greedy_ids(lm.model, vocab.encode(prompt).tolist(), 64)
+    assert run.token_ids == ids
+    ref_logits, ref_spikes = reference_run(lm.model, ids)
+    assert np.abs(run.logits - ref_logits).max() < 1e-4
+    for name, ref in ref_spikes.items():
+        assert np.array_equal(run.spikes[name][:, 0, :], ref), name
+
+
+def test_published_216m_shape_loads_exports_and_validates(capsys):
+    """L18 D768 vocab 50277: the released SpikeGPT-216M shape, random weights generated here."""
+    t0 = time.perf_counter()
+    sd = random_state_dict(n_layer=18, d_model=768, vocab=50277, seed=0, dtype=torch.float32)
+    model = load_spikegpt(sd)
+    del sd
+    g = export_spikegpt(model)
+    shapes = validate(g)
+    peak_rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    elapsed = time.perf_counter() - t0
+    assert model.cfg.n_layer == 18 and model.cfg.d_model == 768 and model.cfg.vocab_size == 50277
+    n_params = sum(p.numel() for p in model.parameters())
+    assert 200e6 < n_params < 240e6
+    assert shapes["logits"] == (50277,)
+    assert shapes["blocks.17.ffn_lif"] == (768,)
+    with capsys.disabled():
+        print(f"\n[216M SpikeGPT] {n_params / 1e6:.1f}M params: load+export+validate {elapsed:.1f} s, "
+              f"peak RSS of the test process {peak_rss_kib / 2**20:.2f} GiB")
+
+
+def test_vocab_missing_beside_raw_checkpoint_is_a_one_line_error(small_model, tmp_path):
+    from spikecc.errors import CheckpointError
+    from spikecc.models.spikegpt import save_spikegpt
+
+    path = tmp_path / "model.pt"
+    save_spikegpt(small_model, path)
+    with pytest.raises(CheckpointError, match="vocab.json"):
+        load_lm(path)
+
+
+def test_lm_graph_reads_back_with_metadata(small_model, tmp_path):
+    g = export_spikegpt(small_model)
+    g.metadata["vocab"] = VOCAB.chars
+    write(g, tmp_path / "a.nir")
+    lm = load_lm(tmp_path / "a.nir")
+    assert lm.family == "spikegpt" and lm.graph.metadata["vocab"] == VOCAB.chars
+    assert lm.model is None
+    assert SpikeGPTConfig(2, 48, VOCAB.size, 192).d_model == lm.graph.metadata["d_model"]
