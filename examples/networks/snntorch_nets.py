@@ -45,10 +45,13 @@ def init_linear(layer: nn.Module, gen: torch.Generator, gain: float, bias: bool 
     return layer
 
 
-def leaky(gen: torch.Generator, shape, reset: str = "zero", beta=(0.75, 0.95), threshold=(0.8, 1.2)) -> snn.Leaky:
+def leaky(gen: torch.Generator, shape, reset: str = "zero", reset_delay: bool = True,
+          beta=(0.75, 0.95), threshold=(0.8, 1.2)) -> snn.Leaky:
+    """Leaky keeps snntorch's default reset_delay=True: with reset "zero" it only zeroes the old membrane,
+    which is the same as NIR's immediate reset (the tests check both settings)."""
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
     return snn.Leaky(beta=_uniform(gen, shape, *beta), threshold=_uniform(gen, shape, *threshold),
-                     init_hidden=True, reset_mechanism=reset)
+                     init_hidden=True, reset_mechanism=reset, reset_delay=reset_delay)
 
 
 def synaptic(gen: torch.Generator, n: int, reset: str = "zero", reset_delay: bool = False,
@@ -72,13 +75,13 @@ def rleaky(gen: torch.Generator, n: int, reset: str = "zero", reset_delay: bool 
 # ------------------------------------------------------------------------------------------------
 # the four example networks
 # ------------------------------------------------------------------------------------------------
-def ff_lif(seed: int = 0, reset: str = "zero") -> nn.Sequential:
+def ff_lif(seed: int = 0, reset: str = "zero", reset_delay: bool = True) -> nn.Sequential:
     """Linear(12,20) -> Leaky -> Linear(20,16) -> Leaky -> Linear(16,4) -> Leaky."""
     g = torch.Generator().manual_seed(seed)
     return nn.Sequential(
-        init_linear(nn.Linear(12, 20), g, 2.0), leaky(g, 20, reset),
-        init_linear(nn.Linear(20, 16), g, 1.0), leaky(g, 16, reset),
-        init_linear(nn.Linear(16, 4), g, 1.0), leaky(g, 4, reset),
+        init_linear(nn.Linear(12, 20), g, 2.0), leaky(g, 20, reset, reset_delay),
+        init_linear(nn.Linear(20, 16), g, 1.0), leaky(g, 16, reset, reset_delay),
+        init_linear(nn.Linear(16, 4), g, 1.0), leaky(g, 4, reset, reset_delay),
     )
 
 
