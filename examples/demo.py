@@ -39,7 +39,8 @@ def latency(graph, node: str) -> int:
     order, delayed = graph.schedule()
     lag: dict[str, int] = {}
     for n in order:
-        ins = [e for e in graph.in_edges(n) if e.src in lag and not (e in delayed and not output_delay(graph.nodes[e.src]))]
+        loop_back = [e for e in delayed if not output_delay(graph.nodes[e.src])]
+        ins = [e for e in graph.in_edges(n) if e.src in lag and e not in loop_back]
         lag[n] = max((lag[e.src] + output_delay(graph.nodes[e.src]) for e in ins), default=0)
     return lag[node]
 
