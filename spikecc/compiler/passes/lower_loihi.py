@@ -1,0 +1,302 @@
+"""Lower an NIR graph to Loihi form: every synapse path becomes a LoihiDense, every neuron a Loihi neuron.
+
+`lower_for_loihi(g)` returns a new graph (the input is not mutated) in which
+
+- each chain of linear ops (Affine, Linear, Conv1d/2d, SumPool2d/AvgPool2d, Scale, Flatten, in any mix,
+  with fan-in summed) from a source (Input or neuron) to a neuron or Output becomes ONE LoihiDense whose
+  weight is the composed matrix (spikecc.ir.linear_maps.as_matrix); Scale and Flatten disappear into it;
+- each neuron becomes a LoihiLIF / LoihiTernaryLIF in float form (see spikecc.ir.loihi_ops).
+
+Neuron mapping, with dt = g.dt (NIR's forward-Euler discretisation, spikecc.backends.cpu.nir_ops), for an
+incoming composed synapse I = M s + b:
+
+    LIF       v <- (1 - dt/tau) v + dt/tau v_leak + g I,  g = dt r / tau
+              du = 1 (u = a_in, no current memory), dv = dt/tau, W = g M,
+              bias = g b + dt/tau (v_leak - v_reset), vth = v_threshold - v_reset
+    IF        du = 1, dv = 0, g = dt r, W = g M, bias = g b, vth = v_threshold - v_reset
+    CubaLIF   I_syn <- (1 - dt/tau_syn) I_syn + dt/tau_syn w_in I;  v as LIF driven by I_syn
+              du = dt/tau_syn, dv = dt/tau_mem, W = (dt/tau_syn) w_in (dt r/tau_mem) M, u = (dt r/tau_mem) I_syn,
+              bias = dt/tau_mem (v_leak - v_reset) + w_in (dt r/tau_mem) b: an Affine bias b enters I_syn in NIR
+              but Loihi's bias enters v, so it is applied at its steady state (annotated bias_approximation;
+              the first ~tau_syn/dt steps differ)
+    TernaryLIF (spikecc.ir.ops)  as LIF with vth_hi/vth_lo shifted by -v_reset -> LoihiTernaryLIF; it emits
+              +-1, so its amplitude a is folded into the weights of the NEXT synapse layer (W = g M a), and
+              those synapses carry graded messages (num_message_bits = 2) so that -1 is not read as +1
+    Threshold s = [I > th]: du = 1, dv = 1 (no memory), vth = th
+    LI, CubaLI, I (readouts): like LIF / CubaLIF / IF with vth = +inf (never spikes); the node is annotated
+              readout="v": read its v state (Lava: a Monitor on v). Its Output then carries no spikes.
+              A readout may only feed Output nodes.
+
+v_reset != 0: Loihi resets v to 0, so v is shifted: v' = v - v_reset (threshold and leak bias adjusted as
+above; annotation v_offset = v_reset maps back, v = v' + v_offset). v' starts at 0, i.e. the lowered
+neuron starts at v_reset instead of 0: the first steps differ until that transient decays.
+
+Messages: synapses from binary neurons take binary spikes (num_message_bits = 0). From an Input they take
+its signal annotation: binary -> 0, graded(bits) -> bits, real (the default) -> GRADED_INPUT_BITS, a
+graded placeholder that `quantize_for_loihi` narrows to its input_bits.
+
+Timing (what the lowered float graph computes): Lava's Dense delivers its output one step late while NIR
+synapses act in the same step, and a Loihi bias acts from step 0. Hence the lowered graph reproduces the NIR
+graph's spikes shifted by one step per synapse layer on the path, exactly when biases (Affine bias and
+v_leak - v_reset terms) are zero, every path from the inputs to a neuron crosses the same number of synapse
+layers, and every loop holds one synapse layer (snntorch's RLeaky: NIR delays the loop by one step, Lava's
+Dense too). Per-neuron thresholds and time constants stay arrays; Lava's LIF takes one value per process.
+
+Rejected, with a BackendError naming the node: a neuron or Output fed straight by another neuron or an
+Input (no synapse), readouts feeding anything but Outputs, Delay,
+a linear chain with a non-zero bias into an Output, dt/tau > 1, ops with no Loihi form.
+"""
+
+from __future__ import annotations
+
+import nir
+import numpy as np
+import scipy.sparse as sp
+
+from spikecc.errors import BackendError
+from spikecc.ir.graph import Graph
+from spikecc.ir.infer import infer_shapes, infer_signals
+from spikecc.ir.linear_maps import LINEAR_NIR_OPS, as_matrix
+from spikecc.ir.loihi_ops import LOIHI_OPS, LoihiDense, LoihiLIF, LoihiTernaryLIF
+from spikecc.ir.ops import TernaryLIF
+
+GRADED_INPUT_BITS = 24  # Lava's graded messages are 24-bit annotated; quantize_for_loihi narrows it
+TERNARY_MESSAGE_BITS = 2  # +1 / -1 / 0 payloads (TernaryLIF's s_out is a 2-bit port in Lava)
+
+SPIKING = (nir.LIF, nir.IF, nir.CubaLIF, TernaryLIF, nir.Threshold)
+READOUTS = (nir.LI, nir.CubaLI, nir.I)
+NEURONS = SPIKING + READOUTS
+LINEAR = (*LINEAR_NIR_OPS, nir.Scale, nir.Flatten)
+
+SUPPORTED = ("supported: Affine, Linear, Conv1d/2d, SumPool2d, AvgPool2d, Scale, Flatten, LIF, IF, CubaLIF, LI, "
+             "CubaLI, I, Threshold, TernaryLIF; run the rest on the host or replace it")
+Maps = dict[str, sp.csr_matrix]  # source node -> matrix from its flat output to this node's flat output
+
+
+def _fail(node: str, what: str, todo: str) -> BackendError:
+    return BackendError(f"node '{node}': {what}; {todo}")
+
+
+def _arr(value, n: int) -> np.ndarray:
+    a = np.asarray(value, dtype=np.float64).reshape(-1)
+    return np.full(n, a[0]) if a.size == 1 else a.copy()
+
+
+class _Lowering:
+    def __init__(self, g: Graph) -> None:
+        self.g = g
+        self.shapes = infer_shapes(g)
+        self.signals = infer_signals(g)
+        self.memo: dict[str, tuple[Maps, np.ndarray, list[str]]] = {}
+        self.active: set[str] = set()
+
+    def size(self, name: str) -> int:
+        return int(np.prod(self.shapes[name]))
+
+    def in_shape(self, name: str) -> tuple[int, ...]:
+        srcs = self.g.predecessors(name)
+        return self.shapes[srcs[0]] if srcs else ()
+
+    # -- composing synapse chains ----------------------------------------------------------------------
+    def incoming(self, name: str, sink: str, edges=None) -> tuple[Maps, np.ndarray, list[str]]:
+        """The sum over `name`'s input edges (or the given ones) of the maps from each source, the summed
+        bias, and the linear nodes passed. `sink` is the neuron or Output being fed (for messages)."""
+        maps: Maps = {}
+        n = int(np.prod(self.in_shape(name))) if isinstance(self.g.nodes[name], LINEAR) else self.size(name)
+        bias = np.zeros(n)
+        merged: list[str] = []
+        for e in self.g.in_edges(name) if edges is None else edges:
+            src_op = self.g.nodes[e.src]
+            if isinstance(src_op, LINEAR):
+                m, b, names = self.linear(e.src, sink)
+                for k, v in m.items():
+                    maps[k] = maps[k] + v if k in maps else v
+                bias = bias + b
+                merged += [n for n in names if n not in merged]
+            elif isinstance(src_op, (nir.Input, *SPIKING)):
+                eye = sp.identity(self.size(e.src), format="csr")
+                maps[e.src] = maps[e.src] + eye if e.src in maps else eye
+            elif isinstance(src_op, READOUTS):
+                raise _fail(sink, f"its input comes from '{e.src}', a {type(src_op).__name__} readout whose output "
+                            "is a real-valued state, which Loihi 2 neurons cannot send",
+                            "feed only Output nodes from LI/CubaLI/I, or use a spiking neuron")
+            else:
+                raise _fail(e.src, f"{type(src_op).__name__} has no Loihi 2 form", SUPPORTED)
+        return maps, bias, merged
+
+    def linear(self, name: str, sink: str) -> tuple[Maps, np.ndarray, list[str]]:
+        """Maps from each source to the flat output of linear node `name` (y = M x + b)."""
+        if name in self.memo:
+            return self.memo[name]
+        if name in self.active:
+            raise _fail(name, "sits in a loop of linear ops with no neuron", "put a neuron in the loop")
+        self.active.add(name)
+        op = self.g.nodes[name]
+        in_maps, in_bias, merged = self.incoming(name, sink)
+        in_shape = self.in_shape(name)
+        n_in = int(np.prod(in_shape))
+        if isinstance(op, nir.Flatten):
+            m, b = sp.identity(n_in, format="csr"), None
+        elif isinstance(op, nir.Scale):
+            m, b = sp.diags(_arr(op.scale, n_in), format="csr"), None
+        else:
+            m, b = as_matrix(op, in_shape)
+        out = {k: (m @ v).tocsr() for k, v in in_maps.items()}
+        bias = m @ in_bias + (b if b is not None else 0.0)
+        self.active.discard(name)
+        self.memo[name] = (out, np.asarray(bias, dtype=np.float64).reshape(-1), [*merged, name])
+        return self.memo[name]
+
+    # -- messages --------------------------------------------------------------------------------------
+    def message_bits(self, src: str) -> int:
+        op = self.g.nodes[src]
+        if isinstance(op, TernaryLIF):
+            return TERNARY_MESSAGE_BITS
+        if isinstance(op, nir.Input):
+            sig = self.signals[src]
+            if sig.kind == "binary":
+                return 0
+            if sig.kind == "graded" and sig.bits > 0:
+                return int(sig.bits)
+            return GRADED_INPUT_BITS
+        return 0
+
+    def source_gain(self, src: str) -> float:
+        """Value one output unit of `src` stands for: TernaryLIF's amplitude (Loihi sends +-1)."""
+        op = self.g.nodes[src]
+        return float(op.amplitude) if isinstance(op, TernaryLIF) else 1.0
+
+
+def _neuron(name: str, op: nir.NIRNode, n: int, dt: float, bias_in: np.ndarray):
+    """(Loihi op, per-neuron synaptic gain folded into the weights, annotations)."""
+
+    def frac(value, what: str) -> np.ndarray:
+        tau = _arr(value, n)
+        if np.any(tau <= 0):
+            raise _fail(name, f"{what} must be > 0", "fix the time constant")
+        d = dt / tau
+        if np.any(d > 1):
+            raise _fail(name, f"dt/{what} = {d.max():g} > 1 (a time constant shorter than the step dt={dt:g})",
+                        "lower dt (Graph.metadata['dt']) or raise the time constant")
+        return d
+
+    ann: dict = {"lowered_from": type(op).__name__}
+    inf = np.full(n, np.inf)
+    if isinstance(op, nir.Threshold):
+        du, dv, gain, leak, v_reset = np.ones(n), np.ones(n), np.ones(n), np.zeros(n), np.zeros(n)
+        th = _arr(op.threshold, n)
+    elif isinstance(op, (nir.IF, nir.I)):
+        du, dv, gain, leak = np.ones(n), np.zeros(n), dt * _arr(op.r, n), np.zeros(n)
+    elif isinstance(op, (nir.CubaLIF, nir.CubaLI)):
+        du, dv = frac(op.tau_syn, "tau_syn"), frac(op.tau_mem, "tau_mem")
+        gain = du * _arr(op.w_in, n) * dv * _arr(op.r, n)
+        leak = dv * _arr(op.v_leak, n)
+        if np.any(bias_in != 0):
+            ann["bias_approximation"] = "synaptic-current bias applied to v at its steady state"
+    else:  # LIF, LI, TernaryLIF
+        dv = frac(op.tau, "tau")
+        du, gain, leak = np.ones(n), dv * _arr(op.r, n), dv * _arr(op.v_leak, n)
+    if not isinstance(op, nir.Threshold):
+        v_reset = _arr(op.v_reset, n) if hasattr(op, "v_reset") else np.zeros(n)
+    if isinstance(op, (nir.CubaLIF, nir.CubaLI)):
+        # a constant input b adds du*w_in*g_m*b to u each step, so u settles at w_in*g_m*b above its driven
+        # value; Loihi 2's bias enters v, so that steady-state value becomes the bias (exact after the
+        # transient of ~1/du steps)
+        bias = (gain / du) * bias_in + leak - dv * v_reset
+    else:
+        bias = gain * bias_in + leak - dv * v_reset
+    if np.any(v_reset != 0):
+        ann["v_offset"] = v_reset.tolist() if np.unique(v_reset).size > 1 else float(v_reset[0])
+    common = dict(du=du, dv=dv, bias_mant=bias, bias_exp=np.zeros(n, dtype=np.int64))
+    if isinstance(op, TernaryLIF):
+        new = LoihiTernaryLIF(vth_hi=_arr(op.v_threshold_hi, n) - v_reset, vth_lo=_arr(op.v_threshold_lo, n) - v_reset,
+                              **common)
+        ann["amplitude"] = float(op.amplitude)
+    elif isinstance(op, READOUTS):
+        new = LoihiLIF(vth=inf, **common)
+        ann["readout"] = "v"
+    elif isinstance(op, nir.Threshold):
+        new = LoihiLIF(vth=th, **common)
+    else:
+        new = LoihiLIF(vth=_arr(op.v_threshold, n) - v_reset, **common)
+    return new, gain, ann
+
+
+def lower_for_loihi(g: Graph) -> Graph:
+    """A new graph in Loihi form (LoihiDense + Loihi neurons, float parameters); see the module docstring."""
+    if all(isinstance(op, (nir.Input, nir.Output, *LOIHI_OPS)) for op in g.nodes.values()):
+        return g.copy()  # already lowered
+    low = _Lowering(g)
+    out = Graph(metadata=dict(g.metadata), annotations={})
+    out.metadata["lowered_for"] = "loihi2"
+    dt = g.dt
+    for name, op in g.nodes.items():
+        if isinstance(op, LOIHI_OPS):
+            raise _fail(name, "is already a Loihi op in a graph that still holds NIR ops",
+                        "lower the NIR graph before adding Loihi ops, or lower all of it")
+    for name in g.inputs():
+        out.add_node(name, g.nodes[name], **g.annotations.get(name, {}))
+    taken = {n for n, op in g.nodes.items() if not isinstance(op, LINEAR)}  # names that survive
+    pending: list[tuple[str, str, str]] = []  # edges (src, dst) added once all nodes exist
+    for name, op in g.nodes.items():
+        if isinstance(op, nir.Input) or isinstance(op, LINEAR):
+            continue
+        if isinstance(op, nir.Delay):
+            raise _fail(name, "Delay has no Loihi 2 form in Lava's Dense/LIF processes",
+                        "remove the Delay (or fold it into the input data)")
+        if not isinstance(op, (*NEURONS, nir.Output)):
+            raise _fail(name, f"{type(op).__name__} has no Loihi 2 form", SUPPORTED)
+        n = low.size(name)
+        direct = [e.src for e in g.in_edges(name) if not isinstance(g.nodes[e.src], LINEAR)]
+        if isinstance(op, nir.Output):
+            for src in direct:  # neurons and Inputs reach an Output straight, without a synapse
+                if isinstance(g.nodes[src], (nir.Input, *NEURONS)):
+                    pending.append((src, name, "input"))
+                else:
+                    raise _fail(src, f"{type(g.nodes[src]).__name__} has no Loihi 2 form", SUPPORTED)
+            via = [e for e in g.in_edges(name) if isinstance(g.nodes[e.src], LINEAR)]
+            maps, bias, merged = low.incoming(name, name, via)
+            if np.any(np.asarray(bias) != 0):
+                raise _fail(name, "is fed by a linear layer with a non-zero bias; Loihi 2 synapses have no bias",
+                            "give that layer no bias, or put a neuron (e.g. LIF) before the Output")
+            gain = np.ones(n)
+            new_op: nir.NIRNode = nir.Output(output_type={"output": np.asarray([n])})
+            ann = dict(g.annotations.get(name, {}))
+        else:
+            for src in direct:
+                raise _fail(name, f"is fed straight by '{src}' ({type(g.nodes[src]).__name__}) without a synapse "
+                            "layer; Loihi 2 neurons receive input only through synapses",
+                            "put a Linear (e.g. identity weights) between them")
+            maps, bias, merged = low.incoming(name, name)
+            new_op, gain, ann = _neuron(name, op, n, dt, bias)
+            ann = {**g.annotations.get(name, {}), **ann}
+            if len(self_shape := low.shapes[name]) > 1:
+                ann["shape"] = list(self_shape)
+        for src, m in maps.items():
+            weight = (sp.diags(gain) @ m @ sp.diags(np.full(m.shape[1], low.source_gain(src)))).toarray()
+            dense_name = _dense_name(low, name, src, maps, taken)
+            taken.add(dense_name)
+            out.add_node(dense_name, LoihiDense(weight=weight, num_message_bits=low.message_bits(src)),
+                         source=src, merged=[k for k in merged if src in low.memo.get(k, ({},))[0]])
+            pending.append((src, dense_name, "input"))
+            pending.append((dense_name, name, "input"))
+        out.add_node(name, new_op, **ann)
+    for src, dst, port in pending:
+        out.connect(src, dst, port)
+    return out
+
+
+def _dense_name(low: _Lowering, sink: str, src: str, maps: Maps, taken: set[str]) -> str:
+    """The linear node's own name when one linear node next to `sink` carries all of `src`'s input, takes
+    input from `src` alone and feeds only `sink` (Affine 'fc1' -> LIF 'lif1' keeps 'fc1'; snntorch's RLeaky
+    keeps 'w_rec'); otherwise '<sink>.syn' / '<sink>.syn.<src>'."""
+    g = low.g
+    preds = [e.src for e in g.in_edges(sink) if e.src in low.memo and src in low.memo[e.src][0]]
+    if len(preds) == 1 and preds[0] not in taken and set(low.memo[preds[0]][0]) == {src}:
+        if all(e.dst == sink for e in g.out_edges(preds[0])):
+            return preds[0]
+    base = f"{sink}.syn" if len(maps) == 1 else f"{sink}.syn.{src}"
+    name, k = base, 1
+    while name in taken or name in g.nodes:
+        name, k = f"{base}{k}", k + 1
+    return name
