@@ -26,7 +26,10 @@ from spikecc.ir.graph import Edge, Graph
 from spikecc.ir.ops import OP_REGISTRY, ExtensionOp
 
 ANNOTATION_KEY = "spikecc"  # node.metadata[ANNOTATION_KEY] holds the node's annotations as JSON
-NIR_TYPES = frozenset(nir.ir.__all__) - {"NIRNode"}
+# node classes only: nir.ir.__all__ also lists the helper functions str2NIRNode and dict2NIRNode
+NIR_TYPES = frozenset(n for n in nir.ir.__all__
+                      if isinstance(getattr(nir.ir, n), type) and issubclass(getattr(nir.ir, n), nir.NIRNode)) \
+    - {"NIRNode"}
 
 
 # ------------------------------------------------------------------------------------------------
