@@ -29,7 +29,7 @@ import networkx as nx
 import numpy as np
 
 import spikecc
-from spikecc.backends.lava.plan import SELECT_TAGS, NetworkPlan, check_mode, output_node_sources, plan_network
+from spikecc.backends.lava.plan import SELECT_TAGS, NetworkPlan, check_mode, output_reads, plan_network
 from spikecc.ir.graph import Graph
 
 MODULE_NAME = "lava_network.py"
@@ -67,7 +67,7 @@ def _literal(value: Any) -> str:
     if isinstance(value, (int, np.integer)):
         return repr(int(value))
     if isinstance(value, (float, np.floating)):
-        return repr(float(value))
+        return repr(float(value)) if np.isfinite(value) else f"float({str(float(value))!r})"  # inf: readouts
     if isinstance(value, tuple):
         return "(" + "".join(f"{_literal(v)}, " for v in value).rstrip(" ") + ")"
     raise TypeError(f"cannot write {type(value).__name__} as a literal")
@@ -110,8 +110,10 @@ def module_source(plan: NetworkPlan) -> tuple[str, dict[str, np.ndarray]]:
             non_uniform[name] = list(spec.per_process_arrays)
     for src, dst in plan.connections:
         lines.append(f"    procs[{src!r}].{plan.specs[src].out_port}.connect(procs[{dst!r}].{plan.specs[dst].in_port})")
-    outputs = {o: [(s, plan.specs[s].out_port) for s in srcs] for o, srcs in output_node_sources(plan).items()}
-    out_sizes = {o: plan.sizes[o] for o in outputs}
+    reads = output_reads(plan)
+    outputs = {o: [(s, plan.specs[s].out_port) for s in r.ports] for o, r in reads.items() if r.ports}
+    readouts = {o: list(r.states) for o, r in reads.items() if r.states}
+    out_sizes = {o: plan.sizes[o] for o in reads}
     comps = _components(plan)
     classes = sorted({plan.specs[n].cls for n in plan.processes})
     imports = []
@@ -122,11 +124,12 @@ def module_source(plan: NetworkPlan) -> tuple[str, dict[str, np.ndarray]]:
         imports.append(f"from lava.proc.lif.process import {', '.join(lif)}")
     imports.append("from lava.proc.io.source import RingBuffer as Source")
     imports.append("from lava.proc.io.sink import RingBuffer as Sink")
+    imports.append("from lava.proc.monitor.process import Monitor")
     fixed = plan.mode == "fixed"
     text = TEMPLATE.format(
         version=spikecc.__version__, summary=plan.graph.summary(), mode=plan.mode,
         select_tag=SELECT_TAGS[plan.mode], params=PARAMS_NAME, imports="\n".join(imports),
-        inputs=_pretty(inputs), outputs=_pretty(outputs), out_sizes=_pretty(out_sizes),
+        inputs=_pretty(inputs), outputs=_pretty(outputs), readouts=_pretty(readouts), out_sizes=_pretty(out_sizes),
         components=_pretty(comps), non_uniform=_pretty(non_uniform), body="\n".join(lines) or "    pass",
         data_dtype="np.int64" if fixed else "np.float64")
     return text, arrays
@@ -179,7 +182,8 @@ from lava.magma.core.run_configs import Loihi2HwCfg, Loihi2SimCfg
 MODE = "{mode}"
 SELECT_TAG = "{select_tag}"
 INPUTS = {inputs}  # Input node -> values per step
-OUTPUTS = {outputs}  # Output node -> [(process node, out port)], summed
+OUTPUTS = {outputs}  # Output node -> [(process node, out port)], messages summed
+READOUTS = {readouts}  # Output node -> [readout neuron], its v after each step, summed
 OUTPUT_SIZES = {out_sizes}
 COMPONENTS = {components}  # process nodes that share connections: run together
 NON_UNIFORM = {non_uniform}  # per-neuron values Loihi 2 holds once per process (fine in simulation)
@@ -221,23 +225,32 @@ def run(inputs, steps=None, hardware=None):
         raise ValueError(f"layers {{sorted(NON_UNIFORM)}} have per-neuron du/dv/thresholds, which Loihi 2 holds once "
                          "per process; split them by value before running on hardware")
     procs = build(inputs, steps)
-    sinks = {{}}
+    sinks, monitors = {{}}, {{}}
     for out, feeds in OUTPUTS.items():
         sinks[out] = Sink(shape=(OUTPUT_SIZES[out],), buffer=steps)
         for node, port in feeds:
             getattr(procs[node], port).connect(sinks[out].a_in)
+    for out, nodes in READOUTS.items():
+        for node in nodes:
+            monitors[node] = Monitor()  # one Var per Monitor (lava/proc/monitor/process.py)
+            monitors[node].probe(procs[node].v, steps)
     results = {{}}
     for comp in COMPONENTS:
         mine = [o for o, feeds in OUTPUTS.items() if any(node in comp for node, _ in feeds)]
+        mine += [o for o, nodes in READOUTS.items() if any(node in comp for node in nodes)]
         if not mine:
             continue  # nothing recorded here: running it would not change any output
-        root = sinks[mine[0]]
+        root = procs[comp[0]]
         cfg = Loihi2HwCfg() if hardware else Loihi2SimCfg(select_tag=SELECT_TAG)
         try:
             root.run(condition=RunSteps(num_steps=steps), run_cfg=cfg)
             for out in mine:
-                results[out] = np.asarray(sinks[out].data.get()).T.astype({data_dtype})
+                if out in OUTPUTS:
+                    results[out] = np.asarray(sinks[out].data.get()).T
+                else:
+                    results[out] = sum(np.asarray(monitors[n].get_data()[procs[n].name]["v"]) for n in READOUTS[out])
+                results[out] = np.rint(results[out]).astype(np.int64) if MODE == "fixed" else results[out]
         finally:
             root.stop()
-    return {{out: results[out] for out in OUTPUTS}}
+    return {{out: results[out] for out in OUTPUT_SIZES}}
 '''

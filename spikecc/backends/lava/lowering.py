@@ -94,14 +94,19 @@ def lava_lowers(*op_types: type) -> Callable[[Lowering], Lowering]:
     return deco
 
 
-def lower_node(op: nir.NIRNode, ctx: LoweringContext) -> ProcessSpec:
-    """The spec of one node, or a BackendError naming the node and saying what to do."""
+def find_lowering(name: str, op: nir.NIRNode) -> Lowering:
+    """The registered lowering for `op`'s type (or a base type), or a BackendError naming the node."""
     for cls in type(op).__mro__:
         if cls in LAVA_LOWERINGS:
-            return LAVA_LOWERINGS[cls](op, ctx)
-    raise BackendError(f"node '{ctx.name}': Lava has no process for {type(op).__name__} here; lower the graph "
+            return LAVA_LOWERINGS[cls]
+    raise BackendError(f"node '{name}': Lava has no process for {type(op).__name__} here; lower the graph "
                        "with lower_for_loihi first (Lava takes only Input, Output, Flatten, LoihiDense, LoihiLIF, "
                        "LoihiTernaryLIF)")
+
+
+def lower_node(op: nir.NIRNode, ctx: LoweringContext) -> ProcessSpec:
+    """The spec of one node, or a BackendError naming the node and saying what to do."""
+    return find_lowering(ctx.name, op)(op, ctx)
 
 
 # -- helpers --------------------------------------------------------------------------------------

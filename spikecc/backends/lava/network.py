@@ -34,7 +34,7 @@ from lava.proc.io.source import RingBuffer as Source
 from lava.proc.lif.process import LIF, TernaryLIF
 
 from spikecc.backends.lava.lowering import ProcessSpec
-from spikecc.backends.lava.plan import SELECT_TAGS, NetworkPlan, output_node_sources
+from spikecc.backends.lava.plan import SELECT_TAGS, NetworkPlan, output_reads
 
 _CLASSES: dict[str, type[AbstractProcess]] = {"Dense": Dense, "LIF": LIF, "TernaryLIF": TernaryLIF,
                                               "Source": Source}
@@ -126,15 +126,16 @@ def make_probe_class() -> type[Probe]:
 # -- live network ---------------------------------------------------------------------------------
 @dataclass
 class LavaNetwork:
-    """Live Lava processes for a plan. `outputs[name]` and `states[(node, var)]` are column ranges of the
-    probe's buffer; `buffer()` is that buffer, (steps, columns), valid after a run."""
+    """Live Lava processes for a plan. `outputs[name]` (column ranges, summed) and `states[(node, var)]`
+    (one column range) index the probe's buffer; `buffer()` is that buffer, (steps, columns), valid after
+    a run."""
 
     plan: NetworkPlan
     steps: int
     processes: dict[str, AbstractProcess]
     probe: Probe
     probe_model: type[PyLoihiProcessModel]
-    outputs: dict[str, tuple[int, int]] = field(default_factory=dict)
+    outputs: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     states: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
     key: str = ""
     _mmap: mmap.mmap | None = None
@@ -184,18 +185,30 @@ def build_network(plan: NetworkPlan, inputs: dict[str, np.ndarray], steps: int,
         out_port = getattr(processes[src], plan.specs[src].out_port)
         out_port.connect(getattr(processes[dst], plan.specs[dst].in_port))
 
-    # what the probe records: outputs, then states, then one anchor per otherwise unreached component
+    # What the probe records: InPorts for outputs read from ports (Lava sums several connections), then
+    # RefPorts for requested states and readout voltages, then an anchor InPort per component nothing
+    # else reaches. An Output's values are the sum of its column ranges.
     in_sources: list[list[str]] = []
-    outputs: dict[str, int] = {}
-    for name, srcs in output_node_sources(plan).items():
-        outputs[name] = len(in_sources)
-        in_sources.append(srcs)
-    ref_vars, state_keys = [], []
-    for node, names in record_states.items():
-        for var in names:
+    ref_vars: list[Any] = []
+    ref_keys: list[tuple[str, str]] = []
+
+    def ref_index(node: str, var: str) -> int:
+        if (node, var) not in ref_keys:
+            ref_keys.append((node, var))
             ref_vars.append(getattr(processes[node], var))
-            state_keys.append((node, var))
-    for anchor in _unreached_components(plan, in_sources, list(record_states)):
+        return ref_keys.index((node, var))
+
+    out_ins: dict[str, int] = {}
+    out_refs: dict[str, list[int]] = {}
+    for name, reads in output_reads(plan).items():
+        if reads.ports:
+            out_ins[name] = len(in_sources)
+            in_sources.append(list(reads.ports))
+        else:
+            out_refs[name] = [ref_index(node, "v") for node in reads.states]
+    state_refs = {(node, var): ref_index(node, var) for node, names in record_states.items() for var in names}
+    touched = [list(s) for s in in_sources] + [[node] for node, _ in ref_keys]
+    for anchor in _unreached_components(plan, touched):
         in_sources.append([anchor])
 
     key = f"spikecc-{next(_KEYS)}"
@@ -216,13 +229,15 @@ def build_network(plan: NetworkPlan, inputs: dict[str, np.ndarray], steps: int,
     _SHARED[key][:] = 0.0
     in_cols = probe.proc_params["in_cols"]
     ref_cols = probe.proc_params["ref_cols"]
+    outputs = {n: [tuple(in_cols[i])] for n, i in out_ins.items()}
+    outputs.update({n: [tuple(ref_cols[j]) for j in js] for n, js in out_refs.items()})
     return LavaNetwork(plan=plan, steps=steps, processes=processes, probe=probe, probe_model=model,
-                       outputs={n: tuple(in_cols[i]) for n, i in outputs.items()},
-                       states={k: tuple(ref_cols[j]) for j, k in enumerate(state_keys)},
+                       outputs={n: outputs[n] for n in plan.graph.outputs()},
+                       states={k: tuple(ref_cols[j]) for k, j in state_refs.items()},
                        key=key, _mmap=mm)
 
 
-def _unreached_components(plan: NetworkPlan, in_sources: list[list[str]], state_nodes: list[str]) -> list[str]:
+def _unreached_components(plan: NetworkPlan, touched: list[list[str]]) -> list[str]:
     """One process per weakly connected component that nothing recorded touches. Lava compiles only the
     processes connected to the one `run` is called on (the probe), so these get an anchor connection."""
     import networkx as nx
@@ -230,9 +245,7 @@ def _unreached_components(plan: NetworkPlan, in_sources: list[list[str]], state_
     g = nx.Graph()
     g.add_nodes_from(plan.processes)
     g.add_edges_from(plan.connections)
-    touched = {n for srcs in in_sources for n in srcs} | set(state_nodes)
-    anchors = []
-    for comp in nx.connected_components(g):
-        if not comp & touched:
-            anchors.append(min(comp, key=plan.processes.index))
-    return sorted(anchors, key=plan.processes.index)
+    seen = {n for group in touched for n in group}
+    order = {n: i for i, n in enumerate(plan.processes)}
+    anchors = [min(comp, key=order.__getitem__) for comp in nx.connected_components(g) if not comp & seen]
+    return sorted(anchors, key=order.__getitem__)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spikecc.backends.lava.lowering import LoweringContext, ProcessSpec, lower_node
+from spikecc.backends.lava.lowering import LoweringContext, ProcessSpec, find_lowering, lower_node
 from spikecc.errors import BackendError, GraphError
 from spikecc.ir.graph import Graph
 from spikecc.ir.infer import infer_shapes
@@ -66,6 +66,8 @@ def check_mode(graph: Graph, mode: str | None) -> str:
 def plan_network(graph: Graph, mode: str | None = None) -> NetworkPlan:
     """Lower every node of a Loihi-form graph to a ProcessSpec and resolve the edges into connections."""
     mode = check_mode(graph, mode)
+    for name, op in graph.nodes.items():  # unsupported ops first: their shapes may not even infer
+        find_lowering(name, op)
     try:
         shapes = infer_shapes(graph)
     except (GraphError, ValueError) as e:
@@ -105,13 +107,29 @@ def plan_network(graph: Graph, mode: str | None = None) -> NetworkPlan:
                        sizes=sizes, shapes={n: tuple(int(d) for d in s) for n, s in shapes.items()})
 
 
-def output_node_sources(plan: NetworkPlan) -> dict[str, list[str]]:
-    """Per Output node, the process nodes whose out ports it records (summed); an error if it has none."""
+@dataclass(frozen=True)
+class OutputReads:
+    """How an Output node is read: `ports` are process nodes whose out-port messages arrive summed (spikes
+    of a neuron, currents of a Dense); `states` are readout neurons (annotation readout="v", what
+    lower_for_loihi makes of LI/CubaLI/I) whose v is read after each step instead, summed as well."""
+
+    ports: tuple[str, ...] = ()
+    states: tuple[str, ...] = ()
+
+
+def output_reads(plan: NetworkPlan) -> dict[str, OutputReads]:
+    """Per Output node, what to record; an error if nothing feeds it."""
     out = {}
     for name in plan.graph.outputs():
-        if not plan.feeds[name]:
+        feeds = plan.feeds[name]
+        if not feeds:
             raise BackendError(f"node '{name}': Output is not fed by any process; connect it or remove it")
-        out[name] = plan.feeds[name]
+        states = tuple(n for n in feeds if plan.graph.annotation(n, "readout") == "v")
+        for n in states:
+            if "v" not in plan.specs[n].states:
+                raise BackendError(f"node '{n}': annotated readout='v' but its Lava process has no v to read")
+        if states and len(states) != len(feeds):
+            raise BackendError(f"node '{name}': Output sums readout voltages ({', '.join(states)}) and spikes "
+                               "or currents; give each kind its own Output")
+        out[name] = OutputReads(states=states) if states else OutputReads(ports=tuple(feeds))
     return out
-
-

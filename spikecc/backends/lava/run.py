@@ -8,7 +8,9 @@ output computed in step k and its state after step k, with every edge that leave
 the previous step's value (zero at step 0), just as Lava's Dense sends its a_buff from step t-1. So
 Lava's step t is the CPU simulator's step k = t-1, row for row: `result.outputs[o][k]` and
 `result.states[n][v][k]` compare directly with `SimResult.outputs[o][k]` and `SimResult.states[n][v][k]`,
-without any shift. (Compared with the float NIR graph, every Dense on a path adds one step of latency;
+without any shift. An Output fed by a readout neuron (annotation readout="v", what lower_for_loihi makes
+of LI, CubaLI and I) reads that neuron's v after each step, which the CPU simulator reports as
+`states[node]["v"]`. (Compared with the float NIR graph, every Dense on a path adds one step of latency;
 that is the lowering's doing, not the backend's.)
 """
 
@@ -38,7 +40,7 @@ class LavaResult:
 
 
 def _check_inputs(graph: Graph, sizes: dict[str, int], inputs: np.ndarray | Mapping[str, np.ndarray],
-                  steps: int | None) -> tuple[dict[str, np.ndarray], int]:
+                  steps: int | None, mode: str) -> tuple[dict[str, np.ndarray], int]:
     names = graph.inputs()
     if not isinstance(inputs, Mapping):
         if len(names) != 1:
@@ -54,6 +56,9 @@ def _check_inputs(graph: Graph, sizes: dict[str, int], inputs: np.ndarray | Mapp
         if a.ndim < 1 or a.shape[0] == 0 or a[0].size != sizes[n]:
             raise InputFileError(f"input for Input node '{n}' has shape {a.shape}, expected (steps, ...) with "
                                  f"{sizes[n]} values per step")
+        if mode == "fixed" and a.dtype.kind == "f" and not np.all(a == np.rint(a)):
+            raise InputFileError(f"input for Input node '{n}' holds non-integer values, but a fixed-point run takes "
+                                 "integer payloads (spikes 0/1 or graded integers); convert it with quantize_inputs")
         out[n] = a.reshape(a.shape[0], -1)
     t_avail = min(a.shape[0] for a in out.values()) if out else (steps or 0)
     steps = t_avail if steps is None else int(steps)
@@ -99,7 +104,7 @@ def run_lava(graph: Graph, inputs: np.ndarray | Mapping[str, np.ndarray], steps:
 
     mode = check_mode(graph, mode)
     plan = plan_network(graph, mode)
-    data, steps = _check_inputs(graph, plan.sizes, inputs, steps)
+    data, steps = _check_inputs(graph, plan.sizes, inputs, steps, mode)
     states_req = _state_request(plan, record_states)
     net = build_network(plan, data, steps, states_req)
     dtype = np.int64 if mode == "fixed" else np.float64
@@ -115,7 +120,8 @@ def run_lava(graph: Graph, inputs: np.ndarray | Mapping[str, np.ndarray], steps:
     wall = time.perf_counter() - t0
     if mode == "fixed":
         buf = np.rint(buf)
-    outputs = {n: buf[:, a:b].astype(dtype).reshape(steps, *plan.shapes[n]) for n, (a, b) in net.outputs.items()}
+    outputs = {n: sum(buf[:, a:b] for a, b in cols).astype(dtype).reshape(steps, *plan.shapes[n])
+               for n, cols in net.outputs.items()}
     states: dict[str, dict[str, np.ndarray]] = {}
     for (node, var), (a, b) in net.states.items():
         states.setdefault(node, {})[var] = buf[:, a:b].astype(dtype)
