@@ -52,8 +52,10 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary directory; on success it replaces `target`, on error it is deleted."""
     target = Path(target)
     parent = target.resolve().parent
-    if not parent.exists():
-        raise InputFileError(f"{target}: parent directory {parent} does not exist; create it first")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputFileError(f"{target}: cannot create the parent directory {parent} ({exc.strerror})") from None
     if target.exists() and not target.is_dir():
         raise InputFileError(f"{target}: exists and is not a directory; choose another output path")
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=parent))
