@@ -10,7 +10,8 @@ The networks are random NIR graphs (2-5 layers of 4-32 neurons, random weights, 
 spike trains) taken through the real passes: lower_for_loihi (float form) and quantize_for_loihi (fixed
 point). Among them: recurrent layers (a Linear from a LIF back to itself), ternary neurons (graded +-1
 messages), skip connections (two synapse layers summed into one neuron), LI readouts (the Output reads v),
-a synapse layer straight into an Output (currents), Affine biases and per-neuron time constants.
+a synapse layer straight into an Output (currents), Affine biases, real-valued (graded) inputs and
+per-neuron time constants.
 
 Lava starts one OS process per process model (about 0.05-0.1 s each on two busy cores), so the networks
 are batched: each group of networks is merged into one graph of disconnected sub-networks and run as one
@@ -31,7 +32,7 @@ import pytest
 
 from spikecc.backends.cpu import Simulator
 from spikecc.backends.lava import run_lava, write_lava_module
-from spikecc.compiler.passes import lower_for_loihi, quantize_for_loihi
+from spikecc.compiler.passes import lower_for_loihi, quantize_for_loihi, quantize_inputs
 from spikecc.errors import BackendError
 from spikecc.ir import Graph, TernaryLIF
 from spikecc.ir.loihi_ops import LOIHI_NEURON_OPS, LoihiDense, LoihiLIF
@@ -56,6 +57,7 @@ class NetSpec:
     skip: bool = False
     dense_out: bool = False
     bias: bool = False
+    graded_in: bool = False  # real-valued input: graded messages (quantize_inputs makes 8-bit payloads)
     input_node: str = ""
     outputs: list[str] = field(default_factory=list)
     readouts: dict[str, str] = field(default_factory=dict)  # Output -> NIR readout node (LI)
@@ -79,8 +81,8 @@ def add_random_net(g: Graph, rng: np.random.Generator, spec: NetSpec) -> None:
     p = spec.prefix
     spec.skip = spec.skip and spec.layers >= 3 and not spec.dense_out  # needs two neuron layers before the last
     sizes = [int(v) for v in rng.integers(4, 33, spec.layers + 1)]
-    spec.input_node = g.add_node(f"{p}in", nir.Input(input_type={"input": np.array([sizes[0]])}),
-                                 signal={"kind": "binary"})
+    signal = {} if spec.graded_in else {"signal": {"kind": "binary"}}
+    spec.input_node = g.add_node(f"{p}in", nir.Input(input_type={"input": np.array([sizes[0]])}), **signal)
     prev, prev_size, neurons = spec.input_node, sizes[0], []
     ternary_at = int(rng.integers(0, spec.layers - 1)) if spec.ternary else -1
     recurrent_at = int(rng.integers(0, spec.layers - 1)) if spec.recurrent else -1
@@ -159,6 +161,7 @@ class Batch:
     steps: int
     float_graph: Graph | None = None
     fixed_graph: Graph | None = None
+    fixed_inputs: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def make_batches(seed: int = 2024) -> list[Batch]:
@@ -170,6 +173,7 @@ def make_batches(seed: int = 2024) -> list[Batch]:
                  readout=k == 2 or (k > 5 and rng.random() < 0.15), skip=k in (3, 5) or rng.random() < 0.2,
                  bias=k == 5 or rng.random() < 0.3)
         f["dense_out"] = k == 6 or (k > 6 and not f["readout"] and rng.random() < 0.1)
+        f["graded_in"] = k == 7 or (k > 7 and rng.random() < 0.15)
         features.append(f)
     batches = []
     for gi in range(GROUPS):
@@ -185,13 +189,18 @@ def make_batches(seed: int = 2024) -> list[Batch]:
         inputs = {}
         for spec in nets:
             n = int(g.nodes[spec.input_node].input_type["input"][0])
-            inputs[spec.input_node] = (rng.random((steps, n)) < rng.uniform(0.1, 0.4)).astype(np.int64)
+            mask = rng.random((steps, n)) < rng.uniform(0.1, 0.4)
+            if spec.graded_in:
+                inputs[spec.input_node] = np.where(mask, rng.uniform(-0.5, 1.0, (steps, n)), 0.0)
+            else:
+                inputs[spec.input_node] = mask.astype(np.int64)
         if gi == 0:
             inputs["timing_in"] = np.zeros((steps, 1), dtype=np.int64)
             inputs["timing_in"][0, 0] = 1
         b = Batch(nir_graph=g, nets=nets, inputs=inputs, steps=steps)
         b.float_graph = lower_for_loihi(g)
         b.fixed_graph = quantize_for_loihi(b.float_graph)
+        b.fixed_inputs = quantize_inputs(b.fixed_graph, inputs)  # binary stays 0/1, real -> 8-bit payloads
         batches.append(b)
     return batches
 
@@ -211,10 +220,10 @@ class Runs:
 def run_both(batches: list[Batch], mode: str) -> Runs:
     cpu, lava, wall = [], [], 0.0
     for b in batches:
-        g = b.fixed_graph if mode == "fixed" else b.float_graph
+        g, x = (b.fixed_graph, b.fixed_inputs) if mode == "fixed" else (b.float_graph, b.inputs)
         states = neuron_nodes(g)
-        cpu.append(Simulator(g, mode=mode).run(b.inputs, steps=b.steps, record_states=states))
-        res = run_lava(g, b.inputs, steps=b.steps, mode=mode, record_states=states)
+        cpu.append(Simulator(g, mode=mode).run(x, steps=b.steps, record_states=states))
+        res = run_lava(g, x, steps=b.steps, mode=mode, record_states=states)
         lava.append(res)
         wall += res.wall_s
     return Runs(batches, cpu, lava, wall)
@@ -282,12 +291,13 @@ def test_networks_cover_the_features(batches):
     nets = [s for b in batches for s in b.nets if s.prefix != "timing_"]
     assert len(nets) >= 20
     assert {s.layers for s in nets} >= {2, 3, 4, 5}
-    for feature in ("recurrent", "ternary", "readout", "skip", "dense_out", "bias"):
+    for feature in ("recurrent", "ternary", "readout", "skip", "dense_out", "bias", "graded_in"):
         assert any(getattr(s, feature) for s in nets), feature
     fixed = [b.fixed_graph for b in batches]
     assert all(g.metadata["fixed_point"] for g in fixed)
     assert any(type(op).__name__ == "LoihiTernaryLIF" for g in fixed for op in g.nodes.values())
-    assert any(op.num_message_bits > 0 for g in fixed for op in g.nodes.values() if isinstance(op, LoihiDense))
+    bits = {op.num_message_bits for g in fixed for op in g.nodes.values() if isinstance(op, LoihiDense)}
+    assert bits == {0, 2, 8}  # binary spikes, ternary spikes, 8-bit graded inputs
     # some layers have per-neuron decays and thresholds (Lava's Python models take them per neuron)
     assert any(np.unique(op.dv).size > 1 for g in fixed for op in g.nodes.values() if isinstance(op, LoihiLIF))
 
