@@ -347,6 +347,33 @@ def test_time_alignment(float_runs, fixed_runs):
         np.testing.assert_array_equal(lv.outputs["timing_out"], want)
 
 
+def test_hand_built_loihi_graph_with_aliases_and_repeated_edges():
+    """A Loihi-form graph written by hand: a Flatten (no process; edges pass through it) and an Output that
+    reads the same neuron over two paths (counted twice, as the CPU simulator sums edges)."""
+    g = Graph(metadata={"dt": DT, "fixed_point": True})
+    g.add_node("in", nir.Input(input_type={"input": np.array([3])}))
+    g.add_node("d", LoihiDense(weight=np.array([[2, 4, 6], [8, 10, -12]])), fixed_point=True)
+    g.add_node("l", LoihiLIF(du=np.full(2, 4095), dv=np.array([0, 100]), vth=np.full(2, 20),
+                             bias_mant=np.array([1, 0]), bias_exp=np.array([5, 0])), fixed_point=True)
+    g.add_node("flat", nir.Flatten(input_type={"input": np.array([2])}))
+    g.add_node("out", nir.Output(output_type={"output": np.array([2])}))
+    for a, b in [("in", "d"), ("d", "l"), ("l", "flat"), ("l", "out"), ("flat", "out")]:
+        g.connect(a, b)
+    x = (np.random.default_rng(3).random((30, 3)) < 0.5).astype(np.int64)
+    cpu = Simulator(g, mode="fixed").run(x, record_states=["l"])
+    lv = run_lava(g, x, record_states={"l": ["v"]})
+    assert lv.mode == "fixed" and set(lv.states["l"]) == {"v"}
+    np.testing.assert_array_equal(lv.outputs["out"], cpu.outputs["out"])
+    np.testing.assert_array_equal(lv.states["l"]["v"], cpu.states["l"]["v"])
+    assert lv.outputs["out"].max() == 2
+
+    g.connect("d", "l")  # a second edge between the same two processes
+    with pytest.raises(BackendError) as e:
+        run_lava(g, x)
+    assert _one_line(e) == ("node 'l': receives 'd' over more than one edge, and Lava cannot connect the same two "
+                            "ports twice; merge those edges into one synapse layer (sum the weights)")
+
+
 # ------------------------------------------------------------------------------------------------
 # 3. generated module
 # ------------------------------------------------------------------------------------------------

@@ -111,8 +111,12 @@ def module_source(plan: NetworkPlan) -> tuple[str, dict[str, np.ndarray]]:
     for src, dst in plan.connections:
         lines.append(f"    procs[{src!r}].{plan.specs[src].out_port}.connect(procs[{dst!r}].{plan.specs[dst].in_port})")
     reads = output_reads(plan)
-    outputs = {o: [(s, plan.specs[s].out_port) for s in r.ports] for o, r in reads.items() if r.ports}
-    readouts = {o: list(r.states) for o, r in reads.items() if r.states}
+    # Each Output sums what it reads, each source times the number of edges that carry it: Lava cannot
+    # connect the same two ports twice, so every distinct source gets its own sink (or Monitor) instead.
+    outputs = {o: [(n, plan.specs[n].out_port, r.ports.count(n)) for n in dict.fromkeys(r.ports)]
+               for o, r in reads.items() if r.ports}
+    readouts = {o: [(n, r.states.count(n)) for n in dict.fromkeys(r.states)] for o, r in reads.items() if r.states}
+    sink_sizes = {n: plan.sizes[n] for r in reads.values() for n in r.ports}
     out_sizes = {o: plan.sizes[o] for o in reads}
     comps = _components(plan)
     classes = sorted({plan.specs[n].cls for n in plan.processes})
@@ -130,6 +134,7 @@ def module_source(plan: NetworkPlan) -> tuple[str, dict[str, np.ndarray]]:
         version=spikecc.__version__, summary=plan.graph.summary(), mode=plan.mode,
         select_tag=SELECT_TAGS[plan.mode], params=PARAMS_NAME, imports="\n".join(imports),
         inputs=_pretty(inputs), outputs=_pretty(outputs), readouts=_pretty(readouts), out_sizes=_pretty(out_sizes),
+        sink_sizes=_pretty(sink_sizes),
         components=_pretty(comps), non_uniform=_pretty(non_uniform), body="\n".join(lines) or "    pass",
         data_dtype="np.int64" if fixed else "np.float64")
     return text, arrays
@@ -182,9 +187,10 @@ from lava.magma.core.run_configs import Loihi2HwCfg, Loihi2SimCfg
 MODE = "{mode}"
 SELECT_TAG = "{select_tag}"
 INPUTS = {inputs}  # Input node -> values per step
-OUTPUTS = {outputs}  # Output node -> [(process node, out port)], messages summed
-READOUTS = {readouts}  # Output node -> [readout neuron], its v after each step, summed
+OUTPUTS = {outputs}  # Output node -> [(process node, out port, edges)]: sum of messages x edges
+READOUTS = {readouts}  # Output node -> [(readout neuron, edges)]: sum of v after each step x edges
 OUTPUT_SIZES = {out_sizes}
+SINK_SIZES = {sink_sizes}  # process node -> size, one sink each
 COMPONENTS = {components}  # process nodes that share connections: run together
 NON_UNIFORM = {non_uniform}  # per-neuron values Loihi 2 holds once per process (fine in simulation)
 
@@ -227,30 +233,35 @@ def run(inputs, steps=None, hardware=None):
     procs = build(inputs, steps)
     sinks, monitors = {{}}, {{}}
     for out, feeds in OUTPUTS.items():
-        sinks[out] = Sink(shape=(OUTPUT_SIZES[out],), buffer=steps)
-        for node, port in feeds:
-            getattr(procs[node], port).connect(sinks[out].a_in)
-    for out, nodes in READOUTS.items():
-        for node in nodes:
-            monitors[node] = Monitor()  # one Var per Monitor (lava/proc/monitor/process.py)
-            monitors[node].probe(procs[node].v, steps)
-    results = {{}}
+        for node, port, _ in feeds:
+            if node not in sinks:
+                sinks[node] = Sink(shape=(SINK_SIZES[node],), buffer=steps)
+                getattr(procs[node], port).connect(sinks[node].a_in)
+    for out, feeds in READOUTS.items():
+        for node, _ in feeds:
+            if node not in monitors:
+                monitors[node] = Monitor()  # one Var per Monitor (lava/proc/monitor/process.py)
+                monitors[node].probe(procs[node].v, steps)
+    recorded = {{}}
     for comp in COMPONENTS:
-        mine = [o for o, feeds in OUTPUTS.items() if any(node in comp for node, _ in feeds)]
-        mine += [o for o, nodes in READOUTS.items() if any(node in comp for node in nodes)]
+        mine = [node for node in comp if node in sinks or node in monitors]
         if not mine:
             continue  # nothing recorded here: running it would not change any output
         root = procs[comp[0]]
         cfg = Loihi2HwCfg() if hardware else Loihi2SimCfg(select_tag=SELECT_TAG)
         try:
             root.run(condition=RunSteps(num_steps=steps), run_cfg=cfg)
-            for out in mine:
-                if out in OUTPUTS:
-                    results[out] = np.asarray(sinks[out].data.get()).T
+            for node in mine:
+                if node in sinks:
+                    recorded[node] = np.asarray(sinks[node].data.get()).T
                 else:
-                    results[out] = sum(np.asarray(monitors[n].get_data()[procs[n].name]["v"]) for n in READOUTS[out])
-                results[out] = np.rint(results[out]).astype(np.int64) if MODE == "fixed" else results[out]
+                    recorded[node] = np.asarray(monitors[node].get_data()[procs[node].name]["v"])
         finally:
             root.stop()
-    return {{out: results[out] for out in OUTPUT_SIZES}}
+    results = {{}}
+    for out in OUTPUT_SIZES:
+        feeds = [(node, count) for node, _, count in OUTPUTS.get(out, [])] + READOUTS.get(out, [])
+        value = sum(recorded[node] * count for node, count in feeds)
+        results[out] = np.rint(value).astype(np.int64) if MODE == "fixed" else value
+    return results
 '''

@@ -48,7 +48,8 @@ _KEYS = itertools.count()
 
 class Probe(AbstractProcess):
     """Records `in_{i}` (messages arriving at InPorts, per step) and `ref_{j}` (Var values read after each
-    step) into one shared (steps, total) float64 buffer, columns laid out by `layout`."""
+    step) into one shared (steps, width) float64 buffer: the InPorts' columns first, in order, then the
+    RefPorts' (proc_params in_cols / ref_cols hold each one's column range)."""
 
     def __init__(self, *, key: str, steps: int, in_sizes: list[int], ref_vars: list[Any]) -> None:
         in_cols, ref_cols, col = [], [], 0
@@ -126,16 +127,16 @@ def make_probe_class() -> type[Probe]:
 # -- live network ---------------------------------------------------------------------------------
 @dataclass
 class LavaNetwork:
-    """Live Lava processes for a plan. `outputs[name]` (column ranges, summed) and `states[(node, var)]`
-    (one column range) index the probe's buffer; `buffer()` is that buffer, (steps, columns), valid after
-    a run."""
+    """Live Lava processes for a plan. `outputs[name]` lists (first column, end column, count): the Output
+    is the sum of those column ranges times their counts; `states[(node, var)]` is one column range. Both
+    index the probe's buffer; `buffer()` is that buffer, (steps, columns), valid after a run."""
 
     plan: NetworkPlan
     steps: int
     processes: dict[str, AbstractProcess]
     probe: Probe
     probe_model: type[PyLoihiProcessModel]
-    outputs: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    outputs: dict[str, list[tuple[int, int, int]]] = field(default_factory=dict)
     states: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
     key: str = ""
     _mmap: mmap.mmap | None = None
@@ -156,15 +157,17 @@ class LavaNetwork:
         """Drop the shared buffer (after the results were copied out)."""
         _SHARED.pop(self.key, None)
         if self._mmap is not None:
-            self._mmap.close()
+            try:
+                self._mmap.close()
+            except BufferError:  # a view of it is still alive somewhere: the GC frees the map later
+                pass
             self._mmap = None
 
 
 def _new_process(spec: ProcessSpec, name: str, data: np.ndarray | None) -> AbstractProcess:
-    kwargs = dict(spec.kwargs)
     if spec.cls == "Source":
-        return Source(data=data)
-    return _CLASSES[spec.cls](name=name, **kwargs)
+        return Source(data=data)  # RingBuffer takes no name argument
+    return _CLASSES[spec.cls](name=name, **spec.kwargs)
 
 
 def build_network(plan: NetworkPlan, inputs: dict[str, np.ndarray], steps: int,
@@ -185,12 +188,18 @@ def build_network(plan: NetworkPlan, inputs: dict[str, np.ndarray], steps: int,
         out_port = getattr(processes[src], plan.specs[src].out_port)
         out_port.connect(getattr(processes[dst], plan.specs[dst].in_port))
 
-    # What the probe records: InPorts for outputs read from ports (Lava sums several connections), then
-    # RefPorts for requested states and readout voltages, then an anchor InPort per component nothing
-    # else reaches. An Output's values are the sum of its column ranges.
-    in_sources: list[list[str]] = []
+    # What the probe records: one InPort per process whose out-port messages an Output reads, one RefPort
+    # per Var (readout voltages, requested states), and an anchor InPort per component nothing else
+    # reaches. An Output is the sum of its sources' columns, each times the number of edges that carry it
+    # (Lava refuses to connect the same two ports twice, so repeats are counted here instead).
+    in_sources: list[str] = []
     ref_vars: list[Any] = []
     ref_keys: list[tuple[str, str]] = []
+
+    def in_index(node: str) -> int:
+        if node not in in_sources:
+            in_sources.append(node)
+        return in_sources.index(node)
 
     def ref_index(node: str, var: str) -> int:
         if (node, var) not in ref_keys:
@@ -198,26 +207,23 @@ def build_network(plan: NetworkPlan, inputs: dict[str, np.ndarray], steps: int,
             ref_vars.append(getattr(processes[node], var))
         return ref_keys.index((node, var))
 
-    out_ins: dict[str, int] = {}
-    out_refs: dict[str, list[int]] = {}
+    out_reads: dict[str, list[tuple[str, int, int]]] = {}  # Output -> [("in" | "ref", index, count)]
     for name, reads in output_reads(plan).items():
         if reads.ports:
-            out_ins[name] = len(in_sources)
-            in_sources.append(list(reads.ports))
+            idx = [in_index(node) for node in reads.ports]
+            out_reads[name] = [("in", i, idx.count(i)) for i in sorted(set(idx))]
         else:
-            out_refs[name] = [ref_index(node, "v") for node in reads.states]
+            idx = [ref_index(node, "v") for node in reads.states]
+            out_reads[name] = [("ref", j, idx.count(j)) for j in sorted(set(idx))]
     state_refs = {(node, var): ref_index(node, var) for node, names in record_states.items() for var in names}
-    touched = [list(s) for s in in_sources] + [[node] for node, _ in ref_keys]
-    for anchor in _unreached_components(plan, touched):
-        in_sources.append([anchor])
+    for anchor in _unreached_components(plan, [*in_sources, *(node for node, _ in ref_keys)]):
+        in_index(anchor)
 
     key = f"spikecc-{next(_KEYS)}"
-    in_sizes = [plan.sizes[srcs[0]] for srcs in in_sources]
     probe_cls = make_probe_class()
-    probe = probe_cls(key=key, steps=steps, in_sizes=in_sizes, ref_vars=ref_vars)
-    for i, srcs in enumerate(in_sources):
-        for src in srcs:
-            getattr(processes[src], plan.specs[src].out_port).connect(getattr(probe, f"in_{i}"))
+    probe = probe_cls(key=key, steps=steps, in_sizes=[plan.sizes[n] for n in in_sources], ref_vars=ref_vars)
+    for i, src in enumerate(in_sources):
+        getattr(processes[src], plan.specs[src].out_port).connect(getattr(probe, f"in_{i}"))
     for j, var in enumerate(ref_vars):
         getattr(probe, f"ref_{j}").connect_var(var)
     model = probe_model_for(probe)
@@ -229,15 +235,15 @@ def build_network(plan: NetworkPlan, inputs: dict[str, np.ndarray], steps: int,
     _SHARED[key][:] = 0.0
     in_cols = probe.proc_params["in_cols"]
     ref_cols = probe.proc_params["ref_cols"]
-    outputs = {n: [tuple(in_cols[i])] for n, i in out_ins.items()}
-    outputs.update({n: [tuple(ref_cols[j]) for j in js] for n, js in out_refs.items()})
+    cols = {"in": in_cols, "ref": ref_cols}
+    outputs = {n: [(*cols[kind][i], count) for kind, i, count in out_reads[n]] for n in plan.graph.outputs()}
     return LavaNetwork(plan=plan, steps=steps, processes=processes, probe=probe, probe_model=model,
-                       outputs={n: outputs[n] for n in plan.graph.outputs()},
+                       outputs=outputs,
                        states={k: tuple(ref_cols[j]) for k, j in state_refs.items()},
                        key=key, _mmap=mm)
 
 
-def _unreached_components(plan: NetworkPlan, touched: list[list[str]]) -> list[str]:
+def _unreached_components(plan: NetworkPlan, touched: list[str]) -> list[str]:
     """One process per weakly connected component that nothing recorded touches. Lava compiles only the
     processes connected to the one `run` is called on (the probe), so these get an anchor connection."""
     import networkx as nx
@@ -245,7 +251,7 @@ def _unreached_components(plan: NetworkPlan, touched: list[list[str]]) -> list[s
     g = nx.Graph()
     g.add_nodes_from(plan.processes)
     g.add_edges_from(plan.connections)
-    seen = {n for group in touched for n in group}
+    seen = set(touched)
     order = {n: i for i, n in enumerate(plan.processes)}
     anchors = [min(comp, key=order.__getitem__) for comp in nx.connected_components(g) if not comp & seen]
     return sorted(anchors, key=order.__getitem__)

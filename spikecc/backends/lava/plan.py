@@ -30,7 +30,7 @@ SELECT_TAGS = {"fixed": "fixed_pt", "float": "floating_pt"}
 @dataclass
 class NetworkPlan:
     """What to build: `specs[node]`, `connections` as (src node, dst node) pairs between process nodes
-    (one per edge, aliases resolved; the same pair may repeat, which sums), `feeds[node]` the process
+    (one per edge, aliases resolved; never the same pair twice), `feeds[node]` the process
     nodes whose out ports make up a node's output (itself for a process node; for an alias, the sum of
     what feeds it), and the flat `sizes` of all nodes."""
 
@@ -103,6 +103,12 @@ def plan_network(graph: Graph, mode: str | None = None) -> NetworkPlan:
     for name in graph.nodes:
         resolve(name)
     connections = [(src, e.dst) for e in graph.edges if not specs[e.dst].is_alias for src in feeds[e.src]]
+    seen: set[tuple[str, str]] = set()
+    for src, dst in connections:
+        if (src, dst) in seen:
+            raise BackendError(f"node '{dst}': receives '{src}' over more than one edge, and Lava cannot connect the "
+                               "same two ports twice; merge those edges into one synapse layer (sum the weights)")
+        seen.add((src, dst))
     return NetworkPlan(graph=graph, mode=mode, specs=specs, connections=connections, feeds=feeds,
                        sizes=sizes, shapes={n: tuple(int(d) for d in s) for n, s in shapes.items()})
 

@@ -120,7 +120,7 @@ def run_lava(graph: Graph, inputs: np.ndarray | Mapping[str, np.ndarray], steps:
     wall = time.perf_counter() - t0
     if mode == "fixed":
         buf = np.rint(buf)
-    outputs = {n: sum(buf[:, a:b] for a, b in cols).astype(dtype).reshape(steps, *plan.shapes[n])
+    outputs = {n: sum(buf[:, a:b] * count for a, b, count in cols).astype(dtype).reshape(steps, *plan.shapes[n])
                for n, cols in net.outputs.items()}
     states: dict[str, dict[str, np.ndarray]] = {}
     for (node, var), (a, b) in net.states.items():
