@@ -56,10 +56,11 @@ def _pool_out(op: nir.SumPool2d | nir.AvgPool2d, in_shape: Shape) -> Shape:
 
 
 def _flatten_out(op: nir.Flatten, in_shape: Shape) -> Shape:
-    declared = _shape(op.output_type.get("output")) if op.output_type else None
-    if declared is not None and int(np.prod(declared)) == int(np.prod(in_shape)):
-        return declared
-    return (int(np.prod(in_shape)),)
+    """NIR's Flatten: axes start_dim..end_dim (counted without the batch axis) become one."""
+    if not in_shape:
+        return in_shape
+    start, end = int(op.start_dim) % len(in_shape), int(op.end_dim) % len(in_shape)
+    return (*in_shape[:start], int(np.prod(in_shape[start:end + 1])), *in_shape[end + 1:])
 
 
 def _check_elementwise(name: str, what: str, params: Shape, in_shape: Shape) -> Shape:
