@@ -374,6 +374,21 @@ def test_hand_built_loihi_graph_with_aliases_and_repeated_edges():
                             "ports twice; merge those edges into one synapse layer (sum the weights)")
 
 
+def test_failure_inside_lava_stops_every_process(monkeypatch):
+    """An exception in a process model (here the probe's, patched before Lava forks) becomes a one-line
+    BackendError, and no Lava OS process or shared buffer is left behind (Lava's own stop() would hang)."""
+    from spikecc.backends.lava import network
+
+    def boom(self) -> None:
+        raise ValueError("boom in a Lava process")
+
+    monkeypatch.setattr(network.PyProbeModelBase, "run_spk", boom)
+    with pytest.raises(BackendError) as e:
+        run_lava(_lowered_chain(), np.ones((5, 3)))
+    assert _one_line(e) == "the Lava run failed: ValueError: boom in a Lava process"
+    assert multiprocessing.active_children() == [] and network._SHARED == {}
+
+
 # ------------------------------------------------------------------------------------------------
 # 3. generated module
 # ------------------------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ Lava itself is imported only when a network is built or run, so writing a module
 
 from spikecc.backends.lava.codegen import write_lava_module
 from spikecc.backends.lava.lowering import LAVA_LOWERINGS, LoweringContext, ProcessSpec, lava_lowers
+from spikecc.backends.lava.plan import NetworkPlan, plan_network
 from spikecc.backends.lava.run import LavaResult, run_lava
 
-__all__ = ["LAVA_LOWERINGS", "LavaResult", "LoweringContext", "ProcessSpec", "lava_lowers", "run_lava",
-           "write_lava_module"]
+__all__ = ["LAVA_LOWERINGS", "LavaResult", "LoweringContext", "NetworkPlan", "ProcessSpec", "lava_lowers",
+           "plan_network", "run_lava", "write_lava_module"]

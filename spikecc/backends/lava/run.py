@@ -87,6 +87,50 @@ def _state_request(plan, record_states) -> dict[str, tuple[str, ...]]:
     return out
 
 
+def _actors(process) -> list:
+    runtime = process.runtime
+    infra = getattr(runtime, "_messaging_infrastructure", None)
+    return list(getattr(infra, "actors", []) or [])
+
+
+def _child_error(process) -> str:
+    """The last line of the first traceback a Lava OS process reported, or ''."""
+    for actor in _actors(process):
+        try:
+            exc = actor.exception
+        except (OSError, ValueError, EOFError):
+            continue
+        if exc:
+            lines = [ln for ln in str(exc[1]).strip().splitlines() if ln.strip()]
+            return lines[-1].strip() if lines else repr(exc[0])
+    return ""
+
+
+def _shutdown(process, failed: bool) -> None:
+    """Stop the Lava runtime of `process` and end its OS processes, also after a failure.
+
+    After an error (or an interrupt), Lava 0.10's Runtime.stop sends STOP to its runtime services and waits
+    for answers from services that are gone, forever (runtime.py:485-497). So on failure: terminate what
+    still runs, mark the runtime not started, and let stop() only tear down channels and shared memory.
+    """
+    runtime = process.runtime
+    if runtime is None:
+        return
+    if not failed:
+        process.stop()
+        return
+    for actor in _actors(process):
+        if getattr(actor, "_is_done", False):
+            continue
+        try:
+            if actor.is_alive():
+                actor.terminate()
+        except ValueError:  # already closed
+            pass
+    runtime._is_started = False
+    runtime.stop()
+
+
 def run_lava(graph: Graph, inputs: np.ndarray | Mapping[str, np.ndarray], steps: int | None = None,
              mode: str | None = None, record_states: Iterable[str] | Mapping[str, Iterable[str]] = ()) \
         -> LavaResult:
@@ -110,10 +154,14 @@ def run_lava(graph: Graph, inputs: np.ndarray | Mapping[str, np.ndarray], steps:
     dtype = np.int64 if mode == "fixed" else np.float64
     t0 = time.perf_counter()
     try:
+        failed = True
         try:
             net.probe.run(condition=RunSteps(num_steps=steps), run_cfg=net.run_config())
+            failed = False
+        except RuntimeError as e:  # Lava's report of an exception inside a process model
+            raise BackendError(f"the Lava run failed: {_child_error(net.probe) or e}") from e
         finally:
-            net.probe.stop()
+            _shutdown(net.probe, failed)
         buf = np.array(net.buffer(), copy=True)
     finally:
         net.release()
