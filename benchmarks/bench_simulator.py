@@ -25,7 +25,7 @@ from rich.table import Table
 import spikecc  # noqa: F401  (Lava's Python 3.11 fix)
 from spikecc.backends.cpu import Simulator
 from spikecc.backends.lava import run_lava
-from spikecc.compiler.pipeline import lower_for_target
+from spikecc.compiler.pipeline import prepare_run
 from spikecc.ir import Graph
 
 N = 512
@@ -79,11 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     for label, layers in (("Dense 512x512 + LIF", 1), ("10-layer chain", 10)):
         graph = chain(layers)
         for fixed in (False, True):
-            lowered = lower_for_target(graph, fixed_point=fixed)
+            lowered, xin = prepare_run(graph, x, fixed_point=fixed)
             mode = "fixed" if fixed else "float"
             sim = Simulator(lowered, mode=mode)
-            t_cpu, res = measure(lambda s=sim: s.run(x), args.repeats)
-            t_lava, lres = measure(lambda g=lowered, m=mode: run_lava(g, x, steps=args.steps, mode=m),
+            t_cpu, res = measure(lambda s=sim, xi=xin: s.run(xi), args.repeats)
+            t_lava, lres = measure(lambda g=lowered, m=mode, xi=xin: run_lava(g, xi, steps=args.steps, mode=m),
                                    args.lava_repeats)
             same = bool(np.array_equal(res.outputs["out"], lres.outputs["out"]))
             ok &= same

@@ -49,7 +49,7 @@ def main() -> int:
     import spikecc.ir as ir
     from spikecc.backends.cpu import simulate
     from spikecc.backends.lava import run_lava
-    from spikecc.compiler.pipeline import compile_file, lower_for_target
+    from spikecc.compiler.pipeline import compile_file, prepare_run
 
     console = Console()
     console.rule(f"spikecc demo: {NETWORK.relative_to(HERE.parent)}")
@@ -57,13 +57,16 @@ def main() -> int:
     steps = x.shape[0]
 
     t0 = time.perf_counter()
-    compile_file(NETWORK, BUILD)
+    compile_file(NETWORK, BUILD, spike_inputs=True)
     console.print(f"compiled -> {BUILD}/ in {time.perf_counter() - t0:.2f} s: "
                   + ", ".join(sorted(p.name for p in BUILD.iterdir())))
 
     graph = ir.read(NETWORK)
-    lowered_float = lower_for_target(graph, fixed_point=False)
-    lowered_fixed = ir.read(BUILD / "lowered.nir")
+    lowered_float, _ = prepare_run(graph, x, fixed_point=False)
+    lowered_fixed, xq = prepare_run(graph, x, fixed_point=True)
+    built = ir.read(BUILD / "lowered.nir")  # what `spikecc compile` wrote is what runs below
+    assert {n: type(op).__name__ for n, op in built.nodes.items()} == \
+        {n: type(op).__name__ for n, op in lowered_fixed.nodes.items()}
     out = graph.outputs()[0]
 
     runs: dict[str, np.ndarray] = {}
@@ -76,9 +79,9 @@ def main() -> int:
 
     timed("cpu float (NIR)", lambda: simulate(graph, x).outputs[out])
     timed("cpu float (lowered)", lambda: simulate(lowered_float, x).outputs[out])
-    timed("cpu fixed", lambda: simulate(lowered_fixed, x, mode="fixed").outputs[out])
+    timed("cpu fixed", lambda: simulate(built, xq, mode="fixed").outputs[out])
     timed("lava floating_pt", lambda: run_lava(lowered_float, x, steps=steps, mode="float").outputs[out])
-    timed("lava fixed_pt", lambda: run_lava(lowered_fixed, x, steps=steps, mode="fixed").outputs[out])
+    timed("lava fixed_pt", lambda: run_lava(built, xq, steps=steps, mode="fixed").outputs[out])
 
     runs_table = Table(title=f"{steps} steps, output '{out}'")
     for col in ("run", "spikes", "wall time"):

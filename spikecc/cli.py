@@ -175,11 +175,10 @@ def _print_activity(counts: dict, steps: int) -> None:
 def simulate(file: Path, input_path: Path, steps: int | None, fixed_point: bool, output: Path | None) -> None:
     """Simulate a NIR FILE on the CPU (spikecc's event-driven simulator)."""
     from spikecc.backends.cpu import Simulator
-    from spikecc.compiler.pipeline import lower_for_target
+    from spikecc.compiler.pipeline import prepare_run
 
     g, x, steps = _run_common(file, input_path, steps)
-    if fixed_point:
-        g = lower_for_target(g, fixed_point=True)
+    g, x = prepare_run(g, x, fixed_point=fixed_point, lower=fixed_point)
     sim = Simulator(g, mode="fixed" if fixed_point else "float")
     with progress_bar(len(sim.components), "simulating") as bar:
         task = bar.add_task("sim", total=len(sim.components))
@@ -203,15 +202,15 @@ def lava(file: Path, input_path: Path, steps: int | None, fixed_point: bool, out
     """Run a NIR FILE in Lava's Loihi 2 simulator (Loihi2SimCfg). Each synapse layer adds Lava's
     one-step delay, so outputs lag the float NIR semantics by the number of layers on the path."""
     from spikecc.backends.lava import run_lava
-    from spikecc.compiler.pipeline import lower_for_target
+    from spikecc.compiler.pipeline import prepare_run
 
     g, x, steps = _run_common(file, input_path, steps)
-    lowered = lower_for_target(g, fixed_point=fixed_point)
     steps = x.shape[0] if steps is None else steps
     if steps > x.shape[0]:
         raise InputFileError(f"asked for {steps} steps but {input_path} holds only {x.shape[0]}")
+    lowered, xq = prepare_run(g, x[:steps], fixed_point=fixed_point)
     with console.status(f"running {steps} steps in Lava ({'fixed_pt' if fixed_point else 'floating_pt'})"):
-        res = run_lava(lowered, x[:steps], steps=steps, mode="fixed" if fixed_point else "float")
+        res = run_lava(lowered, xq, steps=steps, mode="fixed" if fixed_point else "float")
     for name, arr in res.outputs.items():
         console.print(f"{name}: shape {arr.shape}, {int(np.count_nonzero(arr)):,} non-zero outputs")
     if output:
@@ -224,13 +223,15 @@ def lava(file: Path, input_path: Path, steps: int | None, fixed_point: bool, out
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path),
               help="build directory (replaced atomically)")
 @click.option("--float", "float_mode", is_flag=True, help="skip fixed-point quantization")
+@click.option("--spike-inputs", is_flag=True,
+              help="the Inputs carry binary spikes (sent as binary messages) rather than real values")
 @friendly_errors
-def compile_cmd(file: Path, out_dir: Path, float_mode: bool) -> None:
+def compile_cmd(file: Path, out_dir: Path, float_mode: bool, spike_inputs: bool) -> None:
     """Compile a NIR FILE for Loihi 2 into a build directory (lowered graph, manifest, report, Lava module)."""
     from spikecc.compiler.pipeline import compile_file
 
     with console.status("compiling"):
-        out = compile_file(file, out_dir, fixed_point=not float_mode)
+        out = compile_file(file, out_dir, fixed_point=not float_mode, spike_inputs=spike_inputs)
     console.print(f"wrote {out}/: " + ", ".join(sorted(p.name for p in out.iterdir())))
 
 

@@ -54,6 +54,40 @@ def lower_for_target(g: Graph, fixed_point: bool) -> Graph:
     return run_passes(g, loihi_passes(fixed_point))
 
 
+def annotate_spike_inputs(g: Graph, inputs: np.ndarray | dict[str, np.ndarray]) -> Graph:
+    """A copy of `g` whose Input nodes fed only 0/1 data are marked as binary spike sources.
+
+    NIR files do not say whether an Input carries spikes or real values. For spikes, Loihi 2 sends binary
+    messages and quantization keeps them exact; real values become graded payloads of a few bits. An
+    explicit `signal` annotation already on the Input wins.
+    """
+    g = g.copy()
+    names = g.inputs()
+    data = inputs if isinstance(inputs, dict) else {names[0]: inputs}
+    for name in names:
+        if name in data and "signal" not in g.annotations.get(name, {}):
+            x = np.asarray(data[name])
+            if x.size and np.isin(x, (0, 1)).all():
+                g.annotate(name, signal={"kind": "binary", "amplitude": 1.0, "bits": 0, "scale": 1.0})
+    return g
+
+
+def prepare_run(g: Graph, inputs: np.ndarray | dict[str, np.ndarray], fixed_point: bool,
+                lower: bool = True) -> tuple[Graph, dict[str, np.ndarray] | np.ndarray]:
+    """(graph, inputs) ready for a backend: spike inputs marked, the graph lowered for Loihi 2 when
+    `lower` (and quantized when `fixed_point`), and for fixed point the inputs turned into the integer
+    payloads the quantized Inputs expect."""
+    g = annotate_spike_inputs(g, inputs)
+    if not lower and not fixed_point:
+        return g, inputs
+    g = lower_for_target(g, fixed_point)
+    if fixed_point:
+        from spikecc.compiler.passes.quantize import quantize_inputs
+
+        return g, quantize_inputs(g, inputs)
+    return g, inputs
+
+
 def versions() -> dict[str, str]:
     out = {"spikecc": spikecc.__version__, "python": platform.python_version()}
     for dist in ("nir", "lava-nc", "numpy", "scipy", "h5py", "networkx"):
@@ -89,10 +123,15 @@ def layer_report(g: Graph) -> list[LayerReport]:
 
 
 def compile_file(nir_path: str | Path, out_dir: str | Path, fixed_point: bool = True,
-                 write_lava: bool = True) -> Path:
-    """Compile a NIR file into a build directory (see the module docstring). Returns the directory."""
+                 write_lava: bool = True, spike_inputs: bool = False) -> Path:
+    """Compile a NIR file into a build directory (see the module docstring). Returns the directory.
+    `spike_inputs` marks every Input as a binary spike source (else Inputs carry real values, sent to
+    Loihi 2 as graded payloads)."""
     nir_path, out_dir = Path(nir_path), Path(out_dir)
     graph = read(nir_path)
+    if spike_inputs:
+        for name in graph.inputs():
+            graph.annotate(name, signal={"kind": "binary", "amplitude": 1.0, "bits": 0, "scale": 1.0})
     lowered = lower_for_target(graph, fixed_point)
     with atomic_directory(out_dir) as tmp:
         write(graph, tmp / "input.nir")
@@ -107,6 +146,7 @@ def compile_file(nir_path: str | Path, out_dir: str | Path, fixed_point: bool = 
             "input": {"path": nir_path.name, "sha256": sha256_file(nir_path)},
             "target": "loihi2",
             "fixed_point": fixed_point,
+            "spike_inputs": spike_inputs,
             "dt": graph.dt,
             "passes": lowered.metadata.get("passes", []),
             "versions": versions(),
