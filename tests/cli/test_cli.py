@@ -90,6 +90,13 @@ def test_simulate_fixed_point_runs_the_quantized_graph(net, tmp_path):
     assert result.exit_code == 0, result.output
     spikes = np.load(out)["output"]
     assert spikes.shape == (120, 3) and set(np.unique(spikes)) <= {0, 1}
+    float_out = tmp_path / "float.npz"
+    assert run("simulate", net[0], "--input", net[1], "-o", float_out).exit_code == 0
+    ref = np.load(float_out)["output"]
+    # 8-bit weights: the quantized network fires like the float one (counts within 15%, same silent neurons)
+    assert ref.sum() > 10
+    assert abs(int(spikes.sum()) - int(ref.sum())) <= 0.15 * ref.sum()
+    assert np.array_equal(spikes.sum(0) > 0, ref.sum(0) > 0)
 
 
 @pytest.mark.parametrize("make_bad, fragments", [
