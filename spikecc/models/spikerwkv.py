@@ -19,8 +19,9 @@ a = min(|x|, sum_i W_i) (saturating at the largest representable value):
 
     r_0 = a,   c_i = clamp(floor(r_{i-1} * T / W_i), 0, T),   r_i = r_{i-1} - c_i * W_i / T
 
-i.e. truncation ("the first l digits", Sec. 3.4). Within level i the c_i spikes are spread over the T steps as an
-integrate-and-fire neuron (Eq. 1-2, threshold 1, reset by subtraction) driven by the constant current c_i / T emits them:
+i.e. truncation ("the first l digits", Sec. 3.4). Within level i the c_i spikes are spread over the T steps the way
+an integrate-and-fire neuron (Eq. 1-2, threshold 1, reset by subtraction) driven by the constant current c_i / T
+emits them:
 
     d'_i^j = floor(j * c_i / T) - floor((j - 1) * c_i / T),   j = 1..T
 
@@ -144,7 +145,8 @@ class MultiLevelSpikeEncoder(nn.Module):
         self._fast = _is_pow2(self.T) and self.levels + int(math.log2(self.T)) <= 20 and all(
             _is_pow2(w) for w in weights
         ) and all(a == 2 * b for a, b in zip(weights, weights[1:]))
-        # non-persistent: the checkpoint's config is the single source of truth for the encoding options
+        # the options are plain attributes, not buffers: the checkpoint's config is their single source of truth.
+        # _rate_stats collects (spikes, slots) per forward while SpikeRWKV.firing_rates runs, else None
         self._rate_stats: list[tuple[float, int]] | None = None
 
     @property
