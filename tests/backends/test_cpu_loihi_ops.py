@@ -306,3 +306,29 @@ def test_bit_exact_vs_lava_ternary_graded_and_recurrent():
     assert_bit_exact(g, x)
     s = simulate(g, x, mode="fixed", record=["t0"]).traces["t0"]
     assert (s == -1).any() and (s == 1).any()
+
+
+def test_bit_exact_vs_lava_on_a_lowered_and_quantized_nir_network():
+    """The whole path: a 2-layer NIR network (Affine biases, per-neuron time constants, real-valued input)
+    lowered and quantized by spikecc, then run by Lava's fixed_pt models and by the CPU simulator."""
+    from spikecc.compiler.passes import quantize_for_loihi, quantize_inputs
+
+    rng = np.random.default_rng(13)
+    dt = 1e-4
+    g = Graph(metadata={"dt": dt})
+    g.add_node("in", nir.Input(input_type={"input": np.array([10])}))
+    prev = "in"
+    for i, (a, b) in enumerate([(10, 12), (12, 5)]):
+        tau = dt / rng.uniform(0.05, 0.25, b)
+        g.add_node(f"fc{i}", nir.Affine(weight=rng.normal(0, 0.6, (b, a)), bias=rng.normal(0, 0.05, b)))
+        g.add_node(f"lif{i}", nir.LIF(tau=tau, r=tau / dt, v_leak=np.zeros(b), v_threshold=np.ones(b),
+                                      v_reset=np.zeros(b)))
+        g.connect(prev, f"fc{i}")
+        g.connect(f"fc{i}", f"lif{i}")
+        prev = f"lif{i}"
+    g.add_node("out", nir.Output(output_type={"output": np.array([5])}))
+    g.connect(prev, "out")
+    q = quantize_for_loihi(g)
+    x = quantize_inputs(q, rng.uniform(-1, 1, (30, 10)))["in"]
+    assert_bit_exact(q, x)
+    assert simulate(q, x, mode="fixed").outputs["out"].sum() > 0

@@ -62,6 +62,7 @@ BIAS_MANT_MAX = 2**12 - 1  # bias_mant: signed 13-bit
 BIAS_EXP_MAX = 7  # bias_exp: 3-bit
 WEIGHT_EXP_RANGE = (-8, 7)  # Loihi 1's weight exponent range (nengo-loihi); assumed for Loihi 2
 DECAY_MAX = 4095
+ROUNDING_MARGIN = 0.97  # the worst-case input bound is met after weights round up (<= 1/128 each, relative)
 
 
 def _json(x):
@@ -181,9 +182,10 @@ def _quantize_neuron(g: Graph, name: str, op, dense: list[str], weight_bits: int
     limits = []
     peak_in = float(in_max.max()) if n else 0.0
     if peak_in > 0:
-        limits.append(A_IN_MAX * 2**ACT_SHIFT / peak_in)
+        # ROUNDING_MARGIN: rounding each weight to the grid may add up to half a grid step per synapse
+        limits.append(ROUNDING_MARGIN * A_IN_MAX * 2**ACT_SHIFT / peak_in)
         du_min = float(du.min()) if np.all(du > 0) else 1.0 / 4096
-        limits.append(UV_MAX * du_min / peak_in)
+        limits.append(ROUNDING_MARGIN * UV_MAX * du_min / peak_in)
     if "vth" in ths:
         finite = ths["vth"][np.isfinite(ths["vth"])]
         if finite.size and finite.max() > 0:
