@@ -164,3 +164,30 @@ def test_negative_threshold_is_rejected():
     low.nodes["lif0"].vth = -low.nodes["lif0"].vth
     with pytest.raises(BackendError, match="node 'lif0'.*threshold"):
         quantize_for_loihi(low)
+
+
+def test_li_readout_and_dense_into_output_quantize():
+    """A LI readout's integer v maps back through v_scale; a Dense straight into an Output through
+    output_scale (fed by the input spikes, so only quantization separates float and fixed)."""
+    rng = np.random.default_rng(9)
+    tau = DT / np.full(3, 0.1)
+    g = Graph(metadata={"dt": DT})
+    g.add_node("in", nir.Input(input_type={"input": np.array([8])}))
+    g.annotate("in", signal={"kind": "binary"})
+    g.add_node("fc_r", nir.Linear(weight=rng.normal(0, 1, (3, 8))))
+    g.add_node("li", nir.LI(tau=tau, r=tau / DT, v_leak=np.zeros(3)))
+    g.add_node("out_r", nir.Output(output_type={"output": np.array([3])}))
+    g.add_node("fc_o", nir.Linear(weight=rng.normal(0, 1, (2, 8))))
+    g.add_node("out_o", nir.Output(output_type={"output": np.array([2])}))
+    for a, b in [("in", "fc_r"), ("fc_r", "li"), ("li", "out_r"), ("in", "fc_o"), ("fc_o", "out_o")]:
+        g.connect(a, b)
+    low = lower_for_loihi(g)
+    q = quantize_for_loihi(low)
+    assert q.nodes["li"].vth[0] == 2**17 - 1  # never fires unless v saturates
+    x = (rng.random((100, 8)) < 0.4).astype(float)
+    f = simulate(low, x, record_states=["li"])
+    fx = simulate(q, quantize_inputs(q, x), mode="fixed", record_states=["li"])
+    v_f, v_q = f.states["li"]["v"], fx.states["li"]["v"] / q.annotations["li"]["v_scale"]
+    assert np.abs(v_f).max() > 0.5 and np.abs(v_q - v_f).max() < 0.01 * np.abs(v_f).max()
+    o_f, o_q = f.outputs["out_o"], fx.outputs["out_o"] * q.annotations["out_o"]["output_scale"]
+    assert np.abs(o_f).max() > 0.5 and np.abs(o_q - o_f).max() < 0.01 * np.abs(o_f).max()
