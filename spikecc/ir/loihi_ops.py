@@ -32,6 +32,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from spikecc.errors import ShapeError
 from spikecc.ir.ops import ExtensionOp, register_op
 from spikecc.ir.signals import BINARY, REAL, Signal, ternary
 
@@ -88,8 +89,8 @@ class LoihiDense(ExtensionOp):
     def output_shape(self, in_shapes: dict[str, tuple[int, ...]]) -> tuple[int, ...]:
         n_in = int(np.prod(in_shapes.get("input", (self.weight.shape[1],))))
         if n_in != self.weight.shape[1]:
-            raise ValueError(f"LoihiDense with {self.weight.shape[1]} inputs fed a signal of shape "
-                             f"{tuple(in_shapes['input'])}")
+            raise ShapeError(f"LoihiDense with {self.weight.shape[1]} inputs is fed a signal of shape "
+                             f"{tuple(in_shapes['input'])}; its weight must have one column per input value")
         return self.natural_shape()
 
     def output_signal(self, in_signals: dict[str, Signal]) -> Signal:

@@ -65,12 +65,6 @@ DECAY_MAX = 4095
 ROUNDING_MARGIN = 0.97  # the worst-case input bound is met after weights round up (<= 1/128 each, relative)
 
 
-def _json(x):
-    """Annotation value: a float, or a list of floats when the values differ per neuron."""
-    a = np.asarray(x, dtype=np.float64).reshape(-1)
-    return float(a[0]) if a.size and np.all(a == a[0]) else [float(v) for v in a]
-
-
 def weight_grid(weight_bits: int, mixed: bool) -> tuple[int, int, int]:
     """(step, lo, hi) of the integer weights Lava keeps unchanged for the sign mode (weightutils.py)."""
     step = 2 ** (8 - weight_bits + int(mixed))
