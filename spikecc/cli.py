@@ -18,6 +18,8 @@ from rich.table import Table
 from spikecc.errors import InputFileError, SpikeccError
 
 console = Console(highlight=False)
+if not console.is_terminal:  # piped or captured: do not squeeze tables into 80 columns
+    console = Console(highlight=False, width=160)
 
 
 def friendly_errors(fn):

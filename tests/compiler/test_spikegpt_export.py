@@ -141,3 +141,21 @@ def test_lm_graph_reads_back_with_metadata(small_model, tmp_path):
     assert lm.family == "spikegpt" and lm.graph.metadata["vocab"] == VOCAB.chars
     assert lm.model is None
     assert SpikeGPTConfig(2, 48, VOCAB.size, 192).d_model == lm.graph.metadata["d_model"]
+
+
+def test_activity_statistics_count_spikes_and_the_work_they_cause(small_model):
+    g = export_spikegpt(small_model)
+    g.metadata["vocab"] = VOCAB.chars
+    lm = LMSimulator(g)
+    run = lm.generate("a quick fox", 20, record=True)
+    rows = {a.layer: a for a in lm.activity(run)}
+    n_tok = len(run.token_ids)
+    assert set(rows) == set(small_model.spiking_layers())
+    for name, spikes in run.spikes.items():
+        a = rows[name]
+        assert a.spikes_per_token == pytest.approx(spikes.sum() / n_tok)
+        assert a.rate == pytest.approx(spikes.mean())
+        assert a.negative == 0 and a.positive == pytest.approx(a.rate)  # binary layers
+    # LIF spikes feed a residual sum one to one (one accumulate each); the embedding feeds LayerNorm (host).
+    assert rows["blocks.0.att_lif"].synops_per_token == pytest.approx(rows["blocks.0.att_lif"].spikes_per_token)
+    assert rows["emb"].synops_per_token == 0

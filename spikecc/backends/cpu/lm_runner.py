@@ -39,7 +39,7 @@ class LayerActivity:
     positive: float  # share of that rate from positive spikes
     negative: float  # and from negative spikes (ternary layers)
     spikes_per_token: float
-    synops_per_token: float  # synaptic operations these spikes cause downstream, per token
+    synops_per_token: float  # synaptic operations these spikes cause in the synapses they feed, per token
 
 
 class LMSimulator:
@@ -99,13 +99,24 @@ class LMSimulator:
         return LMRun(prompt=prompt, text="".join(self.vocab[i] for i in generated), token_ids=ids,
                      logits=np.stack(logits), spikes=spikes, counts=self.sim.step_counts())
 
+    def caused_synops(self, name: str) -> int:
+        """Synaptic operations the spikes of `name` caused since the run started: each spike of neuron i
+        costs the fan-out of i in every synapse it feeds (host ops such as LayerNorm cost none here)."""
+        events = self.sim.neuron_events[name]
+        total = 0
+        for consumer in self.graph.successors(name):
+            fan = getattr(self.sim.kernels[consumer], "fanout", None)
+            if fan is not None and len(fan) == len(events):
+                total += int(events @ fan)
+        return total
+
     def activity(self, run: LMRun) -> list[LayerActivity]:
         n_tok = max(1, len(run.token_ids))
         steps = n_tok * self.substeps
         rows = []
         for name in self.spiking:
             c = run.counts[name]
-            downstream = sum(run.counts[d].synops for d in self.graph.successors(name))
+            downstream = self.caused_synops(name)
             rows.append(LayerActivity(
                 layer=name, neurons=c.neurons, rate=c.rate(steps),
                 positive=(c.events - c.negative) / max(1, c.neurons * steps),

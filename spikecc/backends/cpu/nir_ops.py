@@ -118,14 +118,20 @@ def lower_linear(op, ctx: BuildContext) -> Kernel:
 
 
 class ScaleKernel(Kernel):
+    """y = s * x elementwise: a one-to-one synapse, one synaptic operation per non-zero input (a spike
+    arriving at a residual sum is one accumulate)."""
+
     def __init__(self, scale: np.ndarray) -> None:
         super().__init__()
         self.scale = scale
+        self.fanout = np.ones(scale.shape, dtype=np.int64)  # synapses leaving each input
 
     def step(self, x):
+        self.synops += int(np.count_nonzero(x["input"]))
         return x["input"] * self.scale
 
     def run(self, xs, steps, record):
+        self.synops += int(np.count_nonzero(xs["input"]))
         return xs["input"] * self.scale, {}
 
 

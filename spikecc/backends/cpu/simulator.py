@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import nir
 import numpy as np
 
-from spikecc.backends.cpu import lm_ops, loihi_ops, nir_ops  # noqa: F401  (registers the lowerings)
+from spikecc.backends.cpu import lm_ops, loihi_ops, nir_ops, spikerwkv_ops  # noqa: F401  (registers the lowerings)
 from spikecc.backends.cpu.kernels import BuildContext, Kernel, build_kernel
 from spikecc.errors import GraphError, InputFileError
 from spikecc.ir.graph import Edge, Graph
@@ -168,6 +168,9 @@ class Simulator:
         self._prev = {n: self._rest(n) for n in self.order}
         self._events = dict.fromkeys(self.order, 0)
         self._negative = dict.fromkeys(self.order, 0)
+        # Per-neuron event counts of spiking nodes: what the synapses they feed turn into work.
+        self.neuron_events = {n: np.zeros(self.size(n), dtype=np.int64) for n in self.order
+                              if self.signals[n].is_spiking}
         self._t = 0
 
     def step(self, inputs: np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -190,6 +193,8 @@ class Simulator:
             cur[name] = np.asarray(self.kernels[name].step(x)).reshape(-1)
             self._events[name] += int(np.count_nonzero(cur[name]))
             self._negative[name] += int(np.sum(cur[name] < 0))
+            if name in self.neuron_events:
+                self.neuron_events[name] += cur[name] != 0
         self._prev = cur
         self._t += 1
         return cur
