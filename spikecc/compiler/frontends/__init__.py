@@ -65,7 +65,16 @@ def _spikegpt(path: Path, obj: Any) -> LoadedLM:
     return LoadedLM("spikegpt", graph, model, str(path))
 
 
-LOADERS: dict[str, Callable[[Path, Any], LoadedLM]] = {"spikegpt": _spikegpt}
+def _spikerwkv(path: Path, obj: Any) -> LoadedLM:
+    from spikecc.compiler.frontends.spikerwkv import export_spikerwkv
+    from spikecc.models.spikerwkv import load_spikerwkv
+
+    # load_spikerwkv re-reads the file and validates every key, raising its one-line CheckpointErrors
+    model, vocab = load_spikerwkv(path)  # float64, eval mode
+    return LoadedLM("spikerwkv", export_spikerwkv(model, vocab), model, str(path))
+
+
+LOADERS: dict[str, Callable[[Path, Any], LoadedLM]] = {"spikegpt": _spikegpt, "spikerwkv": _spikerwkv}
 
 
 def load_lm(path: str | os.PathLike) -> LoadedLM:
