@@ -38,7 +38,8 @@ def chain(layers: int, seed: int = 0) -> Graph:
     g.add_node("in", nir.Input(input_type={"input": np.array([N])}))
     prev = "in"
     for i in range(layers):
-        w = rng.normal(0.0, 1.0, size=(N, N)) * (0.9 / np.sqrt(N * 0.05))
+        # Gain chosen so each layer fires at a few percent per step, typical of trained SNNs.
+        w = rng.normal(0.0, 1.0, size=(N, N)) * (0.45 / np.sqrt(N * 0.05))
         g.add_node(f"fc{i}", nir.Affine(weight=w, bias=np.zeros(N)))
         beta = 0.9
         tau = 1e-4 / (1 - beta)
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lava-repeats", type=int, default=3, help="Lava repeats (median reported)")
     args = ap.parse_args(argv)
 
-    console = Console()
+    console = Console(width=None if Console().is_terminal else 150)
     rng = np.random.default_rng(1)
     x = (rng.random((args.steps, N)) < 0.05).astype(np.float64)
     table = Table(title=f"spikecc simulator vs Lava Loihi2SimCfg, {args.steps} steps (medians)")

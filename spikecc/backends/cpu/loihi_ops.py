@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from spikecc.backends.cpu import jit
 from spikecc.backends.cpu.kernels import BuildContext, Kernel, lowers, per_neuron
 from spikecc.errors import BackendError
 from spikecc.ir.loihi_ops import ACT_SHIFT, DECAY_BITS, UV_BITS, VTH_SHIFT, LoihiDense, LoihiLIF, LoihiTernaryLIF
@@ -96,6 +97,10 @@ class DenseKernel(Kernel):
         self.dtype = np.int64 if fixed else np.float64
         self.wt = sp.csr_matrix(weight.T.astype(self.dtype))  # (n_in, n_out): row i = fan-out of input i
         self.fanout = np.diff(self.wt.indptr).astype(np.int64)
+        # The gather for all steps is csr(spikes) @ W^T; a dense W^T makes it a row gather-and-add per
+        # spike without building a sparse result (much faster for dense layers, same arithmetic).
+        density = self.wt.nnz / max(1, weight.shape[0] * weight.shape[1])
+        self.rhs = self.wt.toarray() if density > 0.05 else self.wt
         self.n_out = weight.shape[0]
         self.scale = 2.0**self.weight_exp
 
@@ -117,10 +122,14 @@ class DenseKernel(Kernel):
 
     def run(self, xs, steps, record):
         s = xs["input"]
-        self.synops += int((s != 0).sum(axis=0) @ self.fanout)
-        vals = s.astype(self.dtype) if self.graded else (s != 0).astype(self.dtype)
-        acc = sp.csr_matrix(vals) @ self.wt  # walks the non-zeros of s: the event-driven gather, all steps
-        acc = acc.toarray() if sp.issparse(acc) else np.asarray(acc)
+        if isinstance(self.rhs, np.ndarray):  # dense layer: compiled gather of the rows of spiking inputs
+            acc, events = jit.gather(np.ascontiguousarray(s, dtype=self.dtype), self.rhs, not self.graded)
+            self.synops += int(events @ self.fanout)
+        else:  # scipy's CSR x CSR product walks the non-zeros of s: the event-driven gather, all steps
+            self.synops += int((s != 0).sum(axis=0) @ self.fanout)
+            vals = s.astype(self.dtype) if self.graded else (s != 0).astype(self.dtype)
+            acc = sp.csr_matrix(vals) @ self.rhs
+            acc = acc.toarray() if sp.issparse(acc) else np.asarray(acc)
         return self._finish(acc), {}
 
 
@@ -198,6 +207,32 @@ class LoihiNeuronKernel(Kernel):
         self.v = np.where(s != 0, 0, self.v).astype(self.dtype)
         return s.astype(self.dtype)
 
+    def thresholds(self) -> tuple[np.ndarray, np.ndarray, bool]:
+        """(hi, lo, ternary) for the compiled loop: spike where v > hi, or (ternary) v < lo."""
+        raise NotImplementedError
+
+    def run(self, xs, steps, record):
+        """All steps of a neuron outside any loop, in a compiled loop (spikecc.backends.cpu.jit) with the
+        same arithmetic as `step`."""
+        n = self.size
+        hi, lo, ternary = self.thresholds()
+        if self.fixed:
+            ints = [np.ascontiguousarray(np.broadcast_to(np.asarray(p, dtype=np.int64), (n,)))
+                    for p in (self.keep_u, self.keep_v, self.bias, hi, lo)]
+            self.u = np.array(self.u, dtype=np.int64)
+            self.v = np.array(self.v, dtype=np.int64)
+            out, tu, tv = jit.loihi_neuron_fixed(np.ascontiguousarray(xs["input"], dtype=np.int64), *ints[:3],
+                                                 ints[3], ints[4], ternary, self.u, self.v, record)
+        else:
+            fl = [np.ascontiguousarray(np.broadcast_to(np.asarray(p, dtype=np.float64), (n,)))
+                  for p in (self.keep_u, self.keep_v, self.bias, hi, lo)]
+            self.u = np.array(self.u, dtype=np.float64)
+            self.v = np.array(self.v, dtype=np.float64)
+            out, tu, tv = jit.loihi_neuron_float(np.ascontiguousarray(xs["input"], dtype=np.float64), fl[0], fl[1],
+                                                 fl[2], float(self.in_scale), fl[3], fl[4], ternary, self.u, self.v,
+                                                 record)
+        return out, ({"u": tu, "v": tv} if record else {})
+
 
 class LIFKernel(LoihiNeuronKernel):
     """s = v > vth (fixed: vth << 6); v <- 0 where s."""
@@ -209,6 +244,9 @@ class LIFKernel(LoihiNeuronKernel):
     def spikes(self):
         return self.v > self.vth
 
+    def thresholds(self):
+        return self.vth, self.vth, False
+
 
 class TernaryLIFKernel(LoihiNeuronKernel):
     """s = +1 where v > vth_hi, -1 where v < vth_lo (fixed: both << 6), else 0; v <- 0 where s != 0."""
@@ -219,6 +257,9 @@ class TernaryLIFKernel(LoihiNeuronKernel):
 
     def spikes(self):
         return (self.v > self.hi).astype(np.int64) - (self.v < self.lo).astype(np.int64)
+
+    def thresholds(self):
+        return self.hi, self.lo, True
 
 
 def _neuron_params(op, ctx: BuildContext, thresholds: tuple[str, ...]) -> tuple[dict, list[np.ndarray]]:

@@ -235,6 +235,18 @@ class LeakyNeuron(Kernel):
         self.v = np.where(s, self.v_reset, self.v)
         return s.astype(self.dtype)
 
+    def run(self, xs, steps, record):
+        """All steps at once for a neuron outside any loop: `step`'s arithmetic, in a tight loop."""
+        x_all = xs["input"]
+        out = np.empty((steps, self.size), dtype=self.dtype)
+        states = {n: np.empty((steps, self.size), dtype=self.dtype) for n in self.state_names} if record else {}
+        for t in range(steps):
+            out[t] = self.step({"input": x_all[t]})
+            if record:
+                for n in self.state_names:
+                    states[n][t] = getattr(self, n)
+        return out, states
+
 
 def _lif_parts(op, ctx: BuildContext):
     n, dt = ctx.size, ctx.dt
