@@ -19,7 +19,8 @@ from spikecc.ir.signals import BINARY, REAL, Signal
 @register_op
 @dataclass(eq=False)
 class Embedding(ExtensionOp):
-    """Token lookup: y = weight[token] for the integer token id arriving at `input` (shape (1,)).
+    """Token lookup: y = weight[token] for the integer token id arriving at `input` (shape (1,)); for a
+    sequence of ids (shape (L,)) the output is the (L, d) stack of their rows.
 
     A binary table (entries in {0, 1}) is SpikeGPT's binary embedding Theta(E) folded at export: the
     output is then a binary spike vector.
@@ -31,7 +32,8 @@ class Embedding(ExtensionOp):
         return (int(self.weight.shape[1]),)
 
     def output_shape(self, in_shapes):
-        return self.natural_shape()
+        n = int(np.prod(in_shapes["input"]))
+        return self.natural_shape() if n == 1 else (n, int(self.weight.shape[1]))
 
     def output_signal(self, in_signals) -> Signal:
         return BINARY if np.isin(self.weight, (0, 1)).all() else REAL
@@ -40,7 +42,11 @@ class Embedding(ExtensionOp):
 @register_op
 @dataclass(eq=False)
 class LayerNorm(ExtensionOp):
-    """y = (x - mean(x)) / sqrt(var(x) + eps) * weight + bias   (biased variance, as torch)."""
+    """y = (x - mean(x)) / sqrt(var(x) + eps) * weight + bias   (biased variance, as torch), over the last
+    axis: an (L, d) input is normalised row by row."""
+
+    def output_shape(self, in_shapes):
+        return in_shapes["input"]
 
     weight: np.ndarray
     bias: np.ndarray

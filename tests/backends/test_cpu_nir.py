@@ -364,3 +364,30 @@ def test_recording_unknown_node_fails_and_steps_limit_the_run():
     res = simulate(g, LIF_INPUT, steps=3, record=["x"])
     assert res.steps == 3 and res.traces["x"].shape == (3, 2)
     np.testing.assert_array_equal(res.traces["x"], LIF_SPIKES[:3])
+
+
+def test_linear_applies_to_each_row_of_a_sequence_input():
+    """An (L, n_in) input (a sequence of token vectors) goes through Affine row by row, as torch's Linear;
+    Embedding of L ids and LayerNorm over the last axis keep the (L, d) layout."""
+    import torch
+
+    from spikecc.ir.lm_ops import Embedding, LayerNorm
+
+    rng = np.random.default_rng(0)
+    g = Graph()
+    g.add_node("ids", nir.Input(input_type={"input": np.array([5])}))
+    table, w, b = rng.normal(size=(20, 8)), rng.normal(size=(6, 8)), rng.normal(size=6)
+    g.add_node("emb", Embedding(weight=table))
+    g.add_node("ln", LayerNorm(weight=np.full(8, 1.5), bias=np.full(8, 0.1)))
+    g.add_node("fc", nir.Affine(weight=w, bias=b))
+    g.add_node("out", nir.Output(output_type={"output": np.array([5, 6])}))
+    for a, c in [("ids", "emb"), ("emb", "ln"), ("ln", "fc"), ("fc", "out")]:
+        g.connect(a, c)
+    ids = rng.integers(0, 20, (3, 5))
+    res = simulate(g, ids.astype(float))
+    t = torch.nn.functional
+    ref = t.linear(t.layer_norm(torch.tensor(table[ids]), (8,), torch.full((8,), 1.5, dtype=torch.float64),
+                                torch.full((8,), 0.1, dtype=torch.float64)), torch.tensor(w), torch.tensor(b))
+    assert res.outputs["out"].shape == (3, 5, 6)
+    np.testing.assert_allclose(res.outputs["out"], ref.numpy(), rtol=0, atol=1e-12)
+    assert res.counts["fc"].synops == 3 * 5 * 8 * 6  # every (real, non-zero) input x its fan-out

@@ -68,13 +68,14 @@ class EmbeddingKernel(Kernel):
         return ids
 
     def step(self, x):
-        self.synops += self.table.shape[1]
-        return self.table[self._ids(x["input"])[0]]
+        ids = self._ids(x["input"])
+        self.synops += ids.size * self.table.shape[1]
+        return self.table[ids].reshape(-1)
 
     def run(self, xs, steps, record):
-        ids = self._ids(xs["input"][:, 0])
-        self.synops += len(ids) * self.table.shape[1]
-        return self.table[ids], {}
+        ids = self._ids(xs["input"])
+        self.synops += ids.size * self.table.shape[1]
+        return self.table[ids].reshape(steps, -1), {}
 
 
 @lowers(Embedding)
@@ -89,9 +90,11 @@ class LayerNormKernel(Kernel):
         self.weight, self.bias, self.eps = weight, bias, eps
 
     def _ln(self, x):
+        shape = x.shape
+        x = x.reshape(*shape[:-1], -1, len(self.weight))  # rows of d features
         mean = x.mean(axis=-1, keepdims=True)
         var = np.square(x - mean).mean(axis=-1, keepdims=True)
-        return (x - mean) / np.sqrt(var + self.eps) * self.weight + self.bias
+        return ((x - mean) / np.sqrt(var + self.eps) * self.weight + self.bias).reshape(shape)
 
     def step(self, x):
         return self._ln(x["input"])

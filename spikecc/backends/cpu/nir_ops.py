@@ -24,6 +24,7 @@ import scipy.sparse as sp
 
 from spikecc.backends.cpu.kernels import BuildContext, Kernel, lowers, per_neuron, require_float
 from spikecc.errors import BackendError
+from spikecc.ir.infer import linear_rows
 from spikecc.ir.linear_maps import LINEAR_NIR_OPS, as_matrix
 from spikecc.ir.ops import TernaryLIF
 
@@ -69,10 +70,14 @@ def lower_identity(op, ctx: BuildContext) -> Kernel:
 
 class MatrixSynapse(Kernel):
     """y = M x + b, event-driven: each step only the rows of M^T of non-zero inputs are gathered, so the
-    work is (non-zero inputs) x (fan-out). Synaptic operations are counted the same way."""
+    work is (non-zero inputs) x (fan-out). Synaptic operations are counted the same way.
 
-    def __init__(self, m: sp.csr_matrix, bias: np.ndarray | None, dtype) -> None:
+    With `rows` > 1 the input is R vectors of n_in (a sequence of token vectors) and M applies to each.
+    """
+
+    def __init__(self, m: sp.csr_matrix, bias: np.ndarray | None, dtype, rows: int = 1) -> None:
         super().__init__()
+        self.rows = rows
         self.n_out, self.n_in = m.shape
         density = m.nnz / max(1, m.shape[0] * m.shape[1])
         mt = m.T.tocsr()
@@ -84,6 +89,8 @@ class MatrixSynapse(Kernel):
 
     def step(self, x):
         v = x["input"]
+        if self.rows > 1:
+            return self.run({"input": v[None]}, 1, False)[0][0]
         idx = np.flatnonzero(v)
         self.synops += int(self.fanout[idx].sum())
         if self.dense_t is not None:
@@ -98,7 +105,7 @@ class MatrixSynapse(Kernel):
         return self.bias
 
     def run(self, xs, steps, record):
-        x = xs["input"]
+        x = xs["input"].reshape(steps * self.rows, self.n_in)
         nz = x != 0
         self.synops += int(nz.sum(axis=0) @ self.fanout)
         # scipy's CSR x dense product walks the non-zeros of x: the event-driven gather, for all steps.
@@ -107,14 +114,16 @@ class MatrixSynapse(Kernel):
         out = out.toarray() if sp.issparse(out) else np.asarray(out)
         if self.bias is not None:
             out = out + self.bias
-        return out.astype(self.dtype, copy=False), {}
+        return out.astype(self.dtype, copy=False).reshape(steps, self.rows * self.n_out), {}
 
 
 @lowers(*LINEAR_NIR_OPS)
 def lower_linear(op, ctx: BuildContext) -> Kernel:
     require_float(ctx, op)
-    m, bias = as_matrix(op, ctx.in_shapes["input"])
-    return MatrixSynapse(m, bias, ctx.dtype)
+    in_shape = ctx.in_shapes["input"]
+    rows = linear_rows(op, in_shape) if isinstance(op, (nir.Affine, nir.Linear)) else 1
+    m, bias = as_matrix(op, in_shape)
+    return MatrixSynapse(m, bias, ctx.dtype, rows=max(1, rows))
 
 
 class ScaleKernel(Kernel):
