@@ -78,21 +78,21 @@ __all__ = [
 class _TernarySpike(torch.autograd.Function):
     """Ternary spike of one step with the straight-through estimator of paper Eq. 7.
 
-    forward, ``code``:  s = alpha * clamp(round(m / alpha), -1, 1)       (torch.round: half to even, so |m| = alpha/2 -> 0)
-    forward, ``paper``: s = +alpha if m > alpha, -alpha if m < -alpha, else 0               (Eq. 12, strict comparisons)
-    backward (both):    ds/dm = 1 if |m| <= alpha else 0   (Eq. 7: d/dm clip(m/alpha, -1, 1), times alpha from Eq. 12;
-                        the code's ``indicate_middle``); alpha gets no gradient: it is frozen after calibration (Eq. 10).
+    forward, ``code``:  s = alpha * clamp(round(m / alpha), -1, 1)     (torch.round: half to even, |m| = alpha/2 -> 0)
+    forward, ``paper``: s = +alpha if m > alpha, -alpha if m < -alpha, else 0             (Eq. 12, strict comparisons)
+    backward (both):    ds/dm = 1 if |m| <= alpha else 0 (Eq. 7: d/dm clip(m/alpha, -1, 1), times alpha from Eq. 12;
+                        the code's ``indicate_middle``); alpha gets no gradient: frozen after calibration (Eq. 10).
     """
 
     @staticmethod
     def forward(ctx: Any, m: Tensor, alpha: Tensor, code_mode: bool) -> Tensor:  # type: ignore[override]
-        if code_mode:
-            q = torch.round(m / alpha).clamp(-1.0, 1.0)
-        else:
-            q = (m > alpha).to(m.dtype) - (m < -alpha).to(m.dtype)
         ctx.save_for_backward(m.abs() <= alpha)
+        if code_mode:
+            q = torch.round(m / alpha).clamp_(-1.0, 1.0)
+        else:
+            q = (m > alpha).to(m.dtype).sub_((m < -alpha).to(m.dtype))
         # q is exactly -1, 0 or +1, so q * alpha is exactly -alpha, 0 or +alpha (no rounding).
-        return q * alpha
+        return q.mul_(alpha)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
@@ -111,7 +111,7 @@ class ElasticBiSpike(nn.Module):
 
         threshold_mode "paper" (Eq. 12):  s_t = +alpha_t if m_t > alpha_t;  -alpha_t if m_t < -alpha_t;  0 otherwise
         threshold_mode "code":            s_t = alpha_t * clamp(round(m_t / alpha_t), -1, 1)
-                                          (fires iff |m_t| > alpha_t / 2; round half to even sends |m_t| = alpha_t/2 to 0)
+                                          (fires iff |m_t| > alpha_t / 2; round half to even: |m_t| = alpha_t/2 -> 0)
 
     The membrane update is paper Eq. 1 (m(t) = v(t-1) + x(t)) with Eq. 13 (v(t) = m(t)(alpha(t) - s(t)) + v_reset s(t)),
     where App. A.1 keeps beta = 0.25 of Eq. 3 for the neurons on linear inputs and beta = 0 for K and V, and v_reset = 0
@@ -159,18 +159,21 @@ class ElasticBiSpike(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[0] != self.T:
-            raise ValueError(f"ElasticBiSpike expects the spike-step axis first with T={self.T}, got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"ElasticBiSpike expects the spike-step axis first with T={self.T}, got shape {tuple(x.shape)}"
+            )
         calibrate = not bool(self.calibrated)
         code_mode = self.threshold_mode == "code"
         alphas: list[Tensor] = []
         spikes: list[Tensor] = []
         m_prev: Tensor | None = None
+        steps = x.unbind(0)  # one backward node for all steps (indexing x[t] would zero-fill a full grad per step)
         for t in range(self.T):
             if t == 0 or self.leak == 0.0:
-                m = x[t]
+                m = steps[t]
             else:
                 assert m_prev is not None
-                m = self.leak * m_prev * (alphas[t - 1] - spikes[t - 1].detach()) + x[t]
+                m = self.leak * m_prev * (alphas[t - 1] - spikes[t - 1].detach()) + steps[t]
             if calibrate:
                 a = torch.clamp(self.k * m.detach().abs().mean(), min=ALPHA_EPS).to(self.alpha.dtype)
             else:
@@ -228,9 +231,7 @@ class FiringRateMeter:
             c[2] += s.numel()
 
     def rates(self) -> dict[str, FiringRate]:
-        return {
-            name: FiringRate((p + n) / tot, p / tot, n / tot, tot) for name, (p, n, tot) in self._counts.items()
-        }
+        return {name: FiringRate((p + n) / tot, p / tot, n / tot, tot) for name, (p, n, tot) in self._counts.items()}
 
     def mean_rate(self, include_kv: bool = True) -> float:
         """Slot-weighted firing rate over all layers (optionally leaving out the K/V spikes)."""
@@ -285,7 +286,8 @@ def _attend(q: Tensor, k: Tensor, v: Tensor, causal_offset: int | None) -> Tenso
     scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
     if causal_offset is not None:
         lq, lk = q.shape[-2], k.shape[-2]
-        allowed = torch.arange(lk, device=q.device)[None, :] <= (torch.arange(lq, device=q.device)[:, None] + causal_offset)
+        key_pos = torch.arange(lk, device=q.device)[None, :]
+        allowed = key_pos <= torch.arange(lq, device=q.device)[:, None] + causal_offset
         scores = scores.masked_fill(~allowed, float("-inf"))
     return torch.softmax(scores, dim=-1) @ v
 
@@ -534,7 +536,8 @@ def val_loss(model: SpikeLM, ids: np.ndarray | Tensor, n_chars: int | None = Non
     for b in range(0, n_win, batch):
         logits = model(x[b : b + batch].to(dev))
         assert isinstance(logits, Tensor)
-        total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]).double(), y[b : b + batch].reshape(-1).to(dev), reduction="sum"))
+        target = y[b : b + batch].reshape(-1).to(dev)
+        total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]).double(), target, reduction="sum"))
         count += y[b : b + batch].numel()
     return total / count
 
@@ -567,7 +570,9 @@ def _torch_load(path: str | os.PathLike[str]) -> Any:
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many kinds for truncated zips, pickles and foreign files
-        raise CheckpointError(f"{p}: not a readable torch checkpoint (truncated or another format?): {_one_line(e)}") from e
+        raise CheckpointError(
+            f"{p}: not a readable torch checkpoint (truncated or another format?): {_one_line(e)}"
+        ) from e
 
 
 def _foreign_family(sd: Mapping[str, Any]) -> str | None:
@@ -609,6 +614,7 @@ def save_spikelm(
     os.close(fd)
     try:
         torch.save(payload, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a shipped checkpoint must be readable by others
         os.replace(tmp, p)
     finally:
         if os.path.exists(tmp):
@@ -763,7 +769,8 @@ class SpikeBertEncoder(nn.Module):
 
     ``e = LN(E_word[x] + E_pos[p] + E_type[tt])`` repeated over T steps, then per layer (post-LN, as BERT)::
 
-        a = LN_a(h + W_o S_o(Attn(Q, K, V)) + b_o),  Q = W_q S_q(h) + b_q,  K = S_K(W_k S_k(h) + b_k),  V = S_V(W_v S_v(h) + b_v)
+        a = LN_a(h + W_o S_o(Attn(Q, K, V)) + b_o),   Q = W_q S_q(h) + b_q,
+        K = S_K(W_k S_k(h) + b_k),   V = S_V(W_v S_v(h) + b_v)
         h = LN_m(a + W_2 S_2(GELU(W_1 S_1(a) + b_1)) + b_2)
 
     with attention per spike step and head (additive padding mask), and the output ``mean_t h[t]``. Spike names:
@@ -869,9 +876,7 @@ _BERT_LINEARS = {
     "output.dense": "mlp.fc2",
 }
 _BERT_NORMS = {"attention.output.LayerNorm": "attn.ln", "output.LayerNorm": "mlp.ln"}
-_BERT_IGNORED = re.compile(
-    r"(cls|classifier|qa_outputs)\..*|.*position_ids|.*token_type_ids|.*\.weight_clip_val"
-)
+_BERT_IGNORED = re.compile(r"(cls|classifier|qa_outputs)\..*|.*position_ids|.*token_type_ids|.*\.weight_clip_val")
 
 
 def _bert_key_map(cfg: SpikeBertConfig, prefix: str = "bert.") -> list[tuple[str, str, int | None, tuple[int, ...]]]:
@@ -879,10 +884,11 @@ def _bert_key_map(cfg: SpikeBertConfig, prefix: str = "bert.") -> list[tuple[str
 
     Mapping (``L = {prefix}encoder.layer.{i}.``; alphas are 0-d tensors, one per step t):
 
-    * ``{prefix}embeddings.{word,position,token_type}_embeddings.weight`` -> ``embeddings.{word,position,token_type}.weight``;
-      ``{prefix}embeddings.LayerNorm.*`` -> ``embeddings.ln.*``
+    * ``{prefix}embeddings.{word,position,token_type}_embeddings.weight``
+      -> ``embeddings.{word,position,token_type}.weight``; ``{prefix}embeddings.LayerNorm.*`` -> ``embeddings.ln.*``
     * ``L attention.self.{query,key,value}.{weight,bias}`` -> ``layers.{i}.attn.{query,key,value}.*``;
-      ``L attention.output.dense.*`` -> ``layers.{i}.attn.out.*``; ``L intermediate.dense.*`` -> ``layers.{i}.mlp.fc1.*``;
+      ``L attention.output.dense.*`` -> ``layers.{i}.attn.out.*``;
+      ``L intermediate.dense.*`` -> ``layers.{i}.mlp.fc1.*``;
       ``L output.dense.*`` -> ``layers.{i}.mlp.fc2.*``; ``L attention.output.LayerNorm.*`` -> ``layers.{i}.attn.ln.*``;
       ``L output.LayerNorm.*`` -> ``layers.{i}.mlp.ln.*``
     * ``L <linear>.act_clip_val.{t}`` (alpha of the neuron on that linear's input): query -> ``attn.q_in_spike``,
@@ -959,7 +965,9 @@ def load_spikelm_bert(
     else:
         name, obj = str(source), _torch_load(source)
     if isinstance(obj, Mapping) and obj.get("family") == FAMILY:
-        raise CheckpointError(f"{name}: this is a spikecc causal SpikeLM checkpoint (key 'family'); load it with load_spikelm")
+        raise CheckpointError(
+            f"{name}: this is a spikecc causal SpikeLM checkpoint (key 'family'); load it with load_spikelm"
+        )
     sd = _unwrap_bert(obj, name)
     foreign = _foreign_family(sd)
     if foreign:
@@ -1026,7 +1034,7 @@ def load_spikelm_bert(
     for key in sd:
         if key not in known and not (isinstance(key, str) and _BERT_IGNORED.fullmatch(key)):
             raise CheckpointError(f"{name}: unexpected key '{key}' (not part of a SpikeLM BERT encoder with {T} steps)")
-    for k_, v in own.items():
+    for k_ in own:
         if k_.endswith(".calibrated"):
             own[k_] = torch.tensor(True)
     model.load_state_dict(own)
