@@ -101,7 +101,7 @@ def inspect(file: Path, prompt: str | None, tokens: int) -> None:
         g = read(file)
         is_lm = "family" in g.metadata
     _print_nodes(g, str(file), compact=is_lm)
-    if is_lm:
+    if is_lm and "vocab" in g.metadata:  # encoder-only models (SpikeLM BERT) have no text to run
         _print_lm_activity(g, prompt if prompt is not None else "To be, or not to be", tokens)
 
 
@@ -249,6 +249,9 @@ def generate(checkpoint: Path, prompt: str, tokens: int, reference: bool) -> Non
     from spikecc.compiler.frontends import load_lm, reference_generate
 
     lm = load_lm(checkpoint)
+    if "vocab" not in lm.graph.metadata:
+        raise InputFileError(f"{checkpoint}: a {lm.family} model is an encoder without a vocabulary or LM head, "
+                             "so it cannot generate text; use `spikecc inspect` or `spikecc export`")
     if reference:
         if lm.model is None:
             raise InputFileError(f"{checkpoint}: --reference needs the checkpoint, not an exported .nir")
