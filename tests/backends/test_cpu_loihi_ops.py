@@ -332,3 +332,23 @@ def test_bit_exact_vs_lava_on_a_lowered_and_quantized_nir_network():
     x = quantize_inputs(q, rng.uniform(-1, 1, (30, 10)))["in"]
     assert_bit_exact(q, x)
     assert simulate(q, x, mode="fixed").outputs["out"].sum() > 0
+
+
+def test_fixed_point_simulation_rejects_real_valued_inputs_instead_of_truncating():
+    """Fixed point takes integer payloads; 0.5 must not silently become 0 (the same check as Lava's runner)."""
+    import nir
+
+    from spikecc.compiler.passes.quantize import quantize_for_loihi
+    from spikecc.errors import InputFileError
+    from spikecc.ir import Graph
+
+    g = Graph()
+    g.add_node("in", nir.Input(input_type={"input": np.array([3])}))
+    g.add_node("fc", nir.Affine(weight=np.ones((2, 3)), bias=np.zeros(2)))
+    g.add_node("lif", nir.LIF(tau=np.full(2, 1e-3), r=np.full(2, 10.0), v_leak=np.zeros(2), v_threshold=np.ones(2),
+                              v_reset=np.zeros(2)))
+    g.add_node("out", nir.Output(output_type={"output": np.array([2])}))
+    for a, b in [("in", "fc"), ("fc", "lif"), ("lif", "out")]:
+        g.connect(a, b)
+    with pytest.raises(InputFileError, match="non-integer values.*quantize_inputs"):
+        simulate(quantize_for_loihi(g), np.full((4, 3), 0.5), mode="fixed")

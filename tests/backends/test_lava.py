@@ -513,7 +513,7 @@ def test_error_states_and_inputs():
         run_lava(flt, np.zeros((4, 3)), record_states=["nope"])
     from spikecc.errors import InputFileError
 
-    with pytest.raises(InputFileError, match="expected \\(steps, ...\\) with 3 values"):
+    with pytest.raises(InputFileError, match="has shape \\(4, 5\\), expected \\(steps, 3\\)"):
         run_lava(flt, np.zeros((4, 5)))
     with pytest.raises(InputFileError, match="holds only 4"):
         run_lava(flt, np.zeros((4, 3)), steps=10)

@@ -19,9 +19,10 @@ import numpy as np
 
 from spikecc.backends.cpu import lm_ops, loihi_ops, nir_ops, spikerwkv_ops  # noqa: F401  (registers the lowerings)
 from spikecc.backends.cpu.kernels import BuildContext, Kernel, build_kernel
-from spikecc.errors import GraphError, InputFileError
+from spikecc.errors import GraphError
 from spikecc.ir.graph import Edge, Graph
 from spikecc.ir.infer import infer_shapes, infer_signals
+from spikecc.ir.inputs import bind_inputs
 
 MODES = ("float", "fixed")
 
@@ -93,31 +94,8 @@ class Simulator:
     # ---------------------------------------------------------------------------------------------
     def check_inputs(self, inputs: np.ndarray | Mapping[str, np.ndarray], steps: int | None) \
             -> tuple[dict[str, np.ndarray], int]:
-        names = self.graph.inputs()
-        if not isinstance(inputs, Mapping):
-            if len(names) != 1:
-                raise InputFileError(f"the graph has {len(names)} Input nodes ({', '.join(names)}); "
-                                     "pass one array per Input, by name")
-            inputs = {names[0]: inputs}
-        missing = [n for n in names if n not in inputs]
-        if missing:
-            raise InputFileError(f"no data for Input node(s) {', '.join(missing)}")
-        out = {}
-        for n in names:
-            a = np.asarray(inputs[n])
-            shape = self.shapes[n]
-            if a.ndim < 1 or tuple(a.shape[1:]) != tuple(shape) and a[0].size != int(np.prod(shape)):
-                raise InputFileError(f"input for Input node '{n}' has shape {a.shape}, expected "
-                                     f"(steps, {', '.join(map(str, shape))})")
-            out[n] = a.reshape(a.shape[0], -1)
-        t_avail = min(a.shape[0] for a in out.values())
-        steps = t_avail if steps is None else int(steps)
-        if steps > t_avail:
-            raise InputFileError(f"asked for {steps} steps but the input array holds only {t_avail}; "
-                                 "pass a longer input or fewer --steps")
-        for n, a in out.items():
-            out[n] = a[:steps].astype(self.dtype)
-        return out, steps
+        data, steps = bind_inputs(self.graph, self.shapes, inputs, steps, integer=self.mode == "fixed")
+        return {n: a.astype(self.dtype) for n, a in data.items()}, steps
 
     def run(self, inputs: np.ndarray | Mapping[str, np.ndarray], steps: int | None = None,
             record: Iterable[str] = (), record_states: Iterable[str] = (),

@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from spikecc.backends.lava.plan import check_mode, plan_network
-from spikecc.errors import BackendError, InputFileError
+from spikecc.errors import BackendError
 from spikecc.ir.graph import Graph
+from spikecc.ir.inputs import bind_inputs
 
 
 @dataclass
@@ -41,33 +42,9 @@ class LavaResult:
 
 def _check_inputs(graph: Graph, sizes: dict[str, int], inputs: np.ndarray | Mapping[str, np.ndarray],
                   steps: int | None, mode: str) -> tuple[dict[str, np.ndarray], int]:
-    names = graph.inputs()
-    if not isinstance(inputs, Mapping):
-        if len(names) != 1:
-            raise InputFileError(f"the graph has {len(names)} Input nodes ({', '.join(names)}); "
-                                 "pass one array per Input, by name")
-        inputs = {names[0]: inputs}
-    missing = [n for n in names if n not in inputs]
-    if missing:
-        raise InputFileError(f"no data for Input node(s) {', '.join(missing)}")
-    out = {}
-    for n in names:
-        a = np.asarray(inputs[n])
-        if a.ndim < 1 or a.shape[0] == 0 or a[0].size != sizes[n]:
-            raise InputFileError(f"input for Input node '{n}' has shape {a.shape}, expected (steps, ...) with "
-                                 f"{sizes[n]} values per step")
-        if mode == "fixed" and a.dtype.kind == "f" and not np.all(a == np.rint(a)):
-            raise InputFileError(f"input for Input node '{n}' holds non-integer values, but a fixed-point run takes "
-                                 "integer payloads (spikes 0/1 or graded integers); convert it with quantize_inputs")
-        out[n] = a.reshape(a.shape[0], -1)
-    t_avail = min(a.shape[0] for a in out.values()) if out else (steps or 0)
-    steps = t_avail if steps is None else int(steps)
-    if steps < 1:
-        raise InputFileError(f"a Lava run needs at least one step, got {steps}")
-    if steps > t_avail:
-        raise InputFileError(f"asked for {steps} steps but the input array holds only {t_avail}; "
-                             "pass a longer input or fewer steps")
-    return {n: a[:steps] for n, a in out.items()}, steps
+    shapes = {n: tuple(np.atleast_1d(graph.nodes[n].input_type["input"]).astype(int)) for n in graph.inputs()}
+    shapes = {n: s if int(np.prod(s)) == sizes[n] else (sizes[n],) for n, s in shapes.items()}
+    return bind_inputs(graph, shapes, inputs, steps, integer=mode == "fixed")
 
 
 def _state_request(plan, record_states) -> dict[str, tuple[str, ...]]:
