@@ -28,15 +28,12 @@ from __future__ import annotations
 import nir
 import numpy as np
 
+from spikecc.compiler.frontends.builder import LMGraphBuilder, to_numpy
 from spikecc.ir import Graph
-from spikecc.ir.lm_ops import WKV, Embedding, LayerNorm, Product, Sigmoid, SquaredReLU
+from spikecc.ir.lm_ops import WKV, Embedding, Sigmoid, SquaredReLU
 from spikecc.ir.spikerwkv_ops import MultiLevelEncoder
 
 FAMILY = "spikerwkv"
-
-
-def _np(t) -> np.ndarray:
-    return t.detach().cpu().double().numpy().copy()
 
 
 def tiled_weight(weight: np.ndarray, T: int, level_weights) -> np.ndarray:
@@ -56,98 +53,47 @@ def export_spikerwkv(model, vocab_chars: str, dt: float = 1e-4) -> Graph:
                         "n_layers": cfg.n_layers, "d_model": d, "d_ffn": cfg.d_ffn, "vocab_size": cfg.vocab_size,
                         "T": cfg.T, "levels": len(weights), "level_weights": weights,
                         "polarity": bool(cfg.polarity)})
-    g.add_node("token", nir.Input(input_type={"input": np.array([1])}))
-    g.annotate("token", signal={"kind": "graded", "bits": int(np.ceil(np.log2(max(2, cfg.vocab_size)))),
-                                "scale": 1.0, "amplitude": 1.0})
-    g.add_node("emb", Embedding(weight=_np(model.emb.weight)))
-    g.connect("token", "emb")
-    x = "emb"
-
-    def ln(name: str, mod, src: str) -> str:
-        g.add_node(name, LayerNorm(weight=_np(mod.weight), bias=_np(mod.bias), eps=float(mod.eps)))
-        g.connect(src, name)
-        return name
+    b = LMGraphBuilder(g, dt)
+    b.token_input("token", cfg.vocab_size)
+    x = b.node("emb", Embedding(weight=to_numpy(model.emb.weight)), "token")
 
     def encoded_linear(prefix: str, enc_name: str, lin_name: str, module, *srcs: str) -> str:
         """enc (the sum of srcs, encoded to spikes) -> Linear with the tiled weight; returns the Linear."""
         enc = getattr(module, enc_name)
-        w = _np(getattr(module, lin_name).weight)
-        e, lin = f"{prefix}.{enc_name}", f"{prefix}.{lin_name}"
+        w = to_numpy(getattr(module, lin_name).weight)
         # the encoder's own options, not cfg's: ffn.enc_v is unsigned whatever cfg.polarity says
-        g.add_node(e, MultiLevelEncoder(channels=w.shape[1], T=enc.T, level_weights=np.array(enc.level_weights),
-                                        polarity=enc.polarity))
-        for s in srcs:
-            g.connect(s, e)
-        g.add_node(lin, nir.Linear(weight=tiled_weight(w, enc.T, enc.level_weights)))
-        g.connect(e, lin)
-        return lin
-
-    def mixed(prefix: str, mix, cur: str, prev: str) -> tuple[str, str]:
-        """mix*cur and (1-mix)*prev as two Scale nodes; a consumer fed by both receives their sum."""
-        m = _np(mix).reshape(-1)
-        g.add_node(f"{prefix}.cur", nir.Scale(scale=m))
-        g.add_node(f"{prefix}.prev", nir.Scale(scale=1.0 - m))
-        g.connect(cur, f"{prefix}.cur")
-        g.connect(prev, f"{prefix}.prev")
-        return f"{prefix}.cur", f"{prefix}.prev"
-
-    def unary(name: str, op, src: str) -> str:
-        g.add_node(name, op)
-        g.connect(src, name)
-        return name
-
-    def product(name: str, a: str, b: str) -> str:
-        g.add_node(name, Product())
-        g.connect(a, name, "a")
-        g.connect(b, name, "b")
-        return name
-
-    def residual(name: str, *srcs: str) -> str:
-        g.add_node(name, nir.Scale(scale=np.ones(d)))
-        for s in srcs:
-            g.connect(s, name)
-        return name
-
-    def shift(name: str, src: str) -> str:
-        # the previous token's value; Delay emits zeros at token 0, the reference's zero initial state row
-        g.add_node(name, nir.Delay(delay=np.full(d, dt)))
-        g.connect(src, name)
-        return name
+        e = b.node(f"{prefix}.{enc_name}", MultiLevelEncoder(channels=w.shape[1], T=enc.T,
+                                                             level_weights=np.array(enc.level_weights),
+                                                             polarity=enc.polarity), *srcs)
+        return b.node(f"{prefix}.{lin_name}", nir.Linear(weight=tiled_weight(w, enc.T, enc.level_weights)), e)
 
     for i, blk in enumerate(model.blocks):
         p = f"blocks.{i}"
         if i == 0:
-            x = ln(f"{p}.ln0", blk.ln0, x)
+            x = b.layer_norm(f"{p}.ln0", blk.ln0, x)
         att, ffn = blk.att, blk.ffn
-        a = ln(f"{p}.ln1", blk.ln1, x)
-        a_prev = shift(f"{p}.att.shift", a)
-        k = encoded_linear(f"{p}.att", "enc_k", "key", att, *mixed(f"{p}.att.mix_k", att.time_mix_k, a, a_prev))
-        v = encoded_linear(f"{p}.att", "enc_v", "value", att, *mixed(f"{p}.att.mix_v", att.time_mix_v, a, a_prev))
+        a = b.layer_norm(f"{p}.ln1", blk.ln1, x)
+        a_prev = b.shift(f"{p}.att.shift", d, a)  # the previous token's value; zeros at token 0, as the reference
+        k = encoded_linear(f"{p}.att", "enc_k", "key", att, *b.mixed(f"{p}.att.mix_k", att.time_mix_k, a, a_prev))
+        v = encoded_linear(f"{p}.att", "enc_v", "value", att, *b.mixed(f"{p}.att.mix_v", att.time_mix_v, a, a_prev))
         r = encoded_linear(f"{p}.att", "enc_r", "receptance", att,
-                           *mixed(f"{p}.att.mix_r", att.time_mix_r, a, a_prev))
-        r = unary(f"{p}.att.sigmoid", Sigmoid(), r)
+                           *b.mixed(f"{p}.att.mix_r", att.time_mix_r, a, a_prev))
+        r = b.node(f"{p}.att.sigmoid", Sigmoid(), r)
         # spikecc's WKV is the model's arithmetic op for op (running max, pp starting at -1e30, same order)
-        g.add_node(f"{p}.att.wkv", WKV(time_decay=_np(att.time_decay).reshape(-1),
-                                       time_first=_np(att.time_first).reshape(-1)))
-        g.connect(k, f"{p}.att.wkv", "k")
-        g.connect(v, f"{p}.att.wkv", "v")
-        gate = product(f"{p}.att.gate", r, f"{p}.att.wkv")
-        o = encoded_linear(f"{p}.att", "enc_o", "output", att, gate)
-        x = residual(f"{p}.res1", x, o)
+        wkv = b.ports(f"{p}.att.wkv", WKV(time_decay=to_numpy(att.time_decay).reshape(-1),
+                                          time_first=to_numpy(att.time_first).reshape(-1)), k=k, v=v)
+        o = encoded_linear(f"{p}.att", "enc_o", "output", att, b.product(f"{p}.att.gate", r, wkv))
+        x = b.residual(f"{p}.res1", d, x, o)
 
-        f = ln(f"{p}.ln2", blk.ln2, x)
-        f_prev = shift(f"{p}.ffn.shift", f)
-        fk = encoded_linear(f"{p}.ffn", "enc_k", "key", ffn, *mixed(f"{p}.ffn.mix_k", ffn.time_mix_k, f, f_prev))
-        kk = unary(f"{p}.ffn.relu_sq", SquaredReLU(), fk)
-        fv = encoded_linear(f"{p}.ffn", "enc_v", "value", ffn, kk)
+        f = b.layer_norm(f"{p}.ln2", blk.ln2, x)
+        f_prev = b.shift(f"{p}.ffn.shift", d, f)
+        fk = encoded_linear(f"{p}.ffn", "enc_k", "key", ffn, *b.mixed(f"{p}.ffn.mix_k", ffn.time_mix_k, f, f_prev))
+        fv = encoded_linear(f"{p}.ffn", "enc_v", "value", ffn, b.node(f"{p}.ffn.relu_sq", SquaredReLU(), fk))
         fr = encoded_linear(f"{p}.ffn", "enc_r", "receptance", ffn,
-                            *mixed(f"{p}.ffn.mix_r", ffn.time_mix_r, f, f_prev))
-        fr = unary(f"{p}.ffn.sigmoid", Sigmoid(), fr)
-        x = residual(f"{p}.res2", x, product(f"{p}.ffn.gate", fr, fv))
+                            *b.mixed(f"{p}.ffn.mix_r", ffn.time_mix_r, f, f_prev))
+        fr = b.node(f"{p}.ffn.sigmoid", Sigmoid(), fr)
+        x = b.residual(f"{p}.res2", d, x, b.product(f"{p}.ffn.gate", fr, fv))
 
-    out = ln("ln_out", model.ln_out, x)
-    g.add_node("head", nir.Linear(weight=_np(model.head.weight)))
-    g.connect(out, "head")
-    g.add_node("logits", nir.Output(output_type={"output": np.array([cfg.vocab_size])}))
-    g.connect("head", "logits")
+    b.linear("head", model.head, b.layer_norm("ln_out", model.ln_out, x))
+    b.output("logits", cfg.vocab_size, "head")
     return g
