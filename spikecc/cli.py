@@ -149,6 +149,25 @@ def _print_lm_activity(g, prompt: str, tokens: int) -> None:
                   f"generated: {run.text!r}")
 
 
+def run_options(fixed_help: str):
+    """The arguments `simulate` and `lava` share: FILE, --input, --steps, --fixed-point, -o."""
+
+    def deco(fn):
+        for option in reversed([
+            click.argument("file", type=click.Path(path_type=Path)),
+            click.option("--input", "input_path", required=True, type=click.Path(path_type=Path),
+                         help="numpy array shaped (steps, *input shape)"),
+            click.option("--steps", type=int, default=None, help="steps to run (default: all input steps)"),
+            click.option("--fixed-point", is_flag=True, help=fixed_help),
+            click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+                         help=".npz with one array per Output node, named after it, shaped (steps, *shape)"),
+        ]):
+            fn = option(fn)
+        return fn
+
+    return deco
+
+
 def _run_common(file: Path, input_path: Path, steps: int | None):
     from spikecc.ir import read
 
@@ -166,13 +185,7 @@ def _print_activity(counts: dict, steps: int) -> None:
 
 
 @main.command()
-@click.argument("file", type=click.Path(path_type=Path))
-@click.option("--input", "input_path", required=True, type=click.Path(path_type=Path),
-              help="numpy array shaped (steps, *input shape)")
-@click.option("--steps", type=int, default=None, help="steps to run (default: all input steps)")
-@click.option("--fixed-point", is_flag=True, help="lower + quantize for Loihi 2 and run bit-accurately")
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
-              help=".npz with one array per Output node, named after it, shaped (steps, *shape)")
+@run_options(fixed_help="lower + quantize for Loihi 2 and run bit-accurately")
 @friendly_errors
 def simulate(file: Path, input_path: Path, steps: int | None, fixed_point: bool, output: Path | None) -> None:
     """Simulate a NIR FILE on the CPU (spikecc's event-driven simulator)."""
@@ -192,13 +205,7 @@ def simulate(file: Path, input_path: Path, steps: int | None, fixed_point: bool,
 
 
 @main.command()
-@click.argument("file", type=click.Path(path_type=Path))
-@click.option("--input", "input_path", required=True, type=click.Path(path_type=Path),
-              help="numpy array shaped (steps, *input shape)")
-@click.option("--steps", type=int, default=None, help="steps to run (default: all input steps)")
-@click.option("--fixed-point", is_flag=True, help="quantize and run Lava's bit-accurate (fixed_pt) models")
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
-              help=".npz with one array per Output node, named after it, shaped (steps, *shape)")
+@run_options(fixed_help="quantize and run Lava's bit-accurate (fixed_pt) models")
 @friendly_errors
 def lava(file: Path, input_path: Path, steps: int | None, fixed_point: bool, output: Path | None) -> None:
     """Run a NIR FILE in Lava's Loihi 2 simulator (Loihi2SimCfg). Each synapse layer adds Lava's

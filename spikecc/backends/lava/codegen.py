@@ -30,20 +30,11 @@ import numpy as np
 
 import spikecc
 from spikecc.backends.lava.plan import SELECT_TAGS, NetworkPlan, check_mode, output_reads, plan_network
+from spikecc.compiler.build_dir import atomic_write_bytes
 from spikecc.ir.graph import Graph
 
 MODULE_NAME = "lava_network.py"
 PARAMS_NAME = "lava_params.npz"
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
@@ -154,8 +145,8 @@ def write_lava_module(graph: Graph, out_dir: str | os.PathLike, mode: str | None
     text, arrays = module_source(plan)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out / PARAMS_NAME, npz_bytes(arrays))
-    _write_atomic(out / MODULE_NAME, text.encode("utf8"))
+    atomic_write_bytes(out / PARAMS_NAME, npz_bytes(arrays))
+    atomic_write_bytes(out / MODULE_NAME, text.encode("utf8"))
     return out / MODULE_NAME
 
 
