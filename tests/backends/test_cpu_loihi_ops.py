@@ -33,9 +33,10 @@ def chain(n_in: int, layers: list[tuple[LoihiDense, object]], input_signal: dict
     return g
 
 
-def lif(n=1, du=4095, dv=0, vth=1000, bias_mant=0, bias_exp=0) -> LoihiLIF:
+def lif(n=1, du=4095, dv=0, vth=1000, bias_mant=0, bias_exp=0, v_init=0) -> LoihiLIF:
     full = lambda v: np.broadcast_to(np.asarray(v), (n,)).copy()  # noqa: E731
-    return LoihiLIF(du=full(du), dv=full(dv), vth=full(vth), bias_mant=full(bias_mant), bias_exp=full(bias_exp))
+    return LoihiLIF(du=full(du), dv=full(dv), vth=full(vth), bias_mant=full(bias_mant), bias_exp=full(bias_exp),
+                    v_init=full(v_init))
 
 
 def run_fixed(g: Graph, x, record=("n0",)):
@@ -43,9 +44,10 @@ def run_fixed(g: Graph, x, record=("n0",)):
 
 
 # -- a transcription of Lava's fixed-point rules in plain Python ints, one neuron, for cross-checks ---------
-def lava_lif_reference(a_seq, du, dv, vth, bias):
-    """Scalar Python-int reading of PyLifModelBitAcc (lava/proc/lif/models.py:138-216): one neuron."""
-    u = v = 0
+def lava_lif_reference(a_seq, du, dv, vth, bias, v0=0):
+    """Scalar Python-int reading of PyLifModelBitAcc (lava/proc/lif/models.py:138-216): one neuron whose
+    v starts at v0 (the process's v initial value), u at 0."""
+    u, v = 0, v0
     out = []
     for a in a_seq:
         p = u * (4096 - (du + 1))
@@ -124,10 +126,13 @@ def test_fixed_lif_matches_scalar_reference_on_random_drive():
     rng = np.random.default_rng(3)
     w = rng.integers(-256, 256, (1, 8))
     x = (rng.random((60, 8)) < 0.6).astype(int)
-    g = chain(8, [(LoihiDense(weight=w, weight_exp=4), lif(du=700, dv=150, vth=3000, bias_mant=-77, bias_exp=2))])
+    # v_init: the state starts below zero (how lower_for_loihi prepares a neuron for its input delay)
+    g = chain(8, [(LoihiDense(weight=w, weight_exp=4),
+                   lif(du=700, dv=150, vth=3000, bias_mant=-77, bias_exp=2, v_init=-123457))])
     r = run_fixed(g, x)
     a = (x @ effective_weights(w, 8)[0]) << 4
-    ref = lava_lif_reference([0, *a[:-1].tolist()], du=700, dv=150, vth=3000, bias=-77 * 4)
+    ref = lava_lif_reference([0, *a[:-1].tolist()], du=700, dv=150, vth=3000, bias=-77 * 4, v0=-123457)
+    assert ref[0][1] == -((123457 * (4096 - 150)) >> 12) - 77 * 4  # step 0 decays v_init, adds the bias
     assert r.states["n0"]["u"][:, 0].tolist() == [t[0] for t in ref]
     assert r.states["n0"]["v"][:, 0].tolist() == [t[1] for t in ref]
     assert r.outputs["out"][:, 0].tolist() == [t[2] for t in ref]
@@ -190,6 +195,22 @@ def test_float_lif_equations():
     assert r.outputs["out"][:, 0].tolist() == [0, 0, 1, 0]
 
 
+def test_float_lif_starts_at_v_init_and_reset_returns_there():
+    # v(0) = v_init (1 - dv) + u(0) + bias; u starts at 0 whatever v_init is
+    g = chain(1, [(LoihiDense(weight=np.ones((2, 1))),
+                   LoihiLIF(du=np.full(2, 0.5), dv=np.full(2, 0.25), vth=np.full(2, 3.0), bias_mant=np.full(2, 0.25),
+                            bias_exp=np.zeros(2), v_init=np.array([-2.0, 3.5])))])
+    from spikecc.backends.cpu import Simulator
+
+    sim = Simulator(g)
+    for _ in range(2):  # a second run starts from v_init again
+        r = sim.run(np.zeros((3, 1)), record_states=["n0"])
+        assert np.allclose(r.states["n0"]["u"], 0)
+        # neuron 1: 3.5 * 0.75 + 0.25 = 2.875, then 2.40625, ...; neuron 0: -1.25, -0.6875, -0.265625
+        assert np.allclose(r.states["n0"]["v"][:, 0], [-1.25, -0.6875, -0.265625])
+        assert np.allclose(r.states["n0"]["v"][:2, 1], [2.875, 2.40625])
+
+
 def test_float_mode_of_a_quantized_node_tracks_fixed_mode():
     """Annotated fixed_point, float mode runs the integer parameters without rounding: close to fixed."""
     rng = np.random.default_rng(0)
@@ -227,7 +248,7 @@ def run_lava_fixed(g: Graph, x: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
                                 num_weight_bits=int(op.num_weight_bits), num_message_bits=int(op.num_message_bits))
         elif isinstance(op, (LoihiLIF, LoihiTernaryLIF)):
             kw = dict(shape=(op.du.size,), du=op.du.astype(int), dv=op.dv.astype(int),
-                      bias_mant=op.bias_mant.astype(int), bias_exp=op.bias_exp.astype(int))
+                      bias_mant=op.bias_mant.astype(int), bias_exp=op.bias_exp.astype(int), v=op.v_init.astype(int))
             if isinstance(op, LoihiLIF):
                 procs[name] = lava_lif.LIF(vth=op.vth.astype(int), **kw)
             else:
