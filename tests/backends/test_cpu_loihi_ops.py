@@ -350,6 +350,7 @@ def test_bit_exact_vs_lava_on_a_lowered_and_quantized_nir_network():
     g.add_node("out", nir.Output(output_type={"output": np.array([5])}))
     g.connect(prev, "out")
     q = quantize_for_loihi(g)
+    assert np.all(q.nodes["lif0"].v_init != 0)  # the biases act before the first input: v_init prepares for it
     x = quantize_inputs(q, rng.uniform(-1, 1, (30, 10)))["in"]
     assert_bit_exact(q, x)
     assert simulate(q, x, mode="fixed").outputs["out"].sum() > 0

@@ -10,8 +10,8 @@ The networks are random NIR graphs (2-5 layers of 4-32 neurons, random weights, 
 spike trains) taken through the real passes: lower_for_loihi (float form) and quantize_for_loihi (fixed
 point). Among them: recurrent layers (a Linear from a LIF back to itself), ternary neurons (graded +-1
 messages), skip connections (two synapse layers summed into one neuron), LI readouts (the Output reads v),
-a synapse layer straight into an Output (currents), Affine biases, real-valued (graded) inputs and
-per-neuron time constants.
+a synapse layer straight into an Output (currents), Affine biases (which give the neurons a non-zero initial
+membrane value v_init, Lava's `v`), real-valued (graded) inputs and per-neuron time constants.
 
 Lava starts one OS process per process model (about 0.05-0.1 s each on two busy cores), so the networks
 are batched: each group of networks is merged into one graph of disconnected sub-networks and run as one
@@ -300,6 +300,10 @@ def test_networks_cover_the_features(batches):
     assert bits == {0, 2, 8}  # binary spikes, ternary spikes, 8-bit graded inputs
     # some layers have per-neuron decays and thresholds (Lava's Python models take them per neuron)
     assert any(np.unique(op.dv).size > 1 for g in fixed for op in g.nodes.values() if isinstance(op, LoihiLIF))
+    # biases act before the first input arrives: lower_for_loihi starts those layers at v_init != 0, per neuron
+    for graphs in (fixed, [b.float_graph for b in batches]):
+        v_init = [op.v_init for g in graphs for op in g.nodes.values() if isinstance(op, LOIHI_NEURON_OPS)]
+        assert sum(np.unique(v).size > 1 for v in v_init) >= 5 and any(not v.any() for v in v_init)
 
 
 def test_fixed_point_bit_exact(fixed_runs):
@@ -354,7 +358,8 @@ def test_hand_built_loihi_graph_with_aliases_and_repeated_edges():
     g.add_node("in", nir.Input(input_type={"input": np.array([3])}))
     g.add_node("d", LoihiDense(weight=np.array([[2, 4, 6], [8, 10, -12]])), fixed_point=True)
     g.add_node("l", LoihiLIF(du=np.full(2, 4095), dv=np.array([0, 100]), vth=np.full(2, 20),
-                             bias_mant=np.array([1, 0]), bias_exp=np.array([5, 0])), fixed_point=True)
+                             bias_mant=np.array([1, 0]), bias_exp=np.array([5, 0]), v_init=np.array([-700, 1200])),
+               fixed_point=True)
     g.add_node("flat", nir.Flatten(input_type={"input": np.array([2])}))
     g.add_node("out", nir.Output(output_type={"output": np.array([2])}))
     for a, b in [("in", "d"), ("d", "l"), ("l", "flat"), ("l", "out"), ("flat", "out")]:
@@ -366,6 +371,7 @@ def test_hand_built_loihi_graph_with_aliases_and_repeated_edges():
     np.testing.assert_array_equal(lv.outputs["out"], cpu.outputs["out"])
     np.testing.assert_array_equal(lv.states["l"]["v"], cpu.states["l"]["v"])
     assert lv.outputs["out"].max() == 2
+    assert cpu.states["l"]["v"][0, 0] == -700 + 32  # v starts at v_init (dv = 0 keeps it), plus 1 << 5
 
     g.connect("d", "l")  # a second edge between the same two processes
     with pytest.raises(BackendError) as e:
@@ -415,6 +421,10 @@ def test_generated_module_reproduces_spikes(tmp_path):
     first = write_lava_module(fixed, tmp_path / "a")
     write_lava_module(fixed, tmp_path / "b")
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+    # the biased layers start at their v_init: per-neuron integers in the parameter file, Lava's `v`
+    assert ", v=P[" in first.read_text()
+    params = np.load(tmp_path / "a" / "lava_params.npz")
+    assert any(k.endswith("/v") and params[k].dtype.kind == "i" and params[k].any() for k in params.files)
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["lava_network.py", "lava_params.npz"]
     mod = _import(first, "spikecc_test_lava_network")
     assert mod.MODE == "fixed" and not mod.hardware_available()

@@ -61,7 +61,7 @@ def test_fields_are_integers_in_loihi_ranges_and_annotated():
             assert np.all((0 <= op.du) & (op.du <= 4095) & (0 <= op.dv) & (op.dv <= 4095))
             assert np.all((0 <= op.vth) & (op.vth <= 2**17 - 1))
             assert np.all(np.abs(op.bias_mant) <= 4096) and np.all((0 <= op.bias_exp) & (op.bias_exp <= 7))
-            assert ann["v_scale"] > 0 and set(ann["quant_error"]) >= {"du", "dv", "vth", "bias"}
+            assert ann["v_scale"] > 0 and set(ann["quant_error"]) >= {"du", "dv", "vth", "bias", "v_init"}
     # each neuron layer's largest weight sits at the top of the grid (the scale is aligned to it)
     assert max(abs(q.nodes["fc0"].weight.min()), q.nodes["fc0"].weight.max()) >= 254
     assert q.annotations["in"]["input_bits"] == 8
@@ -69,6 +69,12 @@ def test_fields_are_integers_in_loihi_ranges_and_annotated():
     assert np.all(q.nodes["lif0"].du == 4095)
     s = q.annotations["lif0"]["v_scale"]
     assert np.allclose(q.nodes["lif0"].vth * 64 / s, 1.0, rtol=1e-3)
+    # v_init (non-zero: the Affine biases act before the first input) scales like v
+    v_init = lower_for_loihi(g).nodes["lif1"].v_init
+    assert np.any(v_init != 0) and q.nodes["lif1"].v_init.dtype.kind == "i"
+    s1 = q.annotations["lif1"]["v_scale"]
+    assert np.array_equal(q.nodes["lif1"].v_init, np.rint(s1 * v_init))
+    assert q.annotations["lif1"]["quant_error"]["v_init"] <= 0.5 / s1
 
 
 def test_quantized_graph_round_trips_through_nir_file(tmp_path):

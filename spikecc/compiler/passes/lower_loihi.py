@@ -28,19 +28,42 @@ incoming composed synapse I = M s + b:
               A readout may only feed Output nodes.
 
 v_reset != 0: Loihi resets v to 0, so v is shifted: v' = v - v_reset (threshold and leak bias adjusted as
-above; annotation v_offset = v_reset maps back, v = v' + v_offset). v' starts at 0, i.e. the lowered
-neuron starts at v_reset instead of 0: the first steps differ until that transient decays.
+above; annotation v_offset = v_reset maps back, v = v' + v_offset). NIR's initial v = 0 is v' = -v_reset,
+which the initial membrane value below prepares.
 
 Messages: synapses from binary neurons take binary spikes (num_message_bits = 0). From an Input they take
 its signal annotation: binary -> 0, graded(bits) -> bits, real (the default) -> GRADED_INPUT_BITS, a
 graded placeholder that `quantize_for_loihi` narrows to its input_bits.
 
 Timing (what the lowered float graph computes): Lava's Dense delivers its output one step late while NIR
-synapses act in the same step, and a Loihi bias acts from step 0. Hence the lowered graph reproduces the NIR
-graph's spikes shifted by one step per synapse layer on the path, exactly when biases (Affine bias and
-v_leak - v_reset terms) are zero, every path from the inputs to a neuron crosses the same number of synapse
-layers, and every loop holds one synapse layer (snntorch's RLeaky: NIR delays the loop by one step, Lava's
-Dense too). Per-neuron thresholds and time constants stay arrays; Lava's LIF takes one value per process.
+synapses act in the same step, so a neuron whose nearest Input is d synapse layers away (d = its fewest
+LoihiDense hops from an Input, annotation input_delay) sees at step d + t what the NIR neuron sees at step t.
+Its bias, however, acts from step 0: during steps 0..d-1 the membrane integrates the bias alone (u stays 0,
+nothing has arrived):
+
+    v[k] = (1 - dv) v[k-1] + bias,   k = 0..d-1,   v[-1] = v_init
+
+The initial membrane value v_init is chosen so that v[d-1] is the NIR initial state v'_0 = -v_reset (0 for
+v_reset = 0), solving that recursion backwards in float from v[d-1] = v'_0:
+
+    v[k-1] = (v[k] - bias) / (1 - dv),   k = d-1, ..., 0;   v_init = v[-1]
+    (bias = 0, v_reset = 0: v_init = 0, Lava's default)
+
+From step d on the lowered neuron then runs the NIR neuron's update from the NIR initial state. Hence the
+lowered graph reproduces the NIR graph's spikes (and readout voltages) shifted by one step per synapse layer
+on the path, up to float rounding (the two updates group the same sums differently), with Affine biases,
+v_leak and v_reset included, when every path from the inputs to a neuron crosses the same number of synapse
+layers and every loop holds one synapse layer (snntorch's RLeaky: NIR delays the loop by one step, Lava's
+Dense too). Exceptions, annotated on the node:
+- 1 - dv = 0 (dt = tau, Threshold): v keeps nothing from one step to the next, so the state at step d-1
+  needs no preparing (the recursion has no solution; v_init = v'_0) and the shift stays exact;
+- the prepared bias-only trajectory v[0..d-1] would cross a threshold (a large bias over several layers of
+  delay): the spike and reset cannot be avoided, so v_init keeps the backward solution and the node is
+  annotated timing_exact=False (with timing_note saying why); likewise if v_init overflows (tiny 1 - dv);
+- CubaLIF with an Affine bias: bias_approximation (above); v_init is prepared for the bias Loihi applies;
+- a neuron no Input reaches: nothing arrives late, so v_init = v'_0 (no input_delay annotation).
+u needs no initial value: it holds only synaptic input, and none arrives before step d.
+Per-neuron thresholds and time constants stay arrays; Lava's LIF takes one value per process.
 
 Rejected, with a BackendError naming the node: a neuron or Output fed straight by another neuron or an
 Input (no synapse), readouts feeding anything but Outputs, Delay,
@@ -48,6 +71,8 @@ a linear chain with a non-zero bias into an Output, dt/tau > 1, ops with no Loih
 """
 
 from __future__ import annotations
+
+from collections import deque
 
 import nir
 import numpy as np
@@ -57,7 +82,7 @@ from spikecc.errors import BackendError
 from spikecc.ir.graph import Graph
 from spikecc.ir.infer import infer_shapes, infer_signals
 from spikecc.ir.linear_maps import LINEAR_NIR_OPS, as_matrix
-from spikecc.ir.loihi_ops import LOIHI_OPS, LoihiDense, LoihiLIF, LoihiTernaryLIF
+from spikecc.ir.loihi_ops import LOIHI_NEURON_OPS, LOIHI_OPS, LoihiDense, LoihiLIF, LoihiTernaryLIF
 from spikecc.ir.ops import TernaryLIF
 
 GRADED_INPUT_BITS = 24  # Lava's graded messages are 24-bit annotated; quantize_for_loihi narrows it
@@ -168,7 +193,8 @@ class _Lowering:
 
 
 def _neuron(name: str, op: nir.NIRNode, n: int, dt: float, bias_in: np.ndarray):
-    """(Loihi op, per-neuron synaptic gain folded into the weights, annotations)."""
+    """(Loihi op, per-neuron synaptic gain folded into the weights, annotations, the NIR initial state in the
+    lowered neuron's v units: v'_0 = 0 - v_reset)."""
 
     def frac(value, what: str) -> np.ndarray:
         tau = _arr(value, n)
@@ -219,7 +245,7 @@ def _neuron(name: str, op: nir.NIRNode, n: int, dt: float, bias_in: np.ndarray):
         new = LoihiLIF(vth=th, **common)
     else:
         new = LoihiLIF(vth=_arr(op.v_threshold, n) - v_reset, **common)
-    return new, gain, ann
+    return new, gain, ann, -v_reset
 
 
 def lower_for_loihi(g: Graph) -> Graph:
@@ -238,6 +264,7 @@ def lower_for_loihi(g: Graph) -> Graph:
         out.add_node(name, g.nodes[name], **g.annotations.get(name, {}))
     taken = {n for n, op in g.nodes.items() if not isinstance(op, LINEAR)}  # names that survive
     pending: list[tuple[str, str, str]] = []  # edges (src, dst) added once all nodes exist
+    v_rest: dict[str, np.ndarray] = {}  # neuron -> NIR initial state in its shifted v units
     for name, op in g.nodes.items():
         if isinstance(op, nir.Input) or isinstance(op, LINEAR):
             continue
@@ -268,7 +295,7 @@ def lower_for_loihi(g: Graph) -> Graph:
                             "layer; Loihi 2 neurons receive input only through synapses",
                             "put a Linear (e.g. identity weights) between them")
             maps, bias, merged = low.incoming(name, name)
-            new_op, gain, ann = _neuron(name, op, n, dt, bias)
+            new_op, gain, ann, v_rest[name] = _neuron(name, op, n, dt, bias)
             ann = {**g.annotations.get(name, {}), **ann}
             if len(self_shape := low.shapes[name]) > 1:
                 ann["shape"] = list(self_shape)
@@ -283,7 +310,66 @@ def lower_for_loihi(g: Graph) -> Graph:
         out.add_node(name, new_op, **ann)
     for src, dst, port in pending:
         out.connect(src, dst, port)
+    delays = input_delays(out)
+    for name, target in v_rest.items():
+        _prepare_initial_state(out, name, delays.get(name), target)
     return out
+
+
+def input_delays(g: Graph) -> dict[str, int]:
+    """Per node reached from an Input: the fewest steps any input takes to get there, i.e. the fewest ops
+    with an output delay (LoihiDense) on a path from an Input. Loops never shorten a path, so recurrent
+    edges need no special case. A 0-1 breadth-first search: zero-delay edges go to the queue's front."""
+    from spikecc.ir.ops import output_delay
+
+    succ: dict[str, list[str]] = {n: [] for n in g.nodes}
+    for e in g.edges:
+        succ[e.src].append(e.dst)
+    dist: dict[str, int] = {n: 0 for n in g.inputs()}
+    queue = deque(g.inputs())
+    while queue:
+        node = queue.popleft()
+        step = output_delay(g.nodes[node])
+        for nxt in succ[node]:
+            d = dist[node] + step
+            if d < dist.get(nxt, d + 1):
+                dist[nxt] = d
+                queue.appendleft(nxt) if step == 0 else queue.append(nxt)
+    return dist
+
+
+def _prepare_initial_state(g: Graph, name: str, d: int | None, target: np.ndarray) -> None:
+    """Set the Loihi neuron's v_init so that its bias-only steps 0..d-1 end at `target` (module docstring,
+    "Timing"); annotate input_delay = d, and timing_exact=False where that cannot be done."""
+    op = g.nodes[name]
+    assert isinstance(op, LOIHI_NEURON_OPS)
+    keep = 1.0 - np.asarray(op.dv, dtype=np.float64)
+    bias = np.asarray(op.bias_mant, dtype=np.float64) * 2.0 ** np.asarray(op.bias_exp, dtype=np.float64)
+    target = np.asarray(target, dtype=np.float64)
+    memory = keep != 0  # where 1 - dv = 0 the state before step d is forgotten: nothing to prepare
+    v = target.copy()
+    with np.errstate(over="ignore", invalid="ignore"):
+        for _ in range(d or 0):  # backwards: v[k-1] = (v[k] - bias) / (1 - dv)
+            v = np.where(memory, (v - bias) / np.where(memory, keep, 1.0), v)
+    notes = []
+    if not np.all(np.isfinite(v)):
+        notes.append("v_init overflows (1 - dv too small for the bias over the input delay)")
+        v = np.where(np.isfinite(v), v, target)
+    op.v_init = v
+    if d is None:
+        return
+    g.annotate(name, input_delay=int(d))
+    # Forwards, as the simulators run the bias-only steps (u = 0): a threshold crossing would spike and reset.
+    hi, lo = (op.vth_hi, op.vth_lo) if isinstance(op, LoihiTernaryLIF) else (op.vth, None)
+    fired = np.zeros(v.shape, dtype=bool)
+    for _ in range(d):
+        v = v * keep + bias
+        fired |= (v > hi) | ((v < lo) if lo is not None else False)
+    if fired.any():
+        notes.append(f"{int(fired.sum())} neuron(s) would spike on the bias alone in the {d} step(s) before the "
+                     "first input arrives")
+    if notes:
+        g.annotate(name, timing_exact=False, timing_note="; ".join(notes))
 
 
 def _dense_name(low: _Lowering, sink: str, src: str, maps: Maps, taken: set[str]) -> str:
