@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import nir
 import numpy as np
 
-from spikecc.backends.cpu import lm_ops, loihi_ops, nir_ops, spikerwkv_ops  # noqa: F401  (registers the lowerings)
+from spikecc.backends.cpu import lm_ops, loihi_ops, nir_ops, spikelm_ops, spikerwkv_ops  # noqa: F401  (lowerings)
 from spikecc.backends.cpu.kernels import BuildContext, Kernel, build_kernel
 from spikecc.errors import GraphError
 from spikecc.ir.graph import Edge, Graph

@@ -74,7 +74,33 @@ def _spikerwkv(path: Path, obj: Any) -> LoadedLM:
     return LoadedLM("spikerwkv", export_spikerwkv(model, vocab), model, str(path))
 
 
-LOADERS: dict[str, Callable[[Path, Any], LoadedLM]] = {"spikegpt": _spikegpt, "spikerwkv": _spikerwkv}
+def _spikelm(path: Path, obj: Any) -> LoadedLM:
+    from spikecc.compiler.frontends.spikelm import export_spikelm
+    from spikecc.models.spikelm import load_spikelm
+
+    # load_spikelm re-reads the file and validates every key, raising its one-line CheckpointErrors
+    model, vocab = load_spikelm(path)  # float64, eval mode
+    return LoadedLM("spikelm", export_spikelm(model, vocab.chars), model, str(path))
+
+
+def _spikelm_bert(path: Path, obj: Any) -> LoadedLM:
+    from spikecc.compiler.frontends.spikelm import BERT_FAMILY, BERT_SEQ_LEN, export_spikelm_bert
+    from spikecc.models.spikelm import load_spikelm_bert
+
+    # Build from the state dict already read (a BERT-base file is 440 MB: no second read), naming the file in errors.
+    try:
+        encoder = load_spikelm_bert(obj)  # float64, eval mode, code thresholds (the published checkpoints')
+    except (CheckpointError, ValueError) as exc:
+        msg = str(exc).removeprefix("<state_dict>: ")
+        raise CheckpointError(f"{path}: {msg}") from None
+    if isinstance(obj, dict):
+        obj.clear()  # the encoder holds its own copies; free the raw tensors before the export copies the weights
+    graph = export_spikelm_bert(encoder, min(BERT_SEQ_LEN, encoder.config.max_pos))
+    return LoadedLM(BERT_FAMILY, graph, encoder, str(path))
+
+
+LOADERS: dict[str, Callable[[Path, Any], LoadedLM]] = {"spikegpt": _spikegpt, "spikerwkv": _spikerwkv,
+                                                        "spikelm": _spikelm, "spikelm-bert": _spikelm_bert}
 
 
 def load_lm(path: str | os.PathLike) -> LoadedLM:
