@@ -493,3 +493,15 @@ def test_attention_shape_errors():
     with pytest.raises(ShapeError, match="learned positions"):
         PositionEmbedding(weight=np.zeros((3, 2)), mode="sequence").output_shape({"input": (4,)})
     assert math.isclose(ElasticBiSpike(T=2, alpha=np.array([0.5, 1.5])).output_signal({}).amplitude, 1.5)
+
+
+def test_generation_past_the_context_window_matches_the_reference(examples_dir):
+    """Past `context` tokens the reference re-reads the last `context` characters; so does the simulator."""
+    from spikecc.backends.cpu.lm_runner import LMSimulator
+    from spikecc.compiler.frontends import load_lm, reference_generate
+
+    lm = load_lm(examples_dir / "checkpoints" / "spikelm-shakespeare.pt")
+    context = lm.graph.metadata["context"]
+    prompt = "ROMEO:\n"
+    n = context - len(prompt) + 3  # three tokens beyond the window
+    assert LMSimulator(lm.graph).generate(prompt, n).text == reference_generate(lm, prompt, n)

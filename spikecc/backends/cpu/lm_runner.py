@@ -81,21 +81,38 @@ class LMSimulator:
         return outs[self.output].copy()
 
     def generate(self, prompt: str, n_tokens: int, record: bool = False) -> LMRun:
-        """Feed `prompt`, then greedily (argmax, lowest id on ties) generate `n_tokens` characters."""
+        """Feed `prompt`, then greedily (argmax, lowest id on ties) generate `n_tokens` characters.
+
+        Models with learned absolute positions (metadata `context`) run incrementally while the text fits;
+        past it they re-read the last `context` characters from a fresh state for every new token, as the
+        torch reference's `generate` does (spikes are recorded only in the incremental part).
+        """
         if not prompt:
             raise InputFileError("the prompt is empty; give at least one character")
         ids = self.encode(prompt)
+        context = int(self.graph.metadata.get("context", 0)) or None
         self.sim.start()
         rec: dict[str, list] | None = {n: [] for n in self.spiking} if record else None
-        logits = [self.feed(t, rec) for t in ids]
+        stepping = context is None or len(ids) <= context
+        logits = [self.feed(t, rec) for t in ids] if stepping else []
+        fed = len(ids) if stepping else 0
         generated: list[int] = []
         for _ in range(n_tokens):
+            if not stepping:  # re-read the window from a fresh state
+                self.sim.start()
+                for t in ids[-context:]:
+                    last = self.feed(t)
+                logits.append(last)
             nxt = int(np.argmax(logits[-1]))
             generated.append(nxt)
             ids.append(nxt)
-            logits.append(self.feed(nxt, rec))
-        spikes = {n: np.stack(v) for n, v in rec.items()} if rec else {}
-        # The last fed token's logits predict a token we did not generate; keep them for completeness.
+            if stepping:
+                if context is None or fed < context:
+                    logits.append(self.feed(nxt, rec))
+                    fed += 1
+                else:
+                    stepping = False
+        spikes = {n: np.stack(v) for n, v in rec.items() if v} if rec else {}
         return LMRun(prompt=prompt, text="".join(self.vocab[i] for i in generated), token_ids=ids,
                      logits=np.stack(logits), spikes=spikes, counts=self.sim.step_counts())
 
