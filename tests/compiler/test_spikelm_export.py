@@ -322,8 +322,14 @@ def test_past_the_context_raises_like_the_reference():
     sim = LMSimulator(export_spikelm(model, VOCAB))
     run = sim.generate("abc", 5)  # 8 tokens fed: the whole context
     assert run.text == generate(model, CharVocab(VOCAB), "abc", 5)
+    # Past the window, generation re-reads the last 8 characters, as the reference generate does ...
+    assert sim.generate("abc", 9).text == generate(model, CharVocab(VOCAB), "abc", 9)
+    # ... while the graph itself refuses a 9th token in one run: it has no learned position.
+    sim.sim.start()
+    for c in "abc" + run.text:
+        sim.feed(VOCAB.index(c))
     with pytest.raises(ContextLengthError, match="context of 8 tokens"):
-        sim.generate("abc", 6)  # the 9th token has no learned position
+        sim.feed(0)
     _, state, _ = reference_run_state(model, "abc" + run.text)
     with pytest.raises(ValueError, match="exceed the model's context of 8"):
         model.step(0, state)  # the reference's step refuses the same token
