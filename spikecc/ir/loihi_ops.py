@@ -20,9 +20,10 @@ they ignore `weight_exp` and `bias_exp`. The float semantics below use the value
 for (2**weight_exp * W, bias_mant * 2**bias_exp); a backend handing float-form ops to Lava's float models
 must fold the exponents into `weights` and `bias_mant` itself (`lower_for_loihi` leaves them at 0).
 
-Initial state: the neurons start at u = 0 and v = v_init (Lava's `u` and `v` constructor values); v_init is
-in the units of v (float form: reals; fixed form: the 24-bit integer state). `lower_for_loihi` uses it to
-undo the bias-only steps that precede a neuron's first synaptic input (see its docstring).
+Initial state: the neurons start at u = u_init and v = v_init (Lava's `u` and `v` constructor values), in
+the units of u and v (float form: reals; fixed form: the 24-bit integer states). `lower_for_loihi` uses them
+to undo the bias-only steps that precede a neuron's first synaptic input, and (u_init) to carry the rise of
+a CubaLIF's synaptic-current bias (see its docstring).
 
 Lava's LIF/TernaryLIF processes hold du, dv, vth (vth_hi, vth_lo) as one value per process (Var shape (1,));
 these ops keep one value per neuron, as NIR does. The passes produce uniform values when the NIR layer has
@@ -137,7 +138,7 @@ class LoihiLIF(_LoihiNeuron):
         u[t] = u[t-1] * (1 - du) + a_in[t]
         v[t] = v[t-1] * (1 - dv) + u[t] + bias_mant * 2**bias_exp
         s[t] = v[t] > vth;   v[t] = 0 where s[t]
-        u[-1] = 0,  v[-1] = v_init            (the state before step 0: Lava's u and v initial values)
+        u[-1] = u_init,  v[-1] = v_init       (the state before step 0: Lava's u and v initial values)
 
     Fixed form (PyLifModelBitAcc, lava/proc/lif/models.py:110-216, 268-278), all int, >> arithmetic:
 
@@ -150,9 +151,10 @@ class LoihiLIF(_LoihiNeuron):
         s[t]     = v[t] > (vth << 6);   v[t] = 0 where s[t]
 
     vth here is what Lava's LIF process is given: the unshifted 17-bit mantissa. bias_mant is 13-bit signed.
-    v_init (fixed form) is a 24-bit signed integer in v's units, like v itself.
+    u_init, v_init (fixed form) are 24-bit signed integers in the units of u and v, like the states.
 
-    v_init defaults to zeros, so files written before the field existed read back with Lava's default state.
+    u_init and v_init default to zeros, so files written before the fields existed read back with Lava's
+    default state.
     """
 
     du: np.ndarray
@@ -161,9 +163,10 @@ class LoihiLIF(_LoihiNeuron):
     bias_mant: np.ndarray
     bias_exp: np.ndarray
     v_init: np.ndarray = field(default_factory=lambda: np.zeros(1))  # membrane value at step 0 (Lava's v)
+    u_init: np.ndarray = field(default_factory=lambda: np.zeros(1))  # current at step 0 (Lava's u)
 
     def __post_init__(self) -> None:
-        self._as_arrays(("du", "dv", "vth", "bias_mant", "bias_exp", "v_init"))
+        self._as_arrays(("du", "dv", "vth", "bias_mant", "bias_exp", "v_init", "u_init"))
         super().__post_init__()
 
     def output_signal(self, in_signals: dict[str, Signal]) -> Signal:
@@ -180,7 +183,7 @@ class LoihiTernaryLIF(_LoihiNeuron):
     Fixed form (PyTernLifModelFixed, lava/proc/lif/models.py:306-342): the thresholds compare against
     vth_hi << 6 and vth_lo << 6. Output amplitude is 1; a consumer needs num_message_bits > 0 to see the
     sign (Lava's Dense casts binary-mode input to bool, so -1 would arrive as +1). The state starts, as
-    LoihiLIF's, at u = 0 and v = v_init (default zeros).
+    LoihiLIF's, at u = u_init and v = v_init (default zeros).
     """
 
     du: np.ndarray
@@ -190,9 +193,10 @@ class LoihiTernaryLIF(_LoihiNeuron):
     bias_mant: np.ndarray
     bias_exp: np.ndarray
     v_init: np.ndarray = field(default_factory=lambda: np.zeros(1))  # membrane value at step 0 (Lava's v)
+    u_init: np.ndarray = field(default_factory=lambda: np.zeros(1))  # current at step 0 (Lava's u)
 
     def __post_init__(self) -> None:
-        self._as_arrays(("du", "dv", "vth_hi", "vth_lo", "bias_mant", "bias_exp", "v_init"))
+        self._as_arrays(("du", "dv", "vth_hi", "vth_lo", "bias_mant", "bias_exp", "v_init", "u_init"))
         super().__post_init__()
 
     def output_signal(self, in_signals: dict[str, Signal]) -> Signal:

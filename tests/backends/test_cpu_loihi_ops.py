@@ -195,20 +195,20 @@ def test_float_lif_equations():
     assert r.outputs["out"][:, 0].tolist() == [0, 0, 1, 0]
 
 
-def test_float_lif_starts_at_v_init_and_reset_returns_there():
-    # v(0) = v_init (1 - dv) + u(0) + bias; u starts at 0 whatever v_init is
+def test_float_lif_starts_at_u_init_v_init_and_reset_returns_there():
+    # u(0) = u_init (1 - du) + a(0); v(0) = v_init (1 - dv) + u(0) + bias
     g = chain(1, [(LoihiDense(weight=np.ones((2, 1))),
                    LoihiLIF(du=np.full(2, 0.5), dv=np.full(2, 0.25), vth=np.full(2, 3.0), bias_mant=np.full(2, 0.25),
-                            bias_exp=np.zeros(2), v_init=np.array([-2.0, 3.5])))])
+                            bias_exp=np.zeros(2), v_init=np.array([-2.0, 3.5]), u_init=np.array([0.0, -1.0])))])
     from spikecc.backends.cpu import Simulator
 
     sim = Simulator(g)
-    for _ in range(2):  # a second run starts from v_init again
+    for _ in range(2):  # a second run starts from (u_init, v_init) again
         r = sim.run(np.zeros((3, 1)), record_states=["n0"])
-        assert np.allclose(r.states["n0"]["u"], 0)
-        # neuron 1: 3.5 * 0.75 + 0.25 = 2.875, then 2.40625, ...; neuron 0: -1.25, -0.6875, -0.265625
+        assert np.allclose(r.states["n0"]["u"], [[0, -0.5], [0, -0.25], [0, -0.125]])
+        # neuron 0: -2 * 0.75 + 0.25 = -1.25, then -0.6875, -0.265625; neuron 1: 3.5 * 0.75 - 0.5 + 0.25 = 2.375, ...
         assert np.allclose(r.states["n0"]["v"][:, 0], [-1.25, -0.6875, -0.265625])
-        assert np.allclose(r.states["n0"]["v"][:2, 1], [2.875, 2.40625])
+        assert np.allclose(r.states["n0"]["v"][:, 1], [2.375, 1.78125, 1.4609375])
 
 
 def test_float_mode_of_a_quantized_node_tracks_fixed_mode():

@@ -31,7 +31,8 @@ def test_fixed_neuron_loop_equals_numpy_steps_through_wrap_and_saturation(ternar
     rng = np.random.default_rng(7)
     n, steps = 64, 200
     common = dict(du=rng.integers(0, 4096, n), dv=rng.integers(0, 4096, n), bias_mant=rng.integers(-4095, 4096, n),
-                  bias_exp=rng.integers(0, 8, n), v_init=rng.integers(-(2**23) + 1, 2**23, n))
+                  bias_exp=rng.integers(0, 8, n), v_init=rng.integers(-(2**23) + 1, 2**23, n),
+                  u_init=rng.integers(-(2**23) + 1, 2**23, n))
     if ternary:
         op = LoihiTernaryLIF(vth_hi=rng.integers(1, 2**17, n), vth_lo=-rng.integers(1, 2**17, n), **common)
     else:
@@ -39,7 +40,7 @@ def test_fixed_neuron_loop_equals_numpy_steps_through_wrap_and_saturation(ternar
     # Inputs up to +-2^26 make a << 6 overflow int32 and u wrap; large biases drive v into saturation.
     a = rng.integers(-(2**26), 2**26, (steps, n))
     k = build_kernel(op, ctx("n", n, n, "fixed"))
-    assert np.array_equal(k.v, op.v_init) and not k.u.any()  # both paths start at v = v_init, u = 0
+    assert np.array_equal(k.v, op.v_init) and np.array_equal(k.u, op.u_init)  # both paths start there
     s_ref, u_ref, v_ref = stepped(k, a)
     k.reset()
     s, st = k.run({"input": a}, steps, True)
@@ -56,9 +57,9 @@ def test_float_neuron_loop_equals_numpy_steps_bitwise():
     n, steps = 40, 300
     op = LoihiTernaryLIF(du=rng.random(n), dv=rng.random(n) * 0.3, vth_hi=rng.random(n) + 0.5,
                          vth_lo=-rng.random(n) - 0.5, bias_mant=rng.normal(0, 0.05, n), bias_exp=np.zeros(n),
-                         v_init=rng.normal(0, 0.5, n))
+                         v_init=rng.normal(0, 0.5, n), u_init=rng.normal(0, 0.5, n))
     k = build_kernel(op, ctx("n", n, n, "float"))
-    assert np.array_equal(k.v, op.v_init) and not k.u.any()
+    assert np.array_equal(k.v, op.v_init) and np.array_equal(k.u, op.u_init)
     a = rng.normal(0, 0.5, (steps, n))
     s_ref, u_ref, v_ref = stepped(k, a)
     k.reset()

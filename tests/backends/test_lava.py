@@ -136,6 +136,29 @@ def add_random_net(g: Graph, rng: np.random.Generator, spec: NetSpec) -> None:
             spec.outputs.append(f"{p}hid")
 
 
+def add_cuba_net(g: Graph) -> NetSpec:
+    """in -> Affine -> CubaLIF -> Affine -> CubaLIF -> out, biases on both Affines: lower_for_loihi starts both
+    layers at u_init != 0 (the synaptic-current bias's rise) and v_init != 0. Its own random stream, so the
+    random networks stay what they are."""
+    rng = np.random.default_rng(99)
+    spec = NetSpec(prefix="cuba_", layers=2, bias=True)
+    spec.input_node = g.add_node("cuba_in", nir.Input(input_type={"input": np.array([10])}), signal={"kind": "binary"})
+    prev, n_prev = spec.input_node, 10
+    for i, n in enumerate((12, 6), start=1):
+        g.add_node(f"cuba_fc{i}", nir.Affine(weight=_weights(rng, n, n_prev, drive=3.0), bias=rng.uniform(0, 0.2, n)))
+        tau_mem = DT / rng.uniform(0.1, 0.3, n)
+        g.add_node(f"cuba_lif{i}", nir.CubaLIF(tau_syn=DT / rng.uniform(0.2, 0.5, n), tau_mem=tau_mem, r=tau_mem / DT,
+                                               v_leak=np.zeros(n), v_threshold=np.ones(n), v_reset=np.zeros(n),
+                                               w_in=np.ones(n)))
+        g.connect(prev, f"cuba_fc{i}")
+        g.connect(f"cuba_fc{i}", f"cuba_lif{i}")
+        prev, n_prev = f"cuba_lif{i}", n
+    g.add_node("cuba_out", nir.Output(output_type={"output": np.array([n_prev])}))
+    g.connect(prev, "cuba_out")
+    spec.outputs.append("cuba_out")
+    return spec
+
+
 def add_timing_net(g: Graph) -> NetSpec:
     """in -> Linear(2) -> LIF(beta 0, threshold 1) -> out: one input spike at step 0 gives one output spike at
     step 1 (the Dense delivers a step late) in both simulators; written out in test_time_alignment."""
@@ -197,6 +220,9 @@ def make_batches(seed: int = 2024) -> list[Batch]:
         if gi == 0:
             inputs["timing_in"] = np.zeros((steps, 1), dtype=np.int64)
             inputs["timing_in"][0, 0] = 1
+        if gi == 1:  # after the random draws: the other networks and inputs stay the same
+            nets.append(add_cuba_net(g))
+            inputs["cuba_in"] = (np.random.default_rng(98).random((steps, 10)) < 0.3).astype(np.int64)
         b = Batch(nir_graph=g, nets=nets, inputs=inputs, steps=steps)
         b.float_graph = lower_for_loihi(g)
         b.fixed_graph = quantize_for_loihi(b.float_graph)
@@ -301,9 +327,11 @@ def test_networks_cover_the_features(batches):
     # some layers have per-neuron decays and thresholds (Lava's Python models take them per neuron)
     assert any(np.unique(op.dv).size > 1 for g in fixed for op in g.nodes.values() if isinstance(op, LoihiLIF))
     # biases act before the first input arrives: lower_for_loihi starts those layers at v_init != 0, per neuron
+    # (and, for CubaLIF, u_init != 0), which Lava receives as its u and v initial values
     for graphs in (fixed, [b.float_graph for b in batches]):
-        v_init = [op.v_init for g in graphs for op in g.nodes.values() if isinstance(op, LOIHI_NEURON_OPS)]
-        assert sum(np.unique(v).size > 1 for v in v_init) >= 5 and any(not v.any() for v in v_init)
+        ops = [op for g in graphs for op in g.nodes.values() if isinstance(op, LOIHI_NEURON_OPS)]
+        assert sum(np.unique(op.v_init).size > 1 for op in ops) >= 5 and any(not op.v_init.any() for op in ops)
+        assert sum(np.all(op.u_init != 0) for op in ops) >= 2
 
 
 def test_fixed_point_bit_exact(fixed_runs):

@@ -128,6 +128,35 @@ def test_cuba_lif_and_if_mappings_keep_the_shift():
     assert np.all(low.nodes["if"].dv == 0) and np.allclose(low.nodes["fc2"].weight, 0.7 * g.nodes["fc2"].weight)
 
 
+def test_cuba_lif_affine_bias_is_exact_through_u_init():
+    """An Affine bias b into a CubaLIF rises through I_syn in NIR; Loihi's bias takes its steady state
+    c = w_in g b and u starts at -c (prepared through the input delay), whose free decay is the rise."""
+    n = 8
+    tau_syn, tau_mem = DT / RNG.uniform(0.2, 0.5, n), DT / RNG.uniform(0.05, 0.2, n)
+    w_in, r = RNG.uniform(0.5, 2, n), RNG.uniform(0.5, 2, n) * tau_mem / DT
+    cuba = nir.CubaLIF(tau_syn=tau_syn, tau_mem=tau_mem, r=r, v_leak=np.full(n, 0.2), v_threshold=np.ones(n),
+                       v_reset=np.full(n, -0.1), w_in=w_in)
+    tau = DT / np.full(3, 0.1)
+    cuba_li = nir.CubaLI(tau_syn=DT / np.full(3, 0.3), tau_mem=tau, r=tau / DT, v_leak=np.zeros(3), w_in=np.ones(3))
+    fc2 = nir.Affine(weight=RNG.normal(0, 1.0, (n, 10)), bias=RNG.normal(0.1, 0.1, n))
+    g = graph([("fc1", affine(10, 10, 1.0)), ("lif1", lif(10)), ("fc2", fc2), ("cuba", cuba),
+               ("fc3", affine(3, n, 1.0, bias=True)), ("li", cuba_li), out_node(3),
+               ("spk", nir.Output(output_type={"output": np.array([n])}))],
+              [("in", "fc1"), ("fc1", "lif1"), ("lif1", "fc2"), ("fc2", "cuba"), ("cuba", "fc3"), ("fc3", "li"),
+               ("li", "out"), ("cuba", "spk")], [10])
+    x = spikes(300, 10, 0.4)
+    low = assert_layers_shifted(g, x)
+    op = low.nodes["cuba"]
+    du, dv = DT / tau_syn, DT / tau_mem
+    c = w_in * dv * r * fc2.bias  # w_in g b with g = dt r / tau_mem
+    assert low.annotations["cuba"]["input_delay"] == 2 and "bias_approximation" not in low.annotations["cuba"]
+    assert np.allclose(op.bias_mant, c + dv * (0.2 + 0.1)) and np.allclose(op.u_init, -c / (1 - du) ** 2)
+    v_nir = simulate(g, x).outputs["out"]
+    v_low = simulate(low, x, record_states=["li"]).states["li"]["v"]
+    assert np.abs(v_nir).max() > 0.1 and np.any(low.nodes["li"].u_init != 0)
+    np.testing.assert_allclose(v_low[3:], v_nir[:-3], rtol=0, atol=1e-12)
+
+
 def test_conv_pool_flatten_scale_fold_into_one_dense():
     conv = nir.Conv2d(input_shape=(8, 8), weight=RNG.normal(0, 0.5, (3, 1, 3, 3)), stride=1, padding=1, dilation=1,
                       groups=1, bias=np.zeros(3))
@@ -242,10 +271,12 @@ def test_example_networks_shift_exactly(networks_dir):
     layer shifted by its input delay, spike for spike over all 300 steps."""
     from spikecc.ir import read
 
-    for name in ("ff_lif", "recurrent_rleaky", "conv_lif"):
+    for name in ("ff_lif", "cuba_lif", "recurrent_rleaky", "conv_lif"):
         g = read(networks_dir / f"{name}.nir")
         low = assert_layers_shifted(g, np.load(networks_dir / f"{name}.input.npy"))
         assert any(np.any(op.v_init != 0) for op in low.nodes.values() if isinstance(op, LoihiLIF)), name
+        if name == "cuba_lif":  # snntorch's Synaptic: the Affine biases rise through the synaptic current
+            assert all(np.any(op.u_init != 0) for op in low.nodes.values() if isinstance(op, LoihiLIF))
 
 
 def test_v_init_round_trips_and_files_without_it_read_as_zeros(tmp_path):
@@ -258,15 +289,17 @@ def test_v_init_round_trips_and_files_without_it_read_as_zeros(tmp_path):
     low = lower_for_loihi(g)
     write(low, tmp_path / "low.nir")
     assert np.array_equal(read(tmp_path / "low.nir").nodes["lif1"].v_init, low.nodes["lif1"].v_init)
-    with h5py.File(tmp_path / "low.nir", "r+") as f:  # a file written before v_init existed
+    with h5py.File(tmp_path / "low.nir", "r+") as f:  # a file written before v_init and u_init existed
         paths = []
-        f.visit(lambda p: paths.append(p) if p.endswith("lif1/v_init") else None)
-        assert len(paths) == 1
-        del f[paths[0]]
+        f.visit(lambda p: paths.append(p) if p.endswith(("lif1/v_init", "lif1/u_init")) else None)
+        assert len(paths) == 2
+        for p in paths:
+            del f[p]
     old = read(tmp_path / "low.nir").nodes["lif1"]
     assert isinstance(old, LoihiLIF) and np.array_equal(old.v_init, np.zeros(5))
+    assert np.array_equal(old.u_init, np.zeros(5))
     d = low.nodes["lif1"].to_dict()
-    del d["v_init"]
+    del d["v_init"], d["u_init"]
     assert np.array_equal(LoihiLIF.from_dict(d).v_init, np.zeros(5))
 
 

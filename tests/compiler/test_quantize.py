@@ -197,3 +197,30 @@ def test_li_readout_and_dense_into_output_quantize():
     assert np.abs(v_f).max() > 0.5 and np.abs(v_q - v_f).max() < 0.01 * np.abs(v_f).max()
     o_f, o_q = f.outputs["out_o"], fx.outputs["out_o"] * q.annotations["out_o"]["output_scale"]
     assert np.abs(o_f).max() > 0.5 and np.abs(o_q - o_f).max() < 0.01 * np.abs(o_f).max()
+
+
+def test_cuba_u_init_scales_like_u_and_fits_the_u_register():
+    """A CubaLIF's Affine bias starts u at u_init != 0 (lower_for_loihi); quantized like u, and the scale
+    leaves room for it: S (in_max / du + |u_init|) < 2**23. A CubaLI readout with the bias: the fixed-point v
+    follows the float one from the first step (both start at their prepared state)."""
+    rng = np.random.default_rng(4)
+    n = 4
+    tau_mem, tau_syn = DT / np.full(n, 0.5), DT / np.full(n, 0.3)
+    g = Graph(metadata={"dt": DT})
+    g.add_node("in", nir.Input(input_type={"input": np.array([8])}), signal={"kind": "binary"})
+    g.add_node("fc", nir.Affine(weight=rng.normal(0, 1, (n, 8)), bias=np.full(n, 0.5)))
+    g.add_node("li", nir.CubaLI(tau_syn=tau_syn, tau_mem=tau_mem, r=tau_mem / DT, v_leak=np.zeros(n), w_in=np.ones(n)))
+    g.add_node("out", nir.Output(output_type={"output": np.array([n])}))
+    for a, b in [("in", "fc"), ("fc", "li"), ("li", "out")]:
+        g.connect(a, b)
+    low = lower_for_loihi(g)
+    q = quantize_for_loihi(low)
+    s, u_init = q.annotations["li"]["v_scale"], low.nodes["li"].u_init
+    assert np.all(u_init < 0) and np.array_equal(q.nodes["li"].u_init, np.rint(s * u_init))
+    w = q.nodes["fc"].weight * 2.0 ** q.nodes["fc"].weight_exp * 64
+    worst = np.maximum(np.clip(w, 0, None).sum(1), np.clip(-w, 0, None).sum(1))
+    assert np.all(worst / ((q.nodes["li"].du + 1) / 4096) + np.abs(q.nodes["li"].u_init) < 2**23)
+    x = (rng.random((100, 8)) < 0.4).astype(float)
+    v_f = simulate(low, x, record_states=["li"]).states["li"]["v"]
+    v_q = simulate(q, quantize_inputs(q, x), mode="fixed", record_states=["li"]).states["li"]["v"] / s
+    assert np.abs(v_f).max() > 0.5 and np.abs(v_q - v_f).max() < 0.01 * np.abs(v_f).max()

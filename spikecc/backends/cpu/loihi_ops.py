@@ -157,16 +157,18 @@ class LoihiNeuronKernel(Kernel):
         u    = u' - 2**24 if u' > 2**23; u' + 2**24 if u' <= -2**23; else u'     (one wrap, as Lava)
         v    = clip(wrap32(decay(v, 4096 - dv) + u + (bias_mant << bias_exp)), -(2**23 - 1), 2**23 - 1)
     with decay(x, k) = sign(x k) (|x k| >> 12). Float: the op docstring's real-valued equations.
-    Both start (reset) at u = 0, v = v_init, Lava's initial values; `run` continues from the same state.
+    Both start (reset) at u = u_init, v = v_init, Lava's initial values; `run` continues from that state.
     """
 
     state_names = ("u", "v")
 
-    def __init__(self, size: int, du, dv, bias_mant, bias_exp, v_init, fixed: bool, quantized: bool) -> None:
+    def __init__(self, size: int, du, dv, bias_mant, bias_exp, v_init, u_init, fixed: bool,
+                 quantized: bool) -> None:
         super().__init__()
         self.size, self.fixed = size, fixed
         self.dtype = np.int64 if fixed else np.float64
         self.v_init = np.asarray(v_init, dtype=self.dtype)
+        self.u_init = np.asarray(u_init, dtype=self.dtype)
         if fixed:
             self.keep_u = DECAY_UNITY - (du + 1)  # ds_offset = 1 (models.py:94, 145)
             self.keep_v = DECAY_UNITY - dv  # dm_offset = 0 (models.py:95, 174)
@@ -185,8 +187,8 @@ class LoihiNeuronKernel(Kernel):
 
     def reset(self) -> None:
         super().reset()
-        self.u = np.zeros(self.size, dtype=self.dtype)
-        self.v = self.v_init.copy()  # a copy: step and the compiled loops update v in place
+        self.u = self.u_init.copy()  # copies: step and the compiled loops update u and v in place
+        self.v = self.v_init.copy()
 
     def _subthreshold(self, a: np.ndarray) -> None:
         if self.fixed:
@@ -270,7 +272,7 @@ def _neuron_params(op, ctx: BuildContext, thresholds: tuple[str, ...]) -> tuple[
         raise BackendError(f"node '{ctx.name}': {type(op).__name__} has {np.size(op.du)} neurons but is fed {n} "
                            "values; the synapse layer before it must output one value per neuron")
     fixed, quantized = ctx.mode == "fixed", _quantized(ctx)
-    names = ("du", "dv", "bias_mant", "bias_exp", "v_init")
+    names = ("du", "dv", "bias_mant", "bias_exp", "v_init", "u_init")
     if fixed:
         vals = {k: _require_int(ctx, k, per_neuron(getattr(op, k), n)) for k in names}
         ths = [_require_int(ctx, t, per_neuron(getattr(op, t), n)) << VTH_SHIFT for t in thresholds]

@@ -13,7 +13,7 @@ Parameter mapping, per mode (see spikecc.ir.loihi_ops for the equations):
 - fixed: every field is handed to Lava's `fixed_pt` models as the integer the op holds.
 - float: Lava's `floating_pt` models ignore `weight_exp` and `bias_exp`, so the lowering folds them:
   weights = W * 2**weight_exp, bias_mant = bias_mant * 2**bias_exp, and passes bias_exp = 0.
-A neuron's v_init is Lava's `v` initial value in both modes (the integer state in fixed point).
+A neuron's v_init and u_init are Lava's `v` and `u` initial values in both modes (integers in fixed point).
 Lava's LIF processes declare du, dv and thresholds as one value per process (Var shape (1,)). A uniform
 per-neuron array is handed over as that one value; a non-uniform one is handed over as the array, which
 Lava's Python models (fixed_pt and floating_pt) broadcast per neuron exactly (checked against their
@@ -45,7 +45,7 @@ PROCESS_CLASSES: dict[str, str] = {
 DECAY_MAX = 2**12 - 1  # du, dv: unsigned 12 bit
 VTH_MAX = 2**17 - 1  # LIF vth: unsigned 17 bit (<< 6 must fit the 24-bit v)
 BIAS_MANT_RANGE = (-(2**12), 2**12 - 1)  # signed 13 bit
-V_RANGE = (-(2**23 - 1), 2**23 - 1)  # the 24-bit v register as PyLifModelBitAcc saturates it
+UV_RANGE = (-(2**23 - 1), 2**23 - 1)  # the 24-bit u and v registers (v saturates there, u wraps past 2**23)
 WEIGHT_RANGE = (-256, 255)  # what Lava's clip_weights keeps (8 bit magnitude and a sign)
 
 
@@ -148,9 +148,9 @@ def _shared(a: np.ndarray) -> Any:
 def _neuron_kwargs(op: LoihiLIF | LoihiTernaryLIF, ctx: LoweringContext, thresholds: tuple[str, ...]) \
         -> tuple[dict[str, Any], tuple[str, ...]]:
     """Constructor arguments shared by LIF and TernaryLIF: shape, du, dv, thresholds, bias, and the initial
-    membrane value v (the op's v_init; u starts at Lava's default 0)."""
+    state u, v (the op's u_init, v_init)."""
     n = ctx.size
-    names = ("du", "dv", *thresholds, "bias_mant", "bias_exp", "v_init")
+    names = ("du", "dv", *thresholds, "bias_mant", "bias_exp", "v_init", "u_init")
     vals = {k: _per_neuron(ctx.name, k, getattr(op, k), n) for k in names}
     if ctx.mode == "fixed":
         vals = {k: _as_int(ctx.name, k, v) for k, v in vals.items()}
@@ -161,7 +161,8 @@ def _neuron_kwargs(op: LoihiLIF | LoihiTernaryLIF, ctx: LoweringContext, thresho
             # into the 24-bit v register, hence the 17-bit magnitude.
             _check_range(ctx.name, k, vals[k], 0 if k == "vth" else -VTH_MAX, VTH_MAX)
         _check_range(ctx.name, "bias_mant", vals["bias_mant"], *BIAS_MANT_RANGE)
-        _check_range(ctx.name, "v_init", vals["v_init"], *V_RANGE)
+        _check_range(ctx.name, "v_init", vals["v_init"], *UV_RANGE)
+        _check_range(ctx.name, "u_init", vals["u_init"], *UV_RANGE)
     else:
         vals = {k: np.asarray(v, dtype=np.float64) for k, v in vals.items()}
         # Lava's float LIF adds bias_mant and ignores bias_exp: fold the exponent into the mantissa.
@@ -170,10 +171,10 @@ def _neuron_kwargs(op: LoihiLIF | LoihiTernaryLIF, ctx: LoweringContext, thresho
     kwargs: dict[str, Any] = {"shape": (n,)}
     per_process: list[str] = []
     for k in names:
-        if k == "v_init":
-            # Lava's v Var is per neuron; one value when all share it (Lava's default, 0, for most layers),
-            # which keeps the generated module's parameter file free of all-zero arrays
-            kwargs["v"] = _shared(vals[k])
+        if k in ("v_init", "u_init"):
+            # Lava's u and v Vars are per neuron; one value when all share it (Lava's default, 0, for most
+            # layers), which keeps the generated module's parameter file free of all-zero arrays
+            kwargs[k[0]] = _shared(vals[k])
         elif k in ("bias_mant", "bias_exp"):
             kwargs[k] = vals[k]  # per neuron in Lava as well
         else:
@@ -228,10 +229,10 @@ def lower_dense(op: LoihiDense, ctx: LoweringContext) -> ProcessSpec:
 
 @lava_lowers(LoihiLIF)
 def lower_lif(op: LoihiLIF, ctx: LoweringContext) -> ProcessSpec:
-    """LoihiLIF -> lava.proc.lif.process.LIF(shape, du, dv, vth, bias_mant, bias_exp, v=v_init).
+    """LoihiLIF -> lava.proc.lif.process.LIF(shape, du, dv, vth, bias_mant, bias_exp, u=u_init, v=v_init).
 
         u[t] = u[t-1] * (1 - du) + a_in[t];   v[t] = v[t-1] * (1 - dv) + u[t] + bias;   s = v > vth;  v = 0 at s
-        u[-1] = 0, v[-1] = v_init
+        u[-1] = u_init, v[-1] = v_init
 
     (the integer form in fixed point, thresholds compared as vth << 6). Recordable states: u, v.
     """
@@ -243,7 +244,7 @@ def lower_lif(op: LoihiLIF, ctx: LoweringContext) -> ProcessSpec:
 @lava_lowers(LoihiTernaryLIF)
 def lower_ternary_lif(op: LoihiTernaryLIF, ctx: LoweringContext) -> ProcessSpec:
     """LoihiTernaryLIF -> lava.proc.lif.process.TernaryLIF(shape, du, dv, vth_hi, vth_lo, bias_mant, bias_exp,
-    v=v_init).
+    u=u_init, v=v_init).
 
     LIF's u/v update; s = +1 where v > vth_hi, -1 where v < vth_lo, else 0; v = 0 where s != 0.
     A consumer Dense needs num_message_bits > 0 to see the sign. Recordable states: u, v.

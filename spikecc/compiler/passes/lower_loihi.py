@@ -15,10 +15,12 @@ incoming composed synapse I = M s + b:
               bias = g b + dt/tau (v_leak - v_reset), vth = v_threshold - v_reset
     IF        du = 1, dv = 0, g = dt r, W = g M, bias = g b, vth = v_threshold - v_reset
     CubaLIF   I_syn <- (1 - dt/tau_syn) I_syn + dt/tau_syn w_in I;  v as LIF driven by I_syn
-              du = dt/tau_syn, dv = dt/tau_mem, W = (dt/tau_syn) w_in (dt r/tau_mem) M, u = (dt r/tau_mem) I_syn,
-              bias = dt/tau_mem (v_leak - v_reset) + w_in (dt r/tau_mem) b: an Affine bias b enters I_syn in NIR
-              but Loihi's bias enters v, so it is applied at its steady state (annotated bias_approximation;
-              the first ~tau_syn/dt steps differ)
+              du = dt/tau_syn, dv = dt/tau_mem, g = dt r/tau_mem, W = du w_in g M, u = g I_syn,
+              bias = dv (v_leak - v_reset) + c,  c = w_in g b.
+              An Affine bias b enters I_syn in NIR; I_syn is linear, so from I_syn = 0 it adds
+              c (1 - (1 - du)^(t+1)) to g I_syn at step t, rising to the steady state c. Loihi's bias enters v:
+              it takes the steady state c, and the rest, -c (1 - du)^(t+1), is u decaying freely from -c at
+              step -1, i.e. the NIR initial current in u's units is u'_0 = -c (u_init below prepares it)
     TernaryLIF (spikecc.ir.ops)  as LIF with vth_hi/vth_lo shifted by -v_reset -> LoihiTernaryLIF; it emits
               +-1, so its amplitude a is folded into the weights of the NEXT synapse layer (W = g M a), and
               those synapses carry graded messages (num_message_bits = 2) so that -1 is not read as +1
@@ -38,31 +40,33 @@ graded placeholder that `quantize_for_loihi` narrows to its input_bits.
 Timing (what the lowered float graph computes): Lava's Dense delivers its output one step late while NIR
 synapses act in the same step, so a neuron whose nearest Input is d synapse layers away (d = its fewest
 LoihiDense hops from an Input, annotation input_delay) sees at step d + t what the NIR neuron sees at step t.
-Its bias, however, acts from step 0: during steps 0..d-1 the membrane integrates the bias alone (u stays 0,
-nothing has arrived):
+Its bias, however, acts from step 0: during steps 0..d-1 the neuron evolves on the bias alone (no input has
+arrived, so u only decays):
 
-    v[k] = (1 - dv) v[k-1] + bias,   k = 0..d-1,   v[-1] = v_init
+    u[k] = (1 - du) u[k-1],   v[k] = (1 - dv) v[k-1] + u[k] + bias,   k = 0..d-1;   u[-1] = u_init, v[-1] = v_init
 
-The initial membrane value v_init is chosen so that v[d-1] is the NIR initial state v'_0 = -v_reset (0 for
-v_reset = 0), solving that recursion backwards in float from v[d-1] = v'_0:
+The initial state (u_init, v_init) is chosen so that (u, v)[d-1] is the NIR initial state (u'_0, v'_0):
+v'_0 = -v_reset (NIR's v = 0 under the v_reset shift), u'_0 = -c for a CubaLIF with an Affine bias (above),
+else 0. Solved backwards in float:
 
-    v[k-1] = (v[k] - bias) / (1 - dv),   k = d-1, ..., 0;   v_init = v[-1]
-    (bias = 0, v_reset = 0: v_init = 0, Lava's default)
+    u_init = u'_0 / (1 - du)^d
+    v[k-1] = (v[k] - u[k] - bias) / (1 - dv),   k = d-1, ..., 0, from v[d-1] = v'_0;   v_init = v[-1]
+    (no bias, v_reset = 0, u'_0 = 0: u_init = v_init = 0, Lava's default)
 
 From step d on the lowered neuron then runs the NIR neuron's update from the NIR initial state. Hence the
 lowered graph reproduces the NIR graph's spikes (and readout voltages) shifted by one step per synapse layer
-on the path, up to float rounding (the two updates group the same sums differently), with Affine biases,
-v_leak and v_reset included, when every path from the inputs to a neuron crosses the same number of synapse
-layers and every loop holds one synapse layer (snntorch's RLeaky: NIR delays the loop by one step, Lava's
-Dense too). Exceptions, annotated on the node:
-- 1 - dv = 0 (dt = tau, Threshold): v keeps nothing from one step to the next, so the state at step d-1
-  needs no preparing (the recursion has no solution; v_init = v'_0) and the shift stays exact;
+on the path, up to float rounding (the two updates group the same sums differently), with Affine biases
+(CubaLIF's too), v_leak and v_reset included, when every path from the inputs to a neuron crosses the same
+number of synapse layers and every loop holds one synapse layer (snntorch's RLeaky: NIR delays the loop by
+one step, Lava's Dense too). Special cases:
+- 1 - dv = 0 (dt = tau, Threshold) or 1 - du = 0: that state keeps nothing from one step to the next, so
+  it needs no preparing at step d-1 (the recursion has no solution; its initial value is u'_0 or v'_0) and
+  the shift stays exact;
 - the prepared bias-only trajectory v[0..d-1] would cross a threshold (a large bias over several layers of
   delay): the spike and reset cannot be avoided, so v_init keeps the backward solution and the node is
-  annotated timing_exact=False (with timing_note saying why); likewise if v_init overflows (tiny 1 - dv);
-- CubaLIF with an Affine bias: bias_approximation (above); v_init is prepared for the bias Loihi applies;
-- a neuron no Input reaches: nothing arrives late, so v_init = v'_0 (no input_delay annotation).
-u needs no initial value: it holds only synaptic input, and none arrives before step d.
+  annotated timing_exact=False (with timing_note saying why); likewise if u_init or v_init overflows (a tiny
+  1 - du or 1 - dv);
+- a neuron no Input reaches: nothing arrives late, so (u_init, v_init) = (u'_0, v'_0) (no input_delay).
 Per-neuron thresholds and time constants stay arrays; Lava's LIF takes one value per process.
 
 Rejected, with a BackendError naming the node: a neuron or Output fed straight by another neuron or an
@@ -193,8 +197,8 @@ class _Lowering:
 
 
 def _neuron(name: str, op: nir.NIRNode, n: int, dt: float, bias_in: np.ndarray):
-    """(Loihi op, per-neuron synaptic gain folded into the weights, annotations, the NIR initial state in the
-    lowered neuron's v units: v'_0 = 0 - v_reset)."""
+    """(Loihi op, per-neuron synaptic gain folded into the weights, annotations, the NIR initial state
+    (u'_0, v'_0) in the lowered neuron's units; see "Timing" in the module docstring)."""
 
     def frac(value, what: str) -> np.ndarray:
         tau = _arr(value, n)
@@ -217,18 +221,19 @@ def _neuron(name: str, op: nir.NIRNode, n: int, dt: float, bias_in: np.ndarray):
         du, dv = frac(op.tau_syn, "tau_syn"), frac(op.tau_mem, "tau_mem")
         gain = du * _arr(op.w_in, n) * dv * _arr(op.r, n)
         leak = dv * _arr(op.v_leak, n)
-        if np.any(bias_in != 0):
-            ann["bias_approximation"] = "synaptic-current bias applied to v at its steady state"
     else:  # LIF, LI, TernaryLIF
         dv = frac(op.tau, "tau")
         du, gain, leak = np.ones(n), dv * _arr(op.r, n), dv * _arr(op.v_leak, n)
     if not isinstance(op, nir.Threshold):
         v_reset = _arr(op.v_reset, n) if hasattr(op, "v_reset") else np.zeros(n)
+    u_rest = np.zeros(n)
     if isinstance(op, (nir.CubaLIF, nir.CubaLI)):
-        # a constant input b adds du*w_in*g_m*b to u each step, so u settles at w_in*g_m*b above its driven
-        # value; Loihi 2's bias enters v, so that steady-state value becomes the bias (exact after the
-        # transient of ~1/du steps)
-        bias = (gain / du) * bias_in + leak - dv * v_reset
+        # a constant input b adds du*c to u each step (c = w_in*g_m*b), so u settles at c above its driven
+        # value. Loihi 2's bias enters v, so c becomes the bias, and u starts at -c (as NIR's current is c
+        # below its steady state at step -1) so that u's free decay supplies the rise: u + bias is NIR's.
+        c = (gain / du) * bias_in
+        bias = c + leak - dv * v_reset
+        u_rest = -c
     else:
         bias = gain * bias_in + leak - dv * v_reset
     if np.any(v_reset != 0):
@@ -245,7 +250,7 @@ def _neuron(name: str, op: nir.NIRNode, n: int, dt: float, bias_in: np.ndarray):
         new = LoihiLIF(vth=th, **common)
     else:
         new = LoihiLIF(vth=_arr(op.v_threshold, n) - v_reset, **common)
-    return new, gain, ann, -v_reset
+    return new, gain, ann, (u_rest, -v_reset)
 
 
 def lower_for_loihi(g: Graph) -> Graph:
@@ -264,7 +269,7 @@ def lower_for_loihi(g: Graph) -> Graph:
         out.add_node(name, g.nodes[name], **g.annotations.get(name, {}))
     taken = {n for n, op in g.nodes.items() if not isinstance(op, LINEAR)}  # names that survive
     pending: list[tuple[str, str, str]] = []  # edges (src, dst) added once all nodes exist
-    v_rest: dict[str, np.ndarray] = {}  # neuron -> NIR initial state in its shifted v units
+    rest: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # neuron -> NIR initial (u, v) in its lowered units
     for name, op in g.nodes.items():
         if isinstance(op, nir.Input) or isinstance(op, LINEAR):
             continue
@@ -295,7 +300,7 @@ def lower_for_loihi(g: Graph) -> Graph:
                             "layer; Loihi 2 neurons receive input only through synapses",
                             "put a Linear (e.g. identity weights) between them")
             maps, bias, merged = low.incoming(name, name)
-            new_op, gain, ann, v_rest[name] = _neuron(name, op, n, dt, bias)
+            new_op, gain, ann, rest[name] = _neuron(name, op, n, dt, bias)
             ann = {**g.annotations.get(name, {}), **ann}
             if len(self_shape := low.shapes[name]) > 1:
                 ann["shape"] = list(self_shape)
@@ -311,8 +316,8 @@ def lower_for_loihi(g: Graph) -> Graph:
     for src, dst, port in pending:
         out.connect(src, dst, port)
     delays = input_delays(out)
-    for name, target in v_rest.items():
-        _prepare_initial_state(out, name, delays.get(name), target)
+    for name, (u_rest, v_rest) in rest.items():
+        _prepare_initial_state(out, name, delays.get(name), u_rest, v_rest)
     return out
 
 
@@ -338,36 +343,45 @@ def input_delays(g: Graph) -> dict[str, int]:
     return dist
 
 
-def _prepare_initial_state(g: Graph, name: str, d: int | None, target: np.ndarray) -> None:
-    """Set the Loihi neuron's v_init so that its bias-only steps 0..d-1 end at `target` (module docstring,
-    "Timing"); annotate input_delay = d, and timing_exact=False where that cannot be done."""
+def _prepare_initial_state(g: Graph, name: str, d: int | None, u_rest: np.ndarray, v_rest: np.ndarray) -> None:
+    """Set the Loihi neuron's u_init, v_init so that its bias-only steps 0..d-1 end at (u_rest, v_rest), the
+    NIR initial state (module docstring, "Timing"); annotate input_delay = d, and timing_exact=False where
+    that cannot be done."""
     op = g.nodes[name]
     assert isinstance(op, LOIHI_NEURON_OPS)
-    keep = 1.0 - np.asarray(op.dv, dtype=np.float64)
+    keep_u = 1.0 - np.asarray(op.du, dtype=np.float64)
+    keep_v = 1.0 - np.asarray(op.dv, dtype=np.float64)
     bias = np.asarray(op.bias_mant, dtype=np.float64) * 2.0 ** np.asarray(op.bias_exp, dtype=np.float64)
-    target = np.asarray(target, dtype=np.float64)
-    memory = keep != 0  # where 1 - dv = 0 the state before step d is forgotten: nothing to prepare
-    v = target.copy()
-    with np.errstate(over="ignore", invalid="ignore"):
-        for _ in range(d or 0):  # backwards: v[k-1] = (v[k] - bias) / (1 - dv)
-            v = np.where(memory, (v - bias) / np.where(memory, keep, 1.0), v)
+    u_rest, v_rest = np.asarray(u_rest, dtype=np.float64), np.asarray(v_rest, dtype=np.float64)
+    steps = d or 0
     notes = []
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        # where 1 - du (1 - dv) is 0 the state before step d is forgotten: nothing to prepare
+        u_init = np.where(keep_u != 0, u_rest / np.where(keep_u != 0, keep_u, 1.0) ** steps, u_rest)
+        if not np.all(np.isfinite(u_init)):
+            notes.append("u_init overflows (1 - du too small over the input delay)")
+            u_init = np.where(np.isfinite(u_init), u_init, 0.0)
+        us = [u_init]  # u[-1..d-1], as the simulators compute it (u * (1 - du) + 0)
+        for _ in range(steps):
+            us.append(us[-1] * keep_u + 0.0)
+        v = v_rest.copy()
+        for k in range(steps - 1, -1, -1):  # backwards: v[k-1] = (v[k] - u[k] - bias) / (1 - dv)
+            v = np.where(keep_v != 0, (v - us[k + 1] - bias) / np.where(keep_v != 0, keep_v, 1.0), v_rest)
     if not np.all(np.isfinite(v)):
         notes.append("v_init overflows (1 - dv too small for the bias over the input delay)")
-        v = np.where(np.isfinite(v), v, target)
-    op.v_init = v
-    if d is None:
-        return
-    g.annotate(name, input_delay=int(d))
-    # Forwards, as the simulators run the bias-only steps (u = 0): a threshold crossing would spike and reset.
-    hi, lo = (op.vth_hi, op.vth_lo) if isinstance(op, LoihiTernaryLIF) else (op.vth, None)
-    fired = np.zeros(v.shape, dtype=bool)
-    for _ in range(d):
-        v = v * keep + bias
-        fired |= (v > hi) | ((v < lo) if lo is not None else False)
-    if fired.any():
-        notes.append(f"{int(fired.sum())} neuron(s) would spike on the bias alone in the {d} step(s) before the "
-                     "first input arrives")
+        v = np.where(np.isfinite(v), v, v_rest)
+    op.u_init, op.v_init = u_init, v
+    if d is not None:
+        g.annotate(name, input_delay=int(d))
+        # Forwards, as the simulators run the bias-only steps: a threshold crossing would spike and reset.
+        hi, lo = (op.vth_hi, op.vth_lo) if isinstance(op, LoihiTernaryLIF) else (op.vth, None)
+        fired = np.zeros(v.shape, dtype=bool)
+        for k in range(d):
+            v = v * keep_v + us[k + 1] + bias
+            fired |= (v > hi) | ((v < lo) if lo is not None else False)
+        if fired.any():
+            notes.append(f"{int(fired.sum())} neuron(s) would spike on the bias alone in the {d} step(s) before "
+                         "the first input arrives")
     if notes:
         g.annotate(name, timing_exact=False, timing_note="; ".join(notes))
 

@@ -12,19 +12,21 @@ Scales. Each neuron layer gets one voltage scale S (integer state units per floa
     vth   = round(S * vth_float / 2**6)            (Lava compares v with vth << 6)
     bias  = bias_mant << bias_exp ~ S * bias_float  (13-bit mantissa, bias_exp in [0, 7], the smallest that fits)
     v_init = clip(round(S * v_init_float), -(2**23 - 1), 2**23 - 1)   (like v; S is not lowered for it)
+    u_init = round(S * u_init_float)                                   (like u; S keeps it from wrapping)
     du    = round(4096 * du_float) - 1, dv = round(4096 * dv_float), both clipped to [0, 4095]
     synapse k into it: u gets (w_int @ s) * 2**e_k << 6 per step, so
     w_int = round_grid(S * W_k * x_scale / 2**(6 + e_k))  (x_scale: float value of one input payload unit)
 
 S is the largest value under which, in the worst case (every input at its maximum in one step, with the
 signs that add up), the synaptic input fits the 16 bits Lava annotates a_in with (S * in_max / 64 < 2**15),
-u cannot wrap (S * in_max / du < 2**23), the threshold fits 17 bits (vth <= 131071) and the bias fits
-4095 << 7. A larger S only buys precision (finer threshold, bias, decay rounding), so the largest safe one is
-taken (then lowered by less than 2x so that the dominant synapse layer's largest weight lands exactly
-on the top of the weight grid). Each synapse layer then gets the weight exponent e_k (in [-8, 7]) that maps
-its largest |weight| into the top octave of the weight range: 255 for one-signed weights, 254 (even values
-only, Lava's MIXED sign mode) for mixed signs; with weight_bits < 8 the grid is 2**(8 - weight_bits)
-(times 2 for mixed signs), which Lava's truncate_weights then leaves unchanged.
+u cannot wrap (S * (in_max / du + |u_init|) < 2**23: u is its driven part plus u_init's free decay), the
+threshold fits 17 bits (vth <= 131071) and the bias fits 4095 << 7. A larger S only buys precision (finer
+threshold, bias, decay rounding), so the largest safe one is taken (then lowered by less than 2x so that the
+dominant synapse layer's largest weight lands exactly on the top of the weight grid). Each synapse layer
+then gets the weight exponent e_k (in [-8, 7]) that maps its largest |weight| into the top octave of the
+weight range: 255 for one-signed weights, 254 (even values only, Lava's MIXED sign mode) for mixed signs;
+with weight_bits < 8 the grid is 2**(8 - weight_bits) (times 2 for mixed signs), which Lava's
+truncate_weights then leaves unchanged.
 
 Inputs. A binary Input sends 0/1 spikes. A real-valued Input becomes an `input_bits` graded message:
 payload q = round(x / input_scale) with input_scale = input_range / (2**(input_bits-1) - 1) (annotated on
@@ -38,12 +40,12 @@ Precision lost (annotated per node so a user can see where):
 - decay: du, dv to 1/4096; du = 0 (no decay) becomes 4095/4096 (Lava's u decay has an offset of 1); dv = 1
   keeps |v|/4096 of the old v; Lava truncates each decay product toward zero (up to one unit per step);
 - thresholds to 64 units of v (17-bit mantissa); biases to 2**bias_exp units;
-- v_init to one unit of v (quant_error "v_init", clipping included: a v_init beyond 24 bits, which only a
-  1 - dv close to 0 gives, is clipped rather than lowering S for the whole layer). It was solved by
-  lower_for_loihi with the float dv and bias, so after the input_delay bias-only steps, run with the
-  quantized dv and bias and Lava's truncating decay, the state misses the NIR initial state by a few units
-  of v per step (up to 2**(bias_exp-1) per step from the bias): on examples/networks at most 226 units,
-  about 1e-4 of the threshold;
+- v_init, u_init to one unit of v, u (quant_error "v_init", "u_init"; clipping included: a v_init beyond
+  24 bits, which only a 1 - dv close to 0 gives, is clipped rather than lowering S for the whole layer).
+  They were solved by lower_for_loihi with the float du, dv and bias, so after the input_delay bias-only
+  steps, run with the quantized du, dv, bias and Lava's truncating decays, the state misses the NIR initial
+  state by a few units of v per step (up to 2**(bias_exp-1) per step from the bias): on examples/networks
+  by at most 74 units, under 1e-4 of the threshold;
 - real inputs to input_bits; a readout (LI) never spikes unless v saturates (vth = 131071, v_max = 2**23 - 1);
 - state ranges: u wraps and v saturates beyond 2**23 - 1; S is chosen so this cannot happen for u under
   the worst-case input bound, v may saturate far below threshold (strong inhibition).
@@ -182,11 +184,14 @@ def _quantize_neuron(g: Graph, name: str, op, dense: list[str], weight_bits: int
     # The largest scale S under every range limit (see the module docstring).
     limits = []
     peak_in = float(in_max.max()) if n else 0.0
+    u_init = np.asarray(op.u_init, dtype=np.float64)
+    du_min = float(du.min()) if np.all(du > 0) else 1.0 / 4096
     if peak_in > 0:
         # ROUNDING_MARGIN: rounding each weight to the grid may add up to half a grid step per synapse
         limits.append(ROUNDING_MARGIN * A_IN_MAX * 2**ACT_SHIFT / peak_in)
-        du_min = float(du.min()) if np.all(du > 0) else 1.0 / 4096
-        limits.append(ROUNDING_MARGIN * UV_MAX * du_min / peak_in)
+    u0 = float(np.abs(u_init).max(initial=0.0))
+    if peak_in > 0 or u0 > 0:  # |u| <= in_max / du (driven part) + |u_init| (its free decay)
+        limits.append(ROUNDING_MARGIN * UV_MAX * du_min / (peak_in + du_min * u0))
     if "vth" in ths:
         finite = ths["vth"][np.isfinite(ths["vth"])]
         if finite.size and finite.max() > 0:
@@ -220,10 +225,12 @@ def _quantize_neuron(g: Graph, name: str, op, dense: list[str], weight_bits: int
     mant = np.clip(np.rint(target / 2.0**exp), -BIAS_MANT_MAX - 1, BIAS_MANT_MAX).astype(np.int64)
     v_init = np.asarray(op.v_init, dtype=np.float64)
     v_init_q = np.clip(np.rint(s * v_init), -UV_MAX, UV_MAX).astype(np.int64)  # the state's own scale
-    fields = dict(du=du_q, dv=dv_q, bias_mant=mant, bias_exp=exp, v_init=v_init_q)
+    u_init_q = np.clip(np.rint(s * u_init), -UV_MAX, UV_MAX).astype(np.int64)  # (S keeps it in range)
+    fields = dict(du=du_q, dv=dv_q, bias_mant=mant, bias_exp=exp, v_init=v_init_q, u_init=u_init_q)
     errors = {"du": float(np.abs((du_q + 1) / 4096 - du).max()), "dv": float(np.abs(dv_q / 4096 - dv).max()),
               "bias": float(np.abs(mant * 2.0**exp / s - bias).max()),
-              "v_init": float(np.abs(v_init_q / s - v_init).max(initial=0.0))}
+              "v_init": float(np.abs(v_init_q / s - v_init).max(initial=0.0)),
+              "u_init": float(np.abs(u_init_q / s - u_init).max(initial=0.0))}
     for k, th in ths.items():
         if k == "vth":
             q = np.where(np.isfinite(th), np.rint(s * np.where(np.isfinite(th), th, 0) / 2**VTH_SHIFT), VTH_MAX)
