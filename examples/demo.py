@@ -6,7 +6,9 @@ What should agree exactly, and why:
 - CPU fixed point  vs Lava fixed_pt     : spikecc reproduces Lava's bit-accurate models, so 100%.
 - CPU float (lowered) vs Lava floating_pt: the same float equations on both sides, so 100%.
 - CPU float (NIR)  vs CPU float (lowered): the lowered graph runs one step later per synapse layer
-  (Lava's Dense delay); after that shift they agree (exactly when the network has no biases).
+  (Lava's Dense delay); after that shift they agree exactly, biases included: each neuron starts at the
+  membrane value (v_init) from which its bias, acting alone until the first input arrives, reaches the
+  NIR initial state just in time. 100% up to float rounding (a spike at a threshold to ~1e-15).
 - CPU fixed vs CPU float (lowered)      : differs only by 8-bit weight quantization.
 """
 
