@@ -180,7 +180,9 @@ def _print_activity(counts: dict, steps: int) -> None:
     for col in ("node", "neurons", "events", "rate/step", "synops"):
         table.add_column(col, justify="left" if col == "node" else "right")
     for name, c in counts.items():
-        table.add_row(name, str(c.neurons), f"{c.events:,}", f"{c.rate(steps):.4f}", f"{c.synops:,}")
+        spikes = c.spiking or c.events  # real-valued nodes carry no events
+        table.add_row(name, str(c.neurons), f"{c.events:,}" if spikes else "-",
+                      f"{c.rate(steps):.4f}" if spikes else "-", f"{c.synops:,}")
     console.print(table)
 
 

@@ -46,29 +46,32 @@ def gather(x: np.ndarray, wt: np.ndarray, binary: bool) -> tuple[np.ndarray, np.
 @njit(cache=True)
 def loihi_neuron_float(a, keep_u, keep_v, bias, in_scale, hi, lo, ternary, u, v, record):
     """u <- u*keep_u + a*in_scale; v <- v*keep_v + u + bias; s = [v > hi] - ternary*[v < lo]; v <- 0 where s.
-    `u`, `v` are updated in place; returns (spikes, u trace, v trace) (traces empty unless `record`)."""
+    `u`, `v` are updated in place; returns (spikes, u trace, v trace, events, negative events) (traces empty
+    unless `record`).
+    Written without branches in the neuron loop so that it vectorises."""
     steps, n = a.shape
     out = np.zeros((steps, n))
     rec = steps if record else 0
     tu = np.empty((rec, n))
     tv = np.empty((rec, n))
+    events = 0
+    negative = 0
     for t in range(steps):
+        at = a[t]
+        ot = out[t]
         for i in range(n):
-            ai = a[t, i] * in_scale if in_scale != 1.0 else a[t, i]
-            u[i] = u[i] * keep_u[i] + ai
-            v[i] = v[i] * keep_v[i] + u[i] + bias[i]
-            s = 0.0
-            if v[i] > hi[i]:
-                s = 1.0
-            elif ternary and v[i] < lo[i]:
-                s = -1.0
-            if s != 0.0:
-                v[i] = 0.0
-            out[t, i] = s
-            if record:
-                tu[t, i] = u[i]
-                tv[t, i] = v[i]
-    return out, tu, tv
+            ui = u[i] * keep_u[i] + (at[i] * in_scale if in_scale != 1.0 else at[i])
+            vi = v[i] * keep_v[i] + ui + bias[i]
+            s = (1.0 if vi > hi[i] else 0.0) - (1.0 if (ternary and vi < lo[i]) else 0.0)
+            v[i] = vi if s == 0.0 else 0.0
+            u[i] = ui
+            ot[i] = s
+            events += s != 0.0
+            negative += s < 0.0
+        if record:
+            tu[t] = u
+            tv[t] = v
+    return out, tu, tv, events, negative
 
 
 @njit(cache=True)
@@ -99,6 +102,8 @@ def loihi_neuron_fixed(a, keep_u, keep_v, bias, hi, lo, ternary, u, v, record):
     rec = steps if record else 0
     tu = np.empty((rec, n), dtype=np.int64)
     tv = np.empty((rec, n), dtype=np.int64)
+    events = 0
+    negative = 0
     for t in range(steps):
         for i in range(n):
             ai = _wrap32(a[t, i])
@@ -121,7 +126,9 @@ def loihi_neuron_fixed(a, keep_u, keep_v, bias, hi, lo, ternary, u, v, record):
                 vi = 0
             v[i] = vi
             out[t, i] = s
+            events += s != 0
+            negative += s < 0
             if record:
                 tu[t, i] = ui
                 tv[t, i] = vi
-    return out, tu, tv
+    return out, tu, tv, events, negative

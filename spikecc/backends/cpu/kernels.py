@@ -52,9 +52,13 @@ class Kernel:
 
     def __init__(self) -> None:
         self.synops = 0
+        # (events, negative events) of the last `run`, where the kernel counted them on the way (saves the
+        # simulator a pass over the output); None: the simulator counts.
+        self.counted: tuple[int, int] | None = None
 
     def reset(self) -> None:
         self.synops = 0
+        self.counted = None
 
     def step(self, x: dict[str, np.ndarray]) -> np.ndarray:
         raise NotImplementedError

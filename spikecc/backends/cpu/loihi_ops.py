@@ -221,20 +221,22 @@ class LoihiNeuronKernel(Kernel):
         n = self.size
         hi, lo, ternary = self.thresholds()
         if self.fixed:
-            ints = [np.ascontiguousarray(np.broadcast_to(np.asarray(p, dtype=np.int64), (n,)))
-                    for p in (self.keep_u, self.keep_v, self.bias, hi, lo)]
+            a = np.ascontiguousarray(xs["input"], dtype=np.int64)
+            ku, kv, bias, hi, lo = (np.ascontiguousarray(np.broadcast_to(np.asarray(p, dtype=np.int64), (n,)))
+                                    for p in (self.keep_u, self.keep_v, self.bias, hi, lo))
             self.u = np.array(self.u, dtype=np.int64)
             self.v = np.array(self.v, dtype=np.int64)
-            out, tu, tv = jit.loihi_neuron_fixed(np.ascontiguousarray(xs["input"], dtype=np.int64), *ints[:3],
-                                                 ints[3], ints[4], ternary, self.u, self.v, record)
+            out, tu, tv, events, negative = jit.loihi_neuron_fixed(a, ku, kv, bias, hi, lo, ternary, self.u, self.v,
+                                                                   record)
         else:
-            fl = [np.ascontiguousarray(np.broadcast_to(np.asarray(p, dtype=np.float64), (n,)))
-                  for p in (self.keep_u, self.keep_v, self.bias, hi, lo)]
+            a = np.ascontiguousarray(xs["input"], dtype=np.float64)
+            ku, kv, bias, hi, lo = (np.ascontiguousarray(np.broadcast_to(np.asarray(p, dtype=np.float64), (n,)))
+                                    for p in (self.keep_u, self.keep_v, self.bias, hi, lo))
             self.u = np.array(self.u, dtype=np.float64)
             self.v = np.array(self.v, dtype=np.float64)
-            out, tu, tv = jit.loihi_neuron_float(np.ascontiguousarray(xs["input"], dtype=np.float64), fl[0], fl[1],
-                                                 fl[2], float(self.in_scale), fl[3], fl[4], ternary, self.u, self.v,
-                                                 record)
+            out, tu, tv, events, negative = jit.loihi_neuron_float(a, ku, kv, bias, float(self.in_scale), hi, lo,
+                                                                   ternary, self.u, self.v, record)
+        self.counted = (int(events), int(negative))
         return out, ({"u": tu, "v": tv} if record else {})
 
 

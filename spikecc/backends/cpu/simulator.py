@@ -29,7 +29,7 @@ MODES = ("float", "fixed")
 
 @dataclass
 class NodeCounts:
-    events: int = 0  # non-zero outputs (spikes for spiking nodes), summed over steps and neurons
+    events: int = 0  # non-zero outputs of spike-carrying nodes, summed over steps and neurons (0 otherwise)
     negative: int = 0  # of those, the negative ones (ternary spikes -a, signed graded payloads)
     synops: int = 0  # synaptic operations: non-zero inputs x fan-out
     neurons: int = 0
@@ -127,11 +127,23 @@ class Simulator:
             done += 1
             if progress:
                 progress(done)
-        counts = {}
-        for name, op in self.graph.nodes.items():
-            spiking = self.signals[name].is_spiking and not isinstance(op, (nir.Input, nir.Output))
-            counts[name] = NodeCounts(events=int(np.count_nonzero(full[name])), negative=int(np.sum(full[name] < 0)),
-                                      synops=self.kernels[name].synops,
+        counts: dict[str, NodeCounts] = {}
+        for name in self.order:
+            op = self.graph.nodes[name]
+            sig = self.signals[name]
+            spiking = sig.is_spiking and not isinstance(op, (nir.Input, nir.Output))
+            # Events are counted where they mean something (spike-carrying outputs): a full pass over a
+            # real-valued array per node would cost as much as the simulation itself.
+            ins = self.in_edges[name]
+            counted = self.kernels[name].counted
+            if counted is None and isinstance(op, nir.Output) and len(ins) == 1 and ins[0] not in self.delayed:
+                counted = (counts[ins[0].src].events, counts[ins[0].src].negative)  # same values as its source
+            if counted is not None:
+                events, negative = counted
+            else:
+                events = int(np.count_nonzero(full[name])) if sig.is_spiking or isinstance(op, nir.Input) else 0
+                negative = int(np.count_nonzero(full[name] < 0)) if sig.kind in ("ternary", "graded") else 0
+            counts[name] = NodeCounts(events=events, negative=negative, synops=self.kernels[name].synops,
                                       neurons=self.size(name), spiking=spiking)
         outputs = {n: full[n].reshape(steps, *self.shapes[n]) for n in self.graph.outputs()}
         traces = {n: full[n].reshape(steps, *self.shapes[n]) for n in record}
@@ -189,7 +201,10 @@ class Simulator:
         for e in self.in_edges[name]:
             v = full[e.src]
             if e in self.delayed:
-                v = np.concatenate([self._rest(e.src)[None], v[:-1]])
+                shifted = np.empty_like(v)
+                shifted[0] = self._rest(e.src)
+                shifted[1:] = v[:-1]
+                v = shifted
             ports[e.port] = v if e.port not in ports else ports[e.port] + v
         return ports
 
