@@ -1,6 +1,6 @@
 """Train the small character-level SpikeGPT shipped in examples/checkpoints/ (CPU, a few minutes).
 
-    .venv/bin/python examples/train_spikegpt.py --steps 2400 --threads 2
+    .venv/bin/python examples/train_spikegpt.py --steps 1600 --seed 0 --threads 2 --time-limit 1500
 
 Writes three files next to ``--out``: the raw published-layout state dict (``.pt``), the vocabulary
 (``.vocab.json``, the state dict has no room for it) and a model card (``.md``) with the figures of the run:
