@@ -53,3 +53,33 @@ def work_dir(tmp_path: Path) -> Path:
 def snntorch_nets() -> ModuleType:
     """examples/networks/snntorch_nets.py: rebuilds the example torch networks with their exact weights."""
     return load_example_module("networks/snntorch_nets.py")
+
+
+def _assert_checkpoint_error(path: Path, obj, *fragments: str) -> None:
+    """Save `obj` (unless None) to `path`; `load_lm` and `spikecc generate` must both report it in one line
+    naming the file and each of `fragments`, the CLI with exit status 1."""
+    import torch
+    from click.testing import CliRunner
+
+    from spikecc.cli import main
+    from spikecc.compiler.frontends import load_lm
+    from spikecc.errors import CheckpointError
+
+    if obj is not None:
+        torch.save(obj, path)
+    with pytest.raises(CheckpointError) as info:
+        load_lm(path)
+    msg = str(info.value)
+    assert "\n" not in msg and str(path) in msg
+    for f in fragments:
+        assert f in msg, (f, msg)
+    result = CliRunner().invoke(main, ["generate", str(path), "--prompt", "ab", "--tokens", "4"])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0] == f"error: {msg}", result.output
+
+
+@pytest.fixture
+def checkpoint_error():
+    """`checkpoint_error(path, obj, *fragments)`: a bad checkpoint gives one-line errors (see above)."""
+    return _assert_checkpoint_error

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from spikecc.errors import CheckpointError
+from spikecc.models.checkpoint import check_state_dict, fmt_shape
 from spikecc.models.data import CharVocab
 
 ThresholdMode = Literal["paper", "code"]
@@ -555,10 +556,6 @@ def unigram_loss_on(train_ids: np.ndarray, ids: np.ndarray, vocab_size: int) -> 
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _shape(x: Any) -> str:
-    return "(" + ", ".join(str(int(d)) for d in x) + ")" if len(x) != 1 else f"({int(x[0])},)"
-
-
 def _one_line(e: BaseException) -> str:
     return " ".join(f"{type(e).__name__}: {e}".split())[:300]
 
@@ -665,22 +662,7 @@ def load_spikelm(path: str | os.PathLike[str], dtype: torch.dtype = torch.float6
         raise CheckpointError(f"{p}: key 'vocab' has {n} characters, expected a string of {cfg.vocab_size}")
     model = SpikeLM(cfg)
     sd = obj["state_dict"]
-    if not isinstance(sd, dict):
-        raise CheckpointError(f"{p}: key 'state_dict' is a {type(sd).__name__}, expected a dict")
-    expected = model.state_dict()
-    for key, ref in expected.items():
-        if key not in sd:
-            raise CheckpointError(f"{p}: missing key 'state_dict.{key}'")
-        got = sd[key]
-        if not isinstance(got, Tensor):
-            raise CheckpointError(f"{p}: key 'state_dict.{key}' is a {type(got).__name__}, expected a tensor")
-        if tuple(got.shape) != tuple(ref.shape):
-            raise CheckpointError(
-                f"{p}: key 'state_dict.{key}' has shape {_shape(got.shape)}, expected {_shape(ref.shape)}"
-            )
-    extra = sorted(set(sd) - set(expected))
-    if extra:
-        raise CheckpointError(f"{p}: unexpected key 'state_dict.{extra[0]}'")
+    check_state_dict(sd, model.state_dict(), str(p), FAMILY)
     model.load_state_dict(sd)
     model.to(dtype).eval()
     return model, CharVocab(vocab_chars)
@@ -983,7 +965,7 @@ def load_spikelm_bert(
         if not isinstance(v, Tensor):
             raise CheckpointError(f"{name}: key '{key}' is a {type(v).__name__}, expected a tensor")
         if v.dim() != ndim:
-            raise CheckpointError(f"{name}: key '{key}' has shape {_shape(v.shape)}, expected a {ndim}-d tensor")
+            raise CheckpointError(f"{name}: key '{key}' has shape {fmt_shape(v.shape)}, expected a {ndim}-d tensor")
         return v
 
     word = need(f"{prefix}embeddings.word_embeddings.weight", 2)
@@ -1021,11 +1003,12 @@ def load_spikelm_bert(
             raise CheckpointError(f"{name}: key '{key}' is a {type(v).__name__}, expected a tensor")
         if t is None:
             if tuple(v.shape) != shape:
-                raise CheckpointError(f"{name}: key '{key}' has shape {_shape(v.shape)}, expected {_shape(shape)}")
+                raise CheckpointError(
+                    f"{name}: key '{key}' has shape {fmt_shape(v.shape)}, expected {fmt_shape(shape)}")
             own[own_key] = v.detach().clone()
         else:
             if v.numel() != 1:
-                raise CheckpointError(f"{name}: key '{key}' has shape {_shape(v.shape)}, expected () (one alpha)")
+                raise CheckpointError(f"{name}: key '{key}' has shape {fmt_shape(v.shape)}, expected () (one alpha)")
             if not bool(torch.isfinite(v).all()):
                 raise CheckpointError(f"{name}: key '{key}' holds a non-finite alpha ({float(v)})")
             own[own_key] = own[own_key].clone()

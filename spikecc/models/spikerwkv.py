@@ -97,6 +97,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from spikecc.errors import CheckpointError
+from spikecc.models.checkpoint import check_state_dict
 
 FAMILY = "spikerwkv"
 ENCODER_NAMES_ATT = ("enc_k", "enc_v", "enc_r", "enc_o")
@@ -580,10 +581,6 @@ def save_spikerwkv(model: SpikeRWKV, vocab: Any, path: str | os.PathLike, meta: 
     os.replace(tmp, path)  # atomic: a crash never leaves a half-written checkpoint under the final name
 
 
-def _fmt_shape(s: Sequence[int]) -> str:
-    return "(" + ", ".join(str(int(x)) for x in s) + ")"
-
-
 def load_spikerwkv(path: str | os.PathLike, dtype: torch.dtype = torch.float64) -> tuple[SpikeRWKV, str]:
     """Load a checkpoint written by `save_spikerwkv`; returns (model in eval mode and `dtype`, vocab chars).
 
@@ -624,22 +621,7 @@ def load_spikerwkv(path: str | os.PathLike, dtype: torch.dtype = torch.float64) 
         found = len(vocab) if isinstance(vocab, str) else type(vocab).__name__
         raise CheckpointError(f"{path}: key 'vocab' must be a string of {cfg.vocab_size} characters, found {found}")
     sd = obj["state_dict"]
-    if not isinstance(sd, dict):
-        raise CheckpointError(f"{path}: key 'state_dict' must be a dict, found {type(sd).__name__}")
-    expected = model.state_dict()
-    for key, ref in expected.items():
-        if key not in sd:
-            raise CheckpointError(f"{path}: missing key 'state_dict.{key}'")
-        t = sd[key]
-        if not isinstance(t, Tensor):
-            raise CheckpointError(f"{path}: key 'state_dict.{key}' is {type(t).__name__}, expected a tensor")
-        if tuple(t.shape) != tuple(ref.shape):
-            raise CheckpointError(
-                f"{path}: key 'state_dict.{key}' has shape {_fmt_shape(t.shape)}, expected {_fmt_shape(ref.shape)}"
-            )
-    extra = sorted(set(sd) - set(expected))
-    if extra:
-        raise CheckpointError(f"{path}: unexpected key 'state_dict.{extra[0]}' (not a {FAMILY} parameter)")
+    check_state_dict(sd, model.state_dict(), str(path), FAMILY)
     model.load_state_dict(sd)
     return model.to(dtype).eval(), vocab
 

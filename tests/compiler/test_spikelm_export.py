@@ -24,7 +24,7 @@ from spikecc.backends.cpu.spikelm_ops import elastic_bi_spike
 from spikecc.cli import main
 from spikecc.compiler.frontends import load_lm
 from spikecc.compiler.frontends.spikelm import BERT_SEQ_LEN, export_spikelm, export_spikelm_bert
-from spikecc.errors import CheckpointError, SpikeccError
+from spikecc.errors import SpikeccError
 from spikecc.ir import Graph, infer_signals, read, ternary, validate, write
 from spikecc.ir.lm_ops import GELU, Embedding, LayerNorm
 from spikecc.ir.spikelm_ops import (
@@ -439,48 +439,32 @@ def test_cli_generate_equals_reference_and_exported_file(tmp_path):
     assert from_file.exit_code == 0 and from_file.stdout == ref.stdout
 
 
-def _one_line_error(path: Path, obj, *fragments: str) -> None:
-    """load_lm and `spikecc generate` both report the bad file in one line naming the file and the key."""
-    if obj is not None:
-        torch.save(obj, path)
-    with pytest.raises(CheckpointError) as info:
-        load_lm(path)
-    msg = str(info.value)
-    assert "\n" not in msg and str(path) in msg
-    for f in fragments:
-        assert f in msg, (f, msg)
-    result = CliRunner().invoke(main, ["generate", str(path), "--prompt", "ab", "--tokens", "4"])
-    assert result.exit_code == 1
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0] == f"error: {msg}", result.output
-
-
-def test_bad_causal_checkpoints_give_one_line_errors(tmp_path):
+def test_bad_causal_checkpoints_give_one_line_errors(tmp_path, checkpoint_error):
     path = tmp_path / "lm.pt"
     save_spikelm(path, small_lm(context=8), CharVocab(VOCAB))
     obj = torch.load(path, weights_only=True)
     sd = dict(obj["state_dict"])
     del sd["layers.1.attn.k_spike.alpha"]
-    _one_line_error(path, {**obj, "state_dict": sd}, "missing key", "state_dict.layers.1.attn.k_spike.alpha")
+    checkpoint_error(path, {**obj, "state_dict": sd}, "missing key", "state_dict.layers.1.attn.k_spike.alpha")
     sd = dict(obj["state_dict"], **{"layers.0.mlp.fc1.weight": torch.zeros(49, 32)})
-    _one_line_error(path, {**obj, "state_dict": sd}, "layers.0.mlp.fc1.weight", "(49, 32)", "expected (48, 32)")
-    _one_line_error(path, {k: v for k, v in obj.items() if k != "vocab"}, "missing key 'vocab'")
-    _one_line_error(path, {**obj, "config": {**obj["config"], "threshold_mode": "never"}}, "'config'")
+    checkpoint_error(path, {**obj, "state_dict": sd}, "layers.0.mlp.fc1.weight", "(49, 32)", "expected (48, 32)")
+    checkpoint_error(path, {k: v for k, v in obj.items() if k != "vocab"}, "missing key 'vocab'")
+    checkpoint_error(path, {**obj, "config": {**obj["config"], "threshold_mode": "never"}}, "'config'")
     good = tmp_path / "good.pt"
     save_spikelm(good, small_lm(context=8), CharVocab(VOCAB))
     cut = tmp_path / "cut.pt"
     cut.write_bytes(good.read_bytes()[:1000])
-    _one_line_error(cut, None, "not a readable torch checkpoint")
+    checkpoint_error(cut, None, "not a readable torch checkpoint")
 
 
-def test_bad_bert_checkpoints_give_one_line_errors(small_bert_file, tmp_path):
+def test_bad_bert_checkpoints_give_one_line_errors(small_bert_file, tmp_path, checkpoint_error):
     sd = torch.load(small_bert_file, weights_only=True)
     path = tmp_path / "bert.pt"
     key = "bert.encoder.layer.1.attention.self.clip_value.2"
-    _one_line_error(path, {k: v for k, v in sd.items() if k != key}, "missing key", key)
+    checkpoint_error(path, {k: v for k, v in sd.items() if k != key}, "missing key", key)
     key = "bert.encoder.layer.0.output.dense.weight"
-    _one_line_error(path, {**sd, key: torch.zeros(64, 255)}, key, "(64, 255)", "expected (64, 256)")
-    _one_line_error(path, {**sd, "bert.encoder.layer.0.extra": torch.zeros(1)}, "unexpected key",
+    checkpoint_error(path, {**sd, key: torch.zeros(64, 255)}, key, "(64, 255)", "expected (64, 256)")
+    checkpoint_error(path, {**sd, "bert.encoder.layer.0.extra": torch.zeros(1)}, "unexpected key",
                     "bert.encoder.layer.0.extra")
 
 

@@ -21,7 +21,6 @@ from spikecc.backends.cpu.spikerwkv_ops import multilevel_encode
 from spikecc.cli import main
 from spikecc.compiler.frontends import load_lm
 from spikecc.compiler.frontends.spikerwkv import export_spikerwkv, tiled_weight
-from spikecc.errors import CheckpointError
 from spikecc.ir import BINARY, Graph, infer_signals, read, ternary, validate, write
 from spikecc.ir.lm_ops import WKV, Embedding, LayerNorm, Product, Sigmoid, SquaredReLU
 from spikecc.ir.spikerwkv_ops import MultiLevelEncoder
@@ -284,39 +283,23 @@ def saved(tmp_path):
     return path, torch.load(path, weights_only=True)
 
 
-def _one_line_error(path: Path, obj, *fragments: str) -> None:
-    """load_lm and `spikecc generate` both report the bad file in one line naming the file and the key."""
-    if obj is not None:
-        torch.save(obj, path)
-    with pytest.raises(CheckpointError) as info:
-        load_lm(path)
-    msg = str(info.value)
-    assert "\n" not in msg and str(path) in msg
-    for f in fragments:
-        assert f in msg, (f, msg)
-    result = CliRunner().invoke(main, ["generate", str(path), "--prompt", "ab", "--tokens", "4"])
-    assert result.exit_code == 1
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0] == f"error: {msg}", result.output
-
-
-def test_bad_checkpoints_give_one_line_errors(saved, tmp_path):
+def test_bad_checkpoints_give_one_line_errors(saved, tmp_path, checkpoint_error):
     path, obj = saved
     sd = dict(obj["state_dict"])
     del sd["blocks.1.att.time_first"]
-    _one_line_error(path, {**obj, "state_dict": sd}, "missing key", "state_dict.blocks.1.att.time_first")
+    checkpoint_error(path, {**obj, "state_dict": sd}, "missing key", "state_dict.blocks.1.att.time_first")
     sd = dict(obj["state_dict"], **{"blocks.0.ffn.key.weight": torch.zeros(57, 24)})
-    _one_line_error(path, {**obj, "state_dict": sd}, "blocks.0.ffn.key.weight", "(57, 24)", "expected (56, 24)")
-    _one_line_error(path, {k: v for k, v in obj.items() if k != "vocab"}, "missing key 'vocab'")
+    checkpoint_error(path, {**obj, "state_dict": sd}, "blocks.0.ffn.key.weight", "(57, 24)", "expected (56, 24)")
+    checkpoint_error(path, {k: v for k, v in obj.items() if k != "vocab"}, "missing key 'vocab'")
     conf = {k: v for k, v in obj["config"].items() if k != "level_weights"}
-    _one_line_error(path, {**obj, "config": conf}, "missing key 'config.level_weights'")
-    _one_line_error(path, {**obj, "config": {**obj["config"], "level_weights": [1.0, 2.0]}}, "'config'",
+    checkpoint_error(path, {**obj, "config": conf}, "missing key 'config.level_weights'")
+    checkpoint_error(path, {**obj, "config": {**obj["config"], "level_weights": [1.0, 2.0]}}, "'config'",
                     "strictly decreasing")
     data = tmp_path / "good.pt"
     save_spikerwkv(_tiny(), VOCAB, data)
     cut = tmp_path / "cut.pt"
     cut.write_bytes(data.read_bytes()[:1000])
-    _one_line_error(cut, None, "not a readable torch checkpoint")
+    checkpoint_error(cut, None, "not a readable torch checkpoint")
 
 
 def test_cli_generate_equals_reference_and_exported_file(tmp_path):
