@@ -224,3 +224,37 @@ def test_cuba_u_init_scales_like_u_and_fits_the_u_register():
     v_f = simulate(low, x, record_states=["li"]).states["li"]["v"]
     v_q = simulate(q, quantize_inputs(q, x), mode="fixed", record_states=["li"]).states["li"]["v"] / s
     assert np.abs(v_f).max() > 0.5 and np.abs(v_q - v_f).max() < 0.01 * np.abs(v_f).max()
+
+
+def test_leaky_readout_never_fires_in_fixed_point_and_tracks_float():
+    """A CubaLI readout's v can grow far beyond the LIF thresholds of a network; the quantizer bounds its
+    scale so that v stays below the largest Loihi threshold (a readout that fired would reset its v)."""
+    import nir
+
+    from spikecc.backends.cpu import simulate
+    from spikecc.compiler.passes.lower_loihi import lower_for_loihi
+    from spikecc.compiler.passes.quantize import quantize_for_loihi, quantize_inputs
+    from spikecc.ir import Graph
+
+    rng = np.random.default_rng(3)
+    n_in, n = 20, 4
+    g = Graph()
+    g.add_node("in", nir.Input(input_type={"input": np.array([n_in])}))
+    g.annotate("in", signal={"kind": "binary", "amplitude": 1.0, "bits": 0, "scale": 1.0})
+    g.add_node("fc", nir.Linear(weight=np.abs(rng.normal(0, 3.0, (n, n_in)))))
+    dt = 1e-4
+    g.add_node("ro", nir.CubaLI(tau_syn=np.full(n, dt / 0.5), tau_mem=np.full(n, dt / 0.2), r=np.full(n, 50.0),
+                                v_leak=np.zeros(n), w_in=np.ones(n)))
+    g.add_node("out", nir.Output(output_type={"output": np.array([n])}))
+    for a, b in [("in", "fc"), ("fc", "ro"), ("ro", "out")]:
+        g.connect(a, b)
+    x = (rng.random((150, n_in)) < 0.8).astype(float)  # strong, sustained drive: large v
+    lowered = lower_for_loihi(g)
+    q = quantize_for_loihi(lowered)
+    ro = [name for name in q.nodes if q.annotation(name, "readout") == "v"][0]
+    v_float = simulate(lowered, x, record_states=[ro]).states[ro]["v"]
+    res = simulate(q, quantize_inputs(q, x), mode="fixed", record_states=[ro])
+    v_fixed = res.states[ro]["v"] / q.annotation(ro, "v_scale")
+    assert res.counts[ro].events == 0  # it never fired (a fire would reset v to 0)
+    assert v_float.max() > 1e3  # the float readout does climb high
+    np.testing.assert_allclose(v_fixed, v_float, rtol=0.02, atol=0.02 * np.abs(v_float).max())

@@ -46,7 +46,8 @@ Precision lost (annotated per node so a user can see where):
   steps, run with the quantized du, dv, bias and Lava's truncating decays, the state misses the NIR initial
   state by a few units of v per step (up to 2**(bias_exp-1) per step from the bias): on examples/networks
   by at most 74 units, under 1e-4 of the threshold;
-- real inputs to input_bits; a readout (LI) never spikes unless v saturates (vth = 131071, v_max = 2**23 - 1);
+- real inputs to input_bits; a readout (LI) gets vth = 131071 (the largest) and a scale S that keeps its worst-case
+  |v| below 131071 << 6, so it never fires (an integrator readout, dv = 0, has no such bound);
 - state ranges: u wraps and v saturates beyond 2**23 - 1; S is chosen so this cannot happen for u under
   the worst-case input bound, v may saturate far below threshold (strong inhibition).
 """
@@ -196,6 +197,14 @@ def _quantize_neuron(g: Graph, name: str, op, dense: list[str], weight_bits: int
         finite = ths["vth"][np.isfinite(ths["vth"])]
         if finite.size and finite.max() > 0:
             limits.append(VTH_MAX * 2**VTH_SHIFT / finite.max())
+        dv_min = float(dv.min()) if dv.size else 0.0
+        if finite.size < ths["vth"].size and dv_min > 0:
+            # A readout (vth = inf) must never fire: its |v| <= (|u| + |bias|) / dv + |v_init| has to stay
+            # below the largest threshold Loihi can hold, VTH_MAX << 6 (else it spikes and resets).
+            v_bound = (peak_in / du_min + u0 + float(np.abs(bias).max(initial=0.0))) / dv_min \
+                + float(np.abs(np.asarray(op.v_init, dtype=np.float64)).max(initial=0.0))
+            if v_bound > 0:
+                limits.append(ROUNDING_MARGIN * (VTH_MAX * 2**VTH_SHIFT - 1) / v_bound)
     else:
         peak = max(np.abs(ths["vth_hi"]).max(), np.abs(ths["vth_lo"]).max())
         if peak > 0:
