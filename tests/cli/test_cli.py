@@ -207,3 +207,17 @@ def test_generate_matches_reference_and_reports_bad_prompts(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(ckpt.read_bytes()[:500])
     assert_one_line_error(run("generate", bad, "--prompt", "a"), "bad.pt")
+
+
+@pytest.mark.parametrize("family", ["spikegpt", "spikelm", "spikerwkv"])
+def test_shipped_lm_generates_the_reference_text_from_checkpoint_and_exported_file(family, examples_dir, tmp_path):
+    ckpt = examples_dir / "checkpoints" / f"{family}-shakespeare.pt"
+    prompt = "JULIET:\n"
+    args = ["generate", ckpt, "--prompt", prompt, "--tokens", 32]
+    sim, ref = run(*args), run(*args, "--reference")
+    assert sim.exit_code == 0 and ref.exit_code == 0, (sim.output, ref.output)
+    assert sim.stdout == ref.stdout and sim.stdout.startswith(prompt)
+    assert len(sim.stdout) == len(prompt) + 32 + 1  # prompt, 32 characters, newline
+    out = tmp_path / f"{family}.nir"
+    assert run("export", ckpt, "-o", out).exit_code == 0
+    assert run("generate", out, "--prompt", prompt, "--tokens", 32).stdout == ref.stdout

@@ -13,12 +13,10 @@ import nir
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
 from spikecc.backends.cpu.lm_runner import LMSimulator
 from spikecc.backends.cpu.simulator import Simulator
 from spikecc.backends.cpu.spikerwkv_ops import multilevel_encode
-from spikecc.cli import main
 from spikecc.compiler.frontends import load_lm
 from spikecc.compiler.frontends.spikerwkv import export_spikerwkv, tiled_weight
 from spikecc.ir import BINARY, Graph, infer_signals, read, ternary, validate, write
@@ -300,18 +298,3 @@ def test_bad_checkpoints_give_one_line_errors(saved, tmp_path, checkpoint_error)
     cut = tmp_path / "cut.pt"
     cut.write_bytes(data.read_bytes()[:1000])
     checkpoint_error(cut, None, "not a readable torch checkpoint")
-
-
-def test_cli_generate_equals_reference_and_exported_file(tmp_path):
-    runner = CliRunner()
-    args = ["generate", str(SHIPPED), "--prompt", "JULIET:\n", "--tokens", "32"]
-    sim = runner.invoke(main, args)
-    ref = runner.invoke(main, [*args, "--reference"])
-    assert sim.exit_code == 0 and ref.exit_code == 0, (sim.output, ref.output)
-    assert sim.stdout == ref.stdout and sim.stdout.startswith("JULIET:\n")
-    assert len(sim.stdout) == len("JULIET:\n") + 32 + 1  # prompt, 32 characters, newline
-    out = tmp_path / "shipped.nir"
-    exp = runner.invoke(main, ["export", str(SHIPPED), "-o", str(out)])
-    assert exp.exit_code == 0, exp.output
-    from_file = runner.invoke(main, ["generate", str(out), "--prompt", "JULIET:\n", "--tokens", "32"])
-    assert from_file.exit_code == 0 and from_file.stdout == ref.stdout
