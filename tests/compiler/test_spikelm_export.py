@@ -480,3 +480,19 @@ def test_generation_past_the_context_window_matches_the_reference(examples_dir):
     prompt = "ROMEO:\n"
     n = context - len(prompt) + 3  # three tokens beyond the window
     assert LMSimulator(lm.graph).generate(prompt, n).text == reference_generate(lm, prompt, n)
+
+
+def test_attention_counts_the_synaptic_work_of_k_and_v_spikes():
+    """Each query multiplies every non-zero cached key element once (Q K^T) and weighs every non-zero cached value
+    element once (P V): the K layer's work per token grows with all keys spiked so far at that spike step."""
+    model = small_lm(context=32)
+    sim = LMSimulator(export_spikelm(model, VOCAB))
+    run = sim.generate("abcab", 10, record=True)
+    rows = {a.layer: a for a in sim.activity(run)}
+    n_tok = len(run.token_ids)
+    for kind in ("k", "v"):
+        spikes = run.spikes[f"layers.0.attn.{kind}_spike"]  # (tokens, T, d)
+        nnz = (spikes != 0).sum(axis=2)  # (tokens, T)
+        expected = int(np.cumsum(nnz, axis=0).sum())  # at token j, step t: every cached key of tokens <= j
+        assert expected > 0
+        assert rows[f"layers.0.attn.{kind}_spike"].synops_per_token == pytest.approx(expected / n_tok)

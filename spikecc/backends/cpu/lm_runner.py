@@ -121,9 +121,13 @@ class LMSimulator:
         costs the fan-out of i in every synapse it feeds (host ops such as LayerNorm cost none here)."""
         events = self.sim.neuron_events[name]
         total = 0
-        for consumer in self.graph.successors(name):
-            fan = getattr(self.sim.kernels[consumer], "fanout", None)
-            if fan is not None and len(fan) == len(events):
+        for edge in self.graph.out_edges(name):
+            kernel = self.sim.kernels[edge.dst]
+            per_port = getattr(kernel, "port_synops", None)  # ops that count per input (attention's K, V)
+            fan = getattr(kernel, "fanout", None)
+            if per_port is not None and edge.port in per_port:
+                total += per_port[edge.port]
+            elif fan is not None and len(fan) == len(events):
                 total += int(events @ fan)
         return total
 

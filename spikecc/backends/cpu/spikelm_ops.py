@@ -100,7 +100,11 @@ def attend(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 class CausalSelfAttentionKernel(Kernel):
-    """KV cache per spike step: `keys[t][:n[t]]` holds the (n, d) spiked keys of spike step t of every token so far."""
+    """KV cache per spike step: `keys[t][:n[t]]` holds the (n, d) spiked keys of spike step t of every token so far.
+
+    Synaptic operations, event-driven: Q K^T touches every non-zero cached key element once (one multiply-add
+    with the query), P V every non-zero cached value element once; counted per port in `port_synops`.
+    """
 
     def __init__(self, n_head: int, T: int, d: int, dtype) -> None:
         super().__init__()
@@ -113,6 +117,8 @@ class CausalSelfAttentionKernel(Kernel):
         self.keys = [np.zeros((16, self.d), self.dtype) for _ in range(self.T)]
         self.values = [np.zeros((16, self.d), self.dtype) for _ in range(self.T)]
         self.n = [0] * self.T
+        self.nnz = {"k": [0] * self.T, "v": [0] * self.T}  # non-zeros in each spike step's cache
+        self.port_synops = {"k": 0, "v": 0}
 
     def step(self, x):
         t = self.t % self.T
@@ -124,6 +130,10 @@ class CausalSelfAttentionKernel(Kernel):
         self.keys[t][n] = x["k"]
         self.values[t][n] = x["v"]
         self.n[t] = n = n + 1
+        for port in ("k", "v"):
+            self.nnz[port][t] += int(np.count_nonzero(x[port]))
+            self.port_synops[port] += self.nnz[port][t]
+        self.synops = self.port_synops["k"] + self.port_synops["v"]
         h, dh = self.h, self.d // self.h
         q = x["q"].reshape(h, 1, dh)
         k = self.keys[t][:n].reshape(n, h, dh).transpose(1, 0, 2)  # (h, n, dh)
