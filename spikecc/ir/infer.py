@@ -196,10 +196,6 @@ def infer_signals(g: Graph) -> dict[str, Signal]:
     return signals
 
 
-def edge_signal(g: Graph, signals: dict[str, Signal], src: str) -> Signal:
-    return signals.get(src, REAL)
-
-
 def check_structure(g: Graph) -> None:
     """Edges name existing nodes and ports; inputs have no producers; every non-Input node has one."""
     for e in g.edges:
