@@ -25,7 +25,7 @@ from rich.table import Table
 import spikecc  # noqa: F401  (Lava's Python 3.11 fix)
 from spikecc.backends.cpu import Simulator
 from spikecc.backends.lava import run_lava
-from spikecc.compiler.pipeline import prepare_run
+from spikecc.driver import prepare_run
 from spikecc.ir import Graph
 
 N = 512

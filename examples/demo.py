@@ -52,7 +52,7 @@ def main() -> int:
     import spikecc.ir as ir
     from spikecc.backends.cpu import simulate
     from spikecc.backends.lava import run_lava
-    from spikecc.compiler.pipeline import compile_file, prepare_run
+    from spikecc.driver import compile_file, prepare_run
 
     console = Console()
     console.rule(f"spikecc demo: {NETWORK.relative_to(HERE.parent)}")
@@ -65,8 +65,8 @@ def main() -> int:
                   + ", ".join(sorted(p.name for p in BUILD.iterdir())))
 
     graph = ir.read(NETWORK)
-    lowered_float, _ = prepare_run(graph, x, fixed_point=False)
-    lowered_fixed, xq = prepare_run(graph, x, fixed_point=True)
+    lowered_float, _ = prepare_run(graph, x, fixed_point=False, spike_inputs=True)
+    lowered_fixed, xq = prepare_run(graph, x, fixed_point=True, spike_inputs=True)
     built = ir.read(BUILD / "lowered.nir")  # what `spikecc compile` wrote is what runs below
     assert {n: type(op).__name__ for n, op in built.nodes.items()} == \
         {n: type(op).__name__ for n, op in lowered_fixed.nodes.items()}

@@ -6,8 +6,10 @@ Every spikecc error is printed as one line `error: ...` with exit status 1, neve
 from __future__ import annotations
 
 import functools
-import io
+import os
+import signal
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -15,26 +17,60 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from spikecc.errors import InputFileError, SpikeccError
+from spikecc.errors import InputFileError, SpikeccError, SpikeccWarning, first_line
 
 console = Console(highlight=False)
 if not console.is_terminal:  # piped or captured: do not squeeze tables into 80 columns
     console = Console(highlight=False, width=160)
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived: unwinds like KeyboardInterrupt, so every `finally` (Lava shutdown, temporary files) runs."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    text = str(message).strip().replace("\n", " ")
+    click.echo(f"warning: {text}", err=True)
+
+
 def friendly_errors(fn):
-    """Turn spikecc errors (and file errors) into one line on stderr and exit status 1."""
+    """Run a command so that the user sees one line for every outcome but success: spikecc errors and file
+    errors as `error: ...` (exit 1), Ctrl-C and SIGTERM as `error: interrupted ...` (exit 130 / 143), after
+    every `finally` has run (no Lava process and no temporary file is left behind); warnings as one
+    `warning: ...` line each. A bug in spikecc itself also ends in one line (exit 2) unless SPIKECC_DEBUG=1."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.simplefilter("always", SpikeccWarning)
+                warnings.showwarning = _show_warning
+                return fn(*args, **kwargs)
         except SpikeccError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
         except (OSError, ValueError) as exc:  # e.g. unwritable output path, disk full
-            click.echo(f"error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", err=True)
+            click.echo(f"error: {type(exc).__name__}: {first_line(exc)}", err=True)
             sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("error: interrupted (Ctrl-C); stopped, nothing left running or half-written", err=True)
+            sys.exit(130)
+        except Terminated:
+            click.echo("error: terminated (SIGTERM); stopped, nothing left running or half-written", err=True)
+            sys.exit(143)
+        except Exception as exc:
+            if os.environ.get("SPIKECC_DEBUG"):
+                raise
+            click.echo(f"error: internal error in spikecc ({type(exc).__name__}: {first_line(exc)}); please report "
+                       "it with the command line (SPIKECC_DEBUG=1 shows the traceback)", err=True)
+            sys.exit(2)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
     return wrapper
 
@@ -46,22 +82,14 @@ def load_input(path: Path) -> np.ndarray:
     try:
         data = np.load(path, allow_pickle=False)
     except Exception as exc:
-        raise InputFileError(f"{path}: not a numpy .npy/.npz file ({str(exc).splitlines()[0][:120]})") from None
+        raise InputFileError(f"{path}: not a numpy .npy/.npz file ({first_line(exc)})") from None
     if isinstance(data, np.lib.npyio.NpzFile):
         if len(data.files) != 1:
             raise InputFileError(f"{path}: .npz holds {len(data.files)} arrays; give a .npy or a one-array .npz")
         data = data[data.files[0]]
-    if not np.issubdtype(data.dtype, np.number) and data.dtype != bool:
+    if data.dtype.kind not in "biufc":
         raise InputFileError(f"{path}: array of dtype {data.dtype}; inputs must be numeric")
     return data
-
-
-def save_outputs(path: Path, outputs: dict[str, np.ndarray]) -> None:
-    from spikecc.compiler.build_dir import atomic_write_bytes
-
-    buf = io.BytesIO()
-    np.savez(buf, **outputs)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def progress_bar(total: int, label: str):
@@ -84,7 +112,7 @@ LM_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 @main.command()
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--prompt", default=None, help="for language models: text to run through the simulator for activity")
-@click.option("--tokens", type=int, default=32, show_default=True,
+@click.option("--tokens", type=click.IntRange(min=0), default=32, show_default=True,
               help="for language models: tokens to generate after the prompt when measuring activity")
 @friendly_errors
 def inspect(file: Path, prompt: str | None, tokens: int) -> None:
@@ -149,30 +177,62 @@ def _print_lm_activity(g, prompt: str, tokens: int) -> None:
                   f"generated: {run.text!r}")
 
 
+def input_options(fn):
+    """--spike-inputs and --input-range: the one input rule of simulate, lava and compile (spikecc.driver)."""
+    fn = click.option("--input-range", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+                      help="fixed point: real input values are sent as 8-bit graded payloads of this full scale "
+                           "(values beyond it are clipped, with a warning)")(fn)
+    return click.option("--spike-inputs", is_flag=True,
+                        help="the Inputs carry binary spikes (0/1, sent as binary messages); without it they carry "
+                             "real values (graded messages), unless the graph says otherwise")(fn)
+
+
 def run_options(fixed_help: str):
-    """The arguments `simulate` and `lava` share: FILE, --input, --steps, --fixed-point, -o."""
+    """The arguments `simulate` and `lava` share: FILE, --input, --steps, --fixed-point, -o, input options."""
 
     def deco(fn):
         for option in reversed([
             click.argument("file", type=click.Path(path_type=Path)),
             click.option("--input", "input_path", required=True, type=click.Path(path_type=Path),
                          help="numpy array shaped (steps, *input shape)"),
-            click.option("--steps", type=int, default=None, help="steps to run (default: all input steps)"),
+            click.option("--steps", type=click.IntRange(min=1), default=None,
+                         help="steps to run (default: all input steps)"),
             click.option("--fixed-point", is_flag=True, help=fixed_help),
             click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
                          help=".npz with one array per Output node, named after it, shaped (steps, *shape)"),
         ]):
             fn = option(fn)
-        return fn
+        return input_options(fn)
 
     return deco
 
 
-def _run_common(file: Path, input_path: Path, steps: int | None):
+def _prepare(file: Path, input_path: Path, steps: int | None, fixed_point: bool, output: Path | None,
+             spike_inputs: bool, input_range: float, lower: bool):
+    """Check the output path, read the graph and the input, and prepare the run (spikecc.driver.prepare_run)."""
+    from spikecc.driver import prepare_run
+    from spikecc.files import check_output_file
     from spikecc.ir import read
 
+    if output is not None:
+        check_output_file(output, inputs=[file, input_path])
     g = read(file)
-    return g, load_input(input_path), steps
+    x = load_input(input_path)
+    if steps is not None and x.ndim and steps > x.shape[0]:
+        raise InputFileError(f"{input_path}: asked for {steps} steps but the input holds only {x.shape[0]}; "
+                             "pass a longer input or fewer steps")
+    if steps is not None:
+        x = x[:steps]
+    return prepare_run(g, x, fixed_point=fixed_point, lower=lower or fixed_point, spike_inputs=spike_inputs,
+                       input_range=input_range, source=str(file))
+
+
+def _save(output: Path | None, outputs: dict) -> None:
+    if output:
+        from spikecc.files import write_outputs_npz
+
+        write_outputs_npz(output, outputs)
+        console.print(f"wrote {output} ({', '.join(outputs)})")
 
 
 def _print_activity(counts: dict, steps: int) -> None:
@@ -189,67 +249,61 @@ def _print_activity(counts: dict, steps: int) -> None:
 @main.command()
 @run_options(fixed_help="lower + quantize for Loihi 2 and run bit-accurately")
 @friendly_errors
-def simulate(file: Path, input_path: Path, steps: int | None, fixed_point: bool, output: Path | None) -> None:
+def simulate(file: Path, input_path: Path, steps: int | None, fixed_point: bool, output: Path | None,
+             spike_inputs: bool, input_range: float) -> None:
     """Simulate a NIR FILE on the CPU (spikecc's event-driven simulator)."""
     from spikecc.backends.cpu import Simulator
-    from spikecc.compiler.pipeline import prepare_run
+    from spikecc.driver import is_fixed
 
-    g, x, steps = _run_common(file, input_path, steps)
-    g, x = prepare_run(g, x, fixed_point=fixed_point, lower=fixed_point)
-    sim = Simulator(g, mode="fixed" if fixed_point else "float")
+    g, x = _prepare(file, input_path, steps, fixed_point, output, spike_inputs, input_range, lower=False)
+    sim = Simulator(g, mode="fixed" if is_fixed(g) else "float")
     with progress_bar(len(sim.components), "simulating") as bar:
         task = bar.add_task("sim", total=len(sim.components))
         res = sim.run(x, steps=steps, progress=lambda k: bar.update(task, completed=k))
     _print_activity(res.counts, res.steps)
-    if output:
-        save_outputs(output, res.outputs)
-        console.print(f"wrote {output} ({', '.join(res.outputs)})")
+    _save(output, res.outputs)
 
 
 @main.command()
 @run_options(fixed_help="quantize and run Lava's bit-accurate (fixed_pt) models")
 @friendly_errors
-def lava(file: Path, input_path: Path, steps: int | None, fixed_point: bool, output: Path | None) -> None:
+def lava(file: Path, input_path: Path, steps: int | None, fixed_point: bool, output: Path | None,
+         spike_inputs: bool, input_range: float) -> None:
     """Run a NIR FILE in Lava's Loihi 2 simulator (Loihi2SimCfg). Each synapse layer adds Lava's
     one-step delay, so outputs lag the float NIR semantics by the number of layers on the path."""
     from spikecc.backends.lava import run_lava
-    from spikecc.compiler.pipeline import prepare_run
+    from spikecc.driver import is_fixed
 
-    g, x, steps = _run_common(file, input_path, steps)
-    steps = x.shape[0] if steps is None else steps
-    if steps > x.shape[0]:
-        raise InputFileError(f"asked for {steps} steps but {input_path} holds only {x.shape[0]}")
-    lowered, xq = prepare_run(g, x[:steps], fixed_point=fixed_point)
-    with console.status(f"running {steps} steps in Lava ({'fixed_pt' if fixed_point else 'floating_pt'})"):
-        res = run_lava(lowered, xq, steps=steps, mode="fixed" if fixed_point else "float")
+    lowered, xq = _prepare(file, input_path, steps, fixed_point, output, spike_inputs, input_range, lower=True)
+    mode = "fixed" if is_fixed(lowered) else "float"
+    with console.status(f"running in Lava ({'fixed_pt' if mode == 'fixed' else 'floating_pt'})"):
+        res = run_lava(lowered, xq, steps=steps, mode=mode)
     for name, arr in res.outputs.items():
         console.print(f"{name}: shape {arr.shape}, {int(np.count_nonzero(arr)):,} non-zero outputs")
-    if output:
-        save_outputs(output, res.outputs)
-        console.print(f"wrote {output} ({', '.join(res.outputs)})")
+    _save(output, res.outputs)
 
 
 @main.command(name="compile")
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path),
-              help="build directory (replaced atomically)")
+              help="build directory: a new one, or an earlier spikecc build, which is replaced atomically")
 @click.option("--float", "float_mode", is_flag=True, help="skip fixed-point quantization")
-@click.option("--spike-inputs", is_flag=True,
-              help="the Inputs carry binary spikes (sent as binary messages) rather than real values")
+@input_options
 @friendly_errors
-def compile_cmd(file: Path, out_dir: Path, float_mode: bool, spike_inputs: bool) -> None:
+def compile_cmd(file: Path, out_dir: Path, float_mode: bool, spike_inputs: bool, input_range: float) -> None:
     """Compile a NIR FILE for Loihi 2 into a build directory (lowered graph, manifest, report, Lava module)."""
-    from spikecc.compiler.pipeline import compile_file
+    from spikecc.driver import compile_file
 
     with console.status("compiling"):
-        out = compile_file(file, out_dir, fixed_point=not float_mode, spike_inputs=spike_inputs)
+        out = compile_file(file, out_dir, fixed_point=not float_mode, spike_inputs=spike_inputs,
+                           input_range=input_range)
     console.print(f"wrote {out}/: " + ", ".join(sorted(p.name for p in out.iterdir())))
 
 
 @main.command()
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("--prompt", required=True, help="text to start from (characters of the model's vocabulary)")
-@click.option("--tokens", type=int, default=64, show_default=True, help="characters to generate")
+@click.option("--tokens", type=click.IntRange(min=1), default=64, show_default=True, help="characters to generate")
 @click.option("--reference", is_flag=True, help="run the torch reference model instead of the simulator")
 @friendly_errors
 def generate(checkpoint: Path, prompt: str, tokens: int, reference: bool) -> None:
@@ -278,8 +332,10 @@ def generate(checkpoint: Path, prompt: str, tokens: int, reference: bool) -> Non
 def export(checkpoint: Path, output: Path) -> None:
     """Export a spiking-LM CHECKPOINT to a .nir file (NIR nodes + spikecc extension ops, vocabulary included)."""
     from spikecc.compiler.frontends import load_lm
+    from spikecc.files import check_output_file
     from spikecc.ir import validate, write
 
+    check_output_file(output, inputs=[checkpoint])
     lm = load_lm(checkpoint)
     validate(lm.graph)
     write(lm.graph, output)

@@ -10,6 +10,30 @@ from spikecc.errors import InputFileError
 from spikecc.ir.graph import Graph
 
 
+def check_input_values(graph: Graph, name: str, a: np.ndarray) -> np.ndarray:
+    """`a` (data for Input `name`) as a real array, or an InputFileError: complex, NaN and infinite values are
+    refused, and so is anything but 0 and 1 for an Input that carries binary spikes."""
+    a = np.asarray(a)
+    if a.dtype.kind == "c":
+        raise InputFileError(f"input for Input node '{name}' is complex ({a.dtype}); give real values")
+    if a.dtype.kind not in "biuf":
+        raise InputFileError(f"input for Input node '{name}' has dtype {a.dtype}; give a numeric array")
+    if a.dtype.kind == "f":
+        bad = ~np.isfinite(a)
+        if bad.any():
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise InputFileError(f"input for Input node '{name}' holds {int(bad.sum())} NaN or infinite value(s), "
+                                 f"the first at index {where} ({a[where]}); give finite values")
+    if graph.annotation(name, "signal", {}).get("kind") == "binary":
+        bad = (a != 0) & (a != 1)
+        if bad.any():
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise InputFileError(f"input for Input node '{name}' holds {a[where]} at index {where}, but the Input "
+                                 "carries binary spikes (0 or 1); give spikes, or real values without "
+                                 "--spike-inputs")
+    return a
+
+
 def bind_inputs(graph: Graph, shapes: Mapping[str, tuple[int, ...]], inputs: np.ndarray | Mapping[str, np.ndarray],
                 steps: int | None, integer: bool = False) -> tuple[dict[str, np.ndarray], int]:
     """({input name: (steps, size) array}, steps) for `inputs`: one array for a single-Input graph or a
@@ -29,7 +53,7 @@ def bind_inputs(graph: Graph, shapes: Mapping[str, tuple[int, ...]], inputs: np.
         raise InputFileError(f"no data for Input node(s) {', '.join(missing)}")
     out = {}
     for n in names:
-        a = np.asarray(inputs[n])
+        a = check_input_values(graph, n, inputs[n])
         shape = tuple(shapes[n])
         size = int(np.prod(shape))
         if a.ndim < 1 or a.shape[0] == 0 or a[0].size != size:

@@ -21,7 +21,9 @@ import nir
 import numpy as np
 from nir.serialization import hdf2dict
 
-from spikecc.errors import GraphError, InputFileError, UnknownOpError
+from spikecc.errors import GraphError, InputFileError, UnknownOpError, first_line
+from spikecc.files import atomic_file, mark_hdf5
+from spikecc.ir.checks import check_values
 from spikecc.ir.graph import Edge, Graph
 from spikecc.ir.ops import OP_REGISTRY, ExtensionOp
 
@@ -140,14 +142,14 @@ def read(path: str | os.PathLike) -> Graph:
         f = h5py.File(path, "r")
     except OSError as exc:
         raise InputFileError(
-            f"{path}: not a readable HDF5 file ({_short(exc)}); NIR files are HDF5, written by nir.write") from None
+            f"{path}: not a readable HDF5 file ({first_line(exc)}); NIR files are HDF5, written by nir.write") from None
     with f:
         if "node" not in f:
             raise InputFileError(f"{path}: HDF5 file without a 'node' group, so not a NIR graph")
         try:
             tree = hdf2dict(f["node"])
         except Exception as exc:  # a truncated or corrupt file fails inside h5py with various errors
-            raise InputFileError(f"{path}: cannot read the NIR data ({_short(exc)}); the file may be truncated") \
+            raise InputFileError(f"{path}: cannot read the NIR data ({first_line(exc)}); the file may be truncated") \
                 from None
     root = _node_from_dict(tree, name="", path=path)
     if not isinstance(root, nir.NIRGraph):
@@ -158,6 +160,10 @@ def read(path: str | os.PathLike) -> Graph:
     g = from_nir(root, metadata=meta)
     if order and set(order) == set(g.nodes):
         g.nodes = {n: g.nodes[n] for n in order}
+    try:
+        check_values(g)
+    except GraphError as exc:
+        raise InputFileError(f"{path}: {exc}") from None
     return g
 
 
@@ -178,27 +184,20 @@ def _node_from_dict(d: dict[str, Any], name: str, path: Path) -> nir.NIRNode:
     except (InputFileError, UnknownOpError):
         raise
     except Exception as exc:
-        raise InputFileError(f"{path}: {where} of type '{kind}' has bad or missing fields ({_short(exc)})") from None
+        raise InputFileError(f"{path}: {where} of type '{kind}' has bad or missing fields "
+                             f"({first_line(exc)})") from None
     known = ", ".join(sorted(NIR_TYPES | set(OP_REGISTRY)))
     raise UnknownOpError(
         f"{path}: {where} has type '{kind}', which spikecc does not know; supported types: {known}")
 
 
 def write(g: Graph, path: str | os.PathLike) -> None:
-    """Write atomically: to a temporary file beside `path`, renamed into place when complete."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    """Write atomically (a temporary file beside `path`, renamed into place when complete), with spikecc's
+    mark so that a later command may replace it (spikecc.files)."""
+    with atomic_file(path) as tmp:
         nir.write(tmp, to_nir(g))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        mark_hdf5(tmp)
 
 
 def _str(x: Any) -> str:
     return x.decode("utf8") if isinstance(x, bytes) else str(x)
-
-
-def _short(exc: BaseException) -> str:
-    return str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__

@@ -34,3 +34,18 @@ def check_state_dict(sd: Any, expected: Mapping[str, Tensor], source: str, famil
     extra = sorted(set(sd) - set(expected))
     if extra:
         raise CheckpointError(f"{source}: unexpected key '{key_prefix}{extra[0]}' (not a {family} parameter)")
+
+
+def check_finite(obj: Any, source: str, prefix: str = "") -> None:
+    """Every floating-point tensor in `obj` (a state dict, possibly nested in dicts) holds finite values only."""
+    import torch
+
+    if isinstance(obj, Mapping):
+        for key, value in obj.items():
+            check_finite(value, source, f"{prefix}{key}.")
+    elif isinstance(obj, Tensor) and (obj.is_floating_point() or obj.is_complex()):
+        finite = torch.isfinite(obj)
+        if not bool(finite.all()):
+            bad = int((~finite).sum())
+            raise CheckpointError(f"{source}: key '{prefix.rstrip('.')}' holds {bad} NaN or infinite value(s); "
+                                  "the checkpoint is corrupt or its training diverged")

@@ -555,5 +555,9 @@ def test_error_states_and_inputs():
         run_lava(flt, np.zeros((4, 5)))
     with pytest.raises(InputFileError, match="holds only 4"):
         run_lava(flt, np.zeros((4, 3)), steps=10)
-    with pytest.raises(InputFileError, match="non-integer values.*quantize_inputs"):
+    with pytest.raises(InputFileError, match="holds 0.5 at index \\(0, 0\\), but the Input carries binary spikes"):
         run_lava(quantize_for_loihi(flt), np.full((4, 3), 0.5))
+    graded = flt.copy()
+    graded.annotate("in", signal={"kind": "real"})
+    with pytest.raises(InputFileError, match="non-integer values.*quantize_inputs"):
+        run_lava(quantize_for_loihi(graded), np.full((4, 3), 0.5))

@@ -55,16 +55,23 @@ def lower_product(op, ctx: BuildContext) -> Kernel:
 class EmbeddingKernel(Kernel):
     """Lookup; each token reads one row, so one synaptic operation per output element."""
 
-    def __init__(self, table: np.ndarray) -> None:
+    def __init__(self, table: np.ndarray, name: str) -> None:
         super().__init__()
-        self.table = table
+        self.table, self.name = table, name
 
     def _ids(self, x: np.ndarray) -> np.ndarray:
-        ids = np.rint(x).astype(np.int64).reshape(-1)
-        if ids.size and (ids.min() < 0 or ids.max() >= len(self.table)):
-            from spikecc.errors import InputFileError
+        """Token ids as integers; a fractional or out-of-vocabulary id is an error, never truncated."""
+        from spikecc.errors import InputFileError
 
-            raise InputFileError(f"token id {int(ids.max())} outside the vocabulary of {len(self.table)}")
+        x = np.asarray(x).reshape(-1)
+        if x.size and not np.all(np.isfinite(x) & (x == np.rint(x))):
+            bad = x[~(np.isfinite(x) & (x == np.rint(x)))][0]
+            raise InputFileError(f"node '{self.name}': token id {bad} is not a whole number; give integer ids")
+        ids = x.astype(np.int64)
+        if ids.size and (ids.min() < 0 or ids.max() >= len(self.table)):
+            bad = ids[(ids < 0) | (ids >= len(self.table))][0]
+            raise InputFileError(f"node '{self.name}': token id {int(bad)} is outside the vocabulary of "
+                                 f"{len(self.table)} (ids 0..{len(self.table) - 1})")
         return ids
 
     def step(self, x):
@@ -81,7 +88,7 @@ class EmbeddingKernel(Kernel):
 @lowers(Embedding)
 def lower_embedding(op: Embedding, ctx: BuildContext) -> Kernel:
     require_float(ctx, op)
-    return EmbeddingKernel(np.asarray(op.weight, dtype=ctx.dtype))
+    return EmbeddingKernel(np.asarray(op.weight, dtype=ctx.dtype), ctx.name)
 
 
 class LayerNormKernel(Kernel):

@@ -16,8 +16,13 @@ that is the lowering's doing, not the backend's.)
 
 from __future__ import annotations
 
+import ctypes
+import multiprocessing
+import os
+import signal
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -108,6 +113,57 @@ def _shutdown(process, failed: bool) -> None:
     runtime.stop()
 
 
+# -- process hygiene ---------------------------------------------------------------------------------
+# Lava forks one OS process per process model and runtime service. Two things keep them from outliving
+# spikecc: (1) every process forked while `contained_processes` is active ignores SIGINT (Ctrl-C reaches the
+# whole terminal process group: only spikecc itself should react, once, instead of each child printing a
+# traceback), takes the default action on SIGTERM (not a handler inherited from spikecc), and asks the
+# kernel to kill it when its parent dies (Linux PR_SET_PDEATHSIG), so even a SIGKILL of spikecc leaves
+# nothing behind; (2) on leaving the block, whatever still runs is terminated, then killed.
+_CONTAINED = [0]
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _in_forked_child() -> None:
+    if not _CONTAINED[0]:
+        return
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: step (2) still applies
+        pass
+
+
+os.register_at_fork(after_in_child=_in_forked_child)
+
+
+def reap_children(timeout: float = 2.0) -> int:
+    """Terminate (then kill) every child process still running; returns how many there were."""
+    children = multiprocessing.active_children()
+    for child in children:
+        child.terminate()
+    deadline = time.monotonic() + timeout
+    for child in children:
+        child.join(max(0.0, deadline - time.monotonic()))
+        if child.is_alive():
+            child.kill()
+            child.join(1.0)
+    return len(children)
+
+
+@contextmanager
+def contained_processes() -> Iterator[None]:
+    """Run Lava inside this block: no OS process it forks outlives the block, however the block ends
+    (success, error, KeyboardInterrupt, SystemExit)."""
+    _CONTAINED[0] += 1
+    try:
+        yield
+    finally:
+        _CONTAINED[0] -= 1
+        reap_children()
+
+
 def run_lava(graph: Graph, inputs: np.ndarray | Mapping[str, np.ndarray], steps: int | None = None,
              mode: str | None = None, record_states: Iterable[str] | Mapping[str, Iterable[str]] = ()) \
         -> LavaResult:
@@ -131,14 +187,15 @@ def run_lava(graph: Graph, inputs: np.ndarray | Mapping[str, np.ndarray], steps:
     dtype = np.int64 if mode == "fixed" else np.float64
     t0 = time.perf_counter()
     try:
-        failed = True
-        try:
-            net.probe.run(condition=RunSteps(num_steps=steps), run_cfg=net.run_config())
-            failed = False
-        except RuntimeError as e:  # Lava's report of an exception inside a process model
-            raise BackendError(f"the Lava run failed: {_child_error(net.probe) or e}") from e
-        finally:
-            _shutdown(net.probe, failed)
+        with contained_processes():
+            failed = True
+            try:
+                net.probe.run(condition=RunSteps(num_steps=steps), run_cfg=net.run_config())
+                failed = False
+            except RuntimeError as e:  # Lava's report of an exception inside a process model
+                raise BackendError(f"the Lava run failed: {_child_error(net.probe) or e}") from e
+            finally:
+                _shutdown(net.probe, failed)
         buf = np.array(net.buffer(), copy=True)
     finally:
         net.release()

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from spikecc.errors import CheckpointError
+from spikecc.errors import CheckpointError, first_line
 from spikecc.ir import Graph, read
 
 
@@ -36,9 +36,11 @@ def _sniff(path: Path) -> tuple[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for bad files (zip, pickle, EOF)
-        first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
-        raise CheckpointError(f"{path}: not a readable torch checkpoint (truncated or another format): {first}") \
-            from None
+        raise CheckpointError(f"{path}: not a readable torch checkpoint (truncated or another format): "
+                              f"{first_line(exc)}") from None
+    from spikecc.models.checkpoint import check_finite
+
+    check_finite(obj, str(path))
     if isinstance(obj, dict) and isinstance(obj.get("family"), str):
         return obj["family"], obj
     if isinstance(obj, dict) and "emb.weight" in obj and any(k.startswith("blocks.") for k in obj):

@@ -55,14 +55,16 @@ Precision lost (annotated per node so a user can see where):
 from __future__ import annotations
 
 import math
+import warnings
 
 import nir
 import numpy as np
 
 from spikecc.compiler.passes.lower_loihi import lower_for_loihi
-from spikecc.errors import BackendError
+from spikecc.errors import BackendError, SpikeccWarning
 from spikecc.ir.graph import Graph
 from spikecc.ir.infer import infer_signals
+from spikecc.ir.inputs import check_input_values
 from spikecc.ir.loihi_ops import ACT_SHIFT, LOIHI_NEURON_OPS, LOIHI_OPS, VTH_SHIFT, LoihiDense, LoihiTernaryLIF
 
 A_IN_MAX = 2**15 - 1  # a_in: 16-bit annotated (lava/proc/lif/models.py:78)
@@ -72,6 +74,7 @@ BIAS_MANT_MAX = 2**12 - 1  # bias_mant: signed 13-bit
 BIAS_EXP_MAX = 7  # bias_exp: 3-bit
 WEIGHT_EXP_RANGE = (-8, 7)  # Loihi 1's weight exponent range (nengo-loihi); assumed for Loihi 2
 DECAY_MAX = 4095
+ZEROED_WARN_SHARE = 0.25  # warn when more than this share of a layer's non-zero weights round to 0
 ROUNDING_MARGIN = 0.97  # the worst-case input bound is met after weights round up (<= 1/128 each, relative)
 
 
@@ -287,23 +290,41 @@ def _set_dense(g: Graph, d: str, dop: LoihiDense, src: str, wq: np.ndarray, e: i
                             metadata=dict(dop.metadata or {}))
     err = float(np.abs(w - wq * w_unit).max()) / payload_unit if w.size else 0.0
     m = float(np.abs(w).max()) / payload_unit if w.size else 0.0
+    nonzero = w != 0
+    zeroed = int(np.count_nonzero(nonzero & (wq == 0)))
     g.annotate(d, fixed_point=True, weight_scale=float(w_unit / payload_unit), quant_error=err,
-               quant_rel_error=err / m if m > 0 else 0.0)
+               quant_rel_error=err / m if m > 0 else 0.0, zeroed_weights=zeroed)
+    n_nonzero = int(np.count_nonzero(nonzero))
+    if n_nonzero and zeroed > ZEROED_WARN_SHARE * n_nonzero:
+        median = float(np.median(np.abs(w[nonzero]))) / payload_unit
+        warnings.warn(f"layer '{d}': {zeroed} of {n_nonzero} non-zero weights round to 0 in {weight_bits}-bit fixed "
+                      f"point, because its largest |weight| ({m:.3g}) is {m / median:.3g}x the median ({median:.3g}) "
+                      "and the layer shares one exponent; check the layer for outlier weights", SpikeccWarning,
+                      stacklevel=2)
 
 
 def quantize_inputs(g: Graph, inputs: np.ndarray | dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Real-valued input arrays -> the integer payloads a quantized graph's Inputs expect (see module docstring):
-    binary Inputs get (x != 0), graded ones clip(round(x / input_scale), +-(2**(bits-1) - 1))."""
+    binary Inputs get their 0/1 spikes, graded ones clip(round(x / input_scale), +-(2**(bits-1) - 1)). Values
+    beyond the payload range are clipped, with a SpikeccWarning that counts them; NaN, infinite or complex
+    values (and non-0/1 data for binary Inputs) are an InputFileError."""
     names = g.inputs()
     if not isinstance(inputs, dict):
         inputs = {names[0]: inputs}
     out = {}
     for name in names:
-        x = np.asarray(inputs[name], dtype=np.float64)
+        x = check_input_values(g, name, inputs[name]).astype(np.float64)
         bits = int(g.annotation(name, "input_bits", 0))
         if bits == 0:
             out[name] = (x != 0).astype(np.int64)
         else:
             lim = 2 ** (bits - 1) - 1
-            out[name] = np.clip(np.rint(x / g.annotation(name, "input_scale")), -lim, lim).astype(np.int64)
+            scale = float(g.annotation(name, "input_scale"))
+            q = np.rint(x / scale)
+            clipped = int(np.count_nonzero(np.abs(q) > lim))
+            if clipped:
+                warnings.warn(f"Input '{name}': {clipped} of {x.size} values lie outside the fixed-point input "
+                              f"range +-{lim * scale:g} and were clipped to it; compile with a larger "
+                              "--input-range", SpikeccWarning, stacklevel=2)
+            out[name] = np.clip(q, -lim, lim).astype(np.int64)
     return out
