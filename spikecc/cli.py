@@ -99,7 +99,27 @@ def progress_bar(total: int, label: str):
                     console=Console(stderr=True), transient=True, disable=total < 2)
 
 
-@click.group()
+class OneLineGroup(click.Group):
+    """click's usage errors (a missing option, `--tokens 0`) as one line `error: ...` with exit status 2, like
+    every other error, instead of click's usage block."""
+
+    def main(self, *args, **kwargs):
+        kwargs.pop("standalone_mode", None)
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            hint = f" (see `{exc.ctx.command_path} --help`)" if getattr(exc, "ctx", None) else ""
+            click.echo(f"error: {exc.format_message()}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("error: interrupted (Ctrl-C)", err=True)
+            sys.exit(130)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=OneLineGroup)
 @click.version_option(package_name="spikecc")
 def main() -> None:
     """spikecc: compile spiking networks and spiking language models to Intel Loihi 2 (through Lava),
@@ -257,6 +277,7 @@ def simulate(file: Path, input_path: Path, steps: int | None, fixed_point: bool,
 
     g, x = _prepare(file, input_path, steps, fixed_point, output, spike_inputs, input_range, lower=False)
     sim = Simulator(g, mode="fixed" if is_fixed(g) else "float")
+    sim.check_inputs(x, steps)  # bad input: one line now, not after a progress bar has started
     with progress_bar(len(sim.components), "simulating") as bar:
         task = bar.add_task("sim", total=len(sim.components))
         res = sim.run(x, steps=steps, progress=lambda k: bar.update(task, completed=k))

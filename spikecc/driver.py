@@ -32,9 +32,10 @@ import numpy as np
 
 import spikecc
 from spikecc.compiler.pipeline import lower_for_target
-from spikecc.errors import SpikeccWarning
+from spikecc.errors import GraphError, SpikeccWarning
 from spikecc.files import atomic_directory, sha256_file, write_json
 from spikecc.ir import Graph, infer_shapes, read, validate, write
+from spikecc.ir.inputs import bind_inputs
 
 Inputs = np.ndarray | Mapping[str, np.ndarray]
 
@@ -73,12 +74,16 @@ def prepare_run(g: Graph, inputs: Inputs, fixed_point: bool, lower: bool = True,
     payloads the quantized Inputs expect. A graph that is already quantized runs in fixed point whatever
     `fixed_point` says (its integers mean nothing to a float run): spikecc says so in a warning. The run
     mode is then `"fixed" if is_fixed(graph) else "float"`."""
-    validate(g)
+    try:
+        shapes = validate(g)
+    except GraphError as exc:
+        raise GraphError(f"{source}: {exc}") from None
     if is_fixed(g) and not fixed_point:
         warnings.warn(f"{source} holds fixed-point (quantized) parameters, so it runs bit-accurately, as with "
                       "--fixed-point", SpikeccWarning, stacklevel=2)
         fixed_point = True
     g = mark_inputs(g, spike_inputs)
+    bind_inputs(g, shapes, inputs, steps=None)  # shapes and values checked before any work
     if not lower and not fixed_point:
         return g, inputs
     g = lower_for_target(g, fixed_point, input_range)

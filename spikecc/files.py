@@ -198,7 +198,7 @@ def atomic_directory(target: str | os.PathLike, inputs: Iterable[str | os.PathLi
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputFileError(f"{target}: cannot create the parent directory {parent} ({exc.strerror})") from None
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name[:40]}.tmp-", dir=parent))
     old: Path | None = None
     try:
         yield tmp
@@ -206,7 +206,7 @@ def atomic_directory(target: str | os.PathLike, inputs: Iterable[str | os.PathLi
         for d in [tmp, *(p for p in tmp.rglob("*") if p.is_dir())]:
             os.chmod(d, mode)
         if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=parent))
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name[:40]}.old-", dir=parent))
             os.replace(target, old / "build")
         os.replace(tmp, target)
     except BaseException:
@@ -234,13 +234,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def _temporary_sibling(path: Path) -> Iterator[Path]:
     """A temporary path beside `path`, renamed onto it when the block ends without error, else removed.
     The file gets the permissions the umask gives (as a plain open() would)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name[:40]}.tmp-{os.getpid()}")  # short: any valid name stays valid
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
+        if tmp.is_file() or tmp.is_symlink():
             tmp.unlink()
 
 
@@ -276,3 +276,24 @@ def npz_bytes(arrays: dict[str, np.ndarray], comment: str = "") -> bytes:
 def write_outputs_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
     """A run's outputs as a marked .npz (spikecc may replace it on the next run)."""
     atomic_write_bytes(path, npz_bytes(arrays, comment=f"{MARK} outputs"))
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the system can give this process now (Linux MemAvailable), or None if unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_fits_in_memory(path: str | os.PathLike, nbytes: int, biggest: str) -> None:
+    """Refuse a file whose declared arrays (`nbytes` in all, the largest named `biggest`) cannot fit in the
+    memory free now: loading it would only end in an out-of-memory crash."""
+    free = available_memory()
+    if free is not None and nbytes > free:
+        raise InputFileError(f"{path}: declares {nbytes / 2**30:.1f} GiB of parameters (largest: {biggest}), more "
+                             f"than the {free / 2**30:.1f} GiB of memory free; the file is corrupt or too large "
+                             "for this machine")

@@ -22,7 +22,7 @@ import numpy as np
 from nir.serialization import hdf2dict
 
 from spikecc.errors import GraphError, InputFileError, UnknownOpError, first_line
-from spikecc.files import atomic_file, mark_hdf5
+from spikecc.files import atomic_file, check_fits_in_memory, mark_hdf5
 from spikecc.ir.checks import check_values
 from spikecc.ir.graph import Edge, Graph
 from spikecc.ir.ops import OP_REGISTRY, ExtensionOp
@@ -138,33 +138,64 @@ def read(path: str | os.PathLike) -> Graph:
         raise InputFileError(f"{path}: no such file; give the path of a .nir file")
     if not path.is_file():
         raise InputFileError(f"{path}: not a file; give the path of a .nir file")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise InputFileError(
-            f"{path}: not a readable HDF5 file ({first_line(exc)}); NIR files are HDF5, written by nir.write") from None
-    with f:
-        if "node" not in f:
-            raise InputFileError(f"{path}: HDF5 file without a 'node' group, so not a NIR graph")
-        try:
-            tree = hdf2dict(f["node"])
-        except Exception as exc:  # a truncated or corrupt file fails inside h5py with various errors
-            raise InputFileError(f"{path}: cannot read the NIR data ({first_line(exc)}); the file may be truncated") \
-                from None
+    tree = _read_tree(path)
     root = _node_from_dict(tree, name="", path=path)
     if not isinstance(root, nir.NIRGraph):
         raise InputFileError(f"{path}: the top-level node is a {type(root).__name__}, not a NIRGraph")
-    meta = (root.metadata or {}).get(ANNOTATION_KEY)
-    meta = json.loads(meta) if meta else {}
-    order = meta.pop("node_order", None)
-    g = from_nir(root, metadata=meta)
-    if order and set(order) == set(g.nodes):
+    try:
+        meta = (root.metadata or {}).get(ANNOTATION_KEY)
+        meta = json.loads(meta) if meta else {}
+        if not isinstance(meta, dict):
+            raise ValueError("graph metadata is not a JSON object")
+        order = meta.pop("node_order", None)
+        g = from_nir(root, metadata=meta)
+    except (GraphError, InputFileError) as exc:
+        raise InputFileError(f"{path}: {exc}") from None
+    except Exception as exc:  # corrupt metadata or edges: JSON, types, names
+        raise InputFileError(f"{path}: the graph's edges or metadata are unreadable ({first_line(exc)}); the file "
+                             "may be corrupt") from None
+    if isinstance(order, list) and set(order) == set(g.nodes):
         g.nodes = {n: g.nodes[n] for n in order}
     try:
         check_values(g)
     except GraphError as exc:
         raise InputFileError(f"{path}: {exc}") from None
     return g
+
+
+def _read_tree(path: Path) -> dict[str, Any]:
+    """The 'node' group of a NIR HDF5 file as nested dicts. Any failure inside h5py (a truncated or corrupt
+    file raises OSError, RuntimeError, KeyError, ValueError... depending on where the damage is) becomes an
+    InputFileError naming the file."""
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise InputFileError(
+            f"{path}: not a readable HDF5 file ({first_line(exc)}); NIR files are HDF5, written by nir.write") from None
+    try:
+        with f:
+            if "node" not in f:
+                raise InputFileError(f"{path}: HDF5 file without a 'node' group, so not a NIR graph")
+            _check_declared_size(path, f["node"])
+            return hdf2dict(f["node"])
+    except InputFileError:
+        raise
+    except Exception as exc:
+        raise InputFileError(f"{path}: cannot read the NIR data ({first_line(exc)}); the file may be truncated or "
+                             "corrupt") from None
+
+
+def _check_declared_size(path: Path, group: h5py.Group) -> None:
+    """The datasets' declared sizes, summed, must fit in memory (a corrupt header can declare terabytes)."""
+    sizes: dict[str, int] = {}
+
+    def visit(name: str, obj) -> None:
+        if isinstance(obj, h5py.Dataset):
+            sizes[name] = int(obj.size) * int(obj.dtype.itemsize)
+
+    group.visititems(visit)
+    if sizes:
+        check_fits_in_memory(path, sum(sizes.values()), max(sizes, key=sizes.__getitem__))
 
 
 def _node_from_dict(d: dict[str, Any], name: str, path: Path) -> nir.NIRNode:

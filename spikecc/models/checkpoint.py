@@ -49,3 +49,22 @@ def check_finite(obj: Any, source: str, prefix: str = "") -> None:
             bad = int((~finite).sum())
             raise CheckpointError(f"{source}: key '{prefix.rstrip('.')}' holds {bad} NaN or infinite value(s); "
                                   "the checkpoint is corrupt or its training diverged")
+
+
+def check_size(obj: Any, source: str) -> None:
+    """The tensors' logical sizes (a tensor expanded over a tiny storage counts in full, as using it would
+    cost), summed, must fit in memory: a corrupt or hostile file must not end in an out-of-memory crash."""
+    from spikecc.files import check_fits_in_memory
+
+    sizes: dict[str, int] = {}
+
+    def walk(o: Any, prefix: str) -> None:
+        if isinstance(o, Mapping):
+            for k, v in o.items():
+                walk(v, f"{prefix}{k}.")
+        elif isinstance(o, Tensor):
+            sizes[prefix.rstrip(".")] = o.numel() * o.element_size()
+
+    walk(obj, "")
+    if sizes:
+        check_fits_in_memory(source, sum(sizes.values()), f"key '{max(sizes, key=sizes.__getitem__)}'")

@@ -38,8 +38,9 @@ def _sniff(path: Path) -> tuple[str, Any]:
     except Exception as exc:  # torch raises many types for bad files (zip, pickle, EOF)
         raise CheckpointError(f"{path}: not a readable torch checkpoint (truncated or another format): "
                               f"{first_line(exc)}") from None
-    from spikecc.models.checkpoint import check_finite
+    from spikecc.models.checkpoint import check_finite, check_size
 
+    check_size(obj, str(path))
     check_finite(obj, str(path))
     if isinstance(obj, dict) and isinstance(obj.get("family"), str):
         return obj["family"], obj
@@ -119,7 +120,17 @@ def load_lm(path: str | os.PathLike) -> LoadedLM:
     family, obj = _sniff(path)
     if family not in LOADERS:
         raise CheckpointError(f"{path}: family '{family}' has no frontend; supported: {', '.join(sorted(LOADERS))}")
-    return LOADERS[family](path, obj)
+    try:
+        return LOADERS[family](path, obj)
+    except CheckpointError as exc:  # loaders that check a state dict name it "<state dict>": name the file
+        msg = str(exc)
+        for anonymous in ("<state dict>: ", "<state_dict>: "):
+            msg = msg.removeprefix(anonymous)
+        raise CheckpointError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
+    except (ValueError, TypeError, KeyError, IndexError, RuntimeError, AttributeError) as exc:
+        # what the loaders' checks did not foresee still ends in one line naming the file
+        raise CheckpointError(f"{path}: not a valid {family} checkpoint ({type(exc).__name__}: "
+                              f"{first_line(exc)})") from None
 
 
 def reference_generate(lm: LoadedLM, prompt: str, n_tokens: int) -> str:
