@@ -9,7 +9,8 @@ STAMP := $(VENV)/.spikecc-installed
 venv: $(STAMP)
 
 # torch 2.13.0 first and alone (a CPU wheel on disk; anything else pulls a CUDA build),
-# then lava-nc 0.10.0 without its Python<3.11 check and without deps (FACTS.md 1),
+# then lava-nc 0.10.0 without its Python<3.11 check and without deps (lava-nc 0.10.0 declares
+# Requires-Python <3.11; its requirements are resolved by the next step; see spikecc/lava_compat.py),
 # then the project, which resolves lava's own requirements normally.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)

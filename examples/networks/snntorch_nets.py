@@ -3,7 +3,7 @@
 `make_networks.py` exports them; the tests import this module to rebuild the same torch networks and run
 snntorch's own simulation next to spikecc's. Everything is float32 (snntorch's spikes are float32).
 
-Conventions (FACTS.md 2):
+Conventions (snntorch 1.0.0's export_to_nir):
 - neuron parameters are per neuron (snntorch's exporter fails on scalar beta/threshold);
 - reset is "zero" and, for Synaptic and RLeaky, `reset_delay=False`: those are the settings whose NIR export
   keeps snntorch's semantics. `reset_mechanism="subtract"` and Synaptic/RLeaky with `reset_delay=True` are

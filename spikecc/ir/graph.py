@@ -23,7 +23,9 @@ import nir
 
 from spikecc.errors import GraphError
 
-DEFAULT_DT = 1e-4  # seconds per step: snntorch's exporter and the NIR paper (FACTS.md 2)
+# seconds per step: snntorch 1.0's export_to_nir hard-codes dt = 1e-4, as the NIR paper's examples do (Pedersen et al.,
+# Nat. Commun. 15:8122, 2024)
+DEFAULT_DT = 1e-4
 
 
 @dataclass(frozen=True)

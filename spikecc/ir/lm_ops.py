@@ -1,4 +1,5 @@
-"""Extension ops for spiking language models: what NIR has no node for (FACTS.md 2).
+"""Extension ops for spiking language models: what NIR has no node for (nir 1.0.8 has no
+node for LayerNorm, softmax, attention, elementwise products, exp or RWKV's gated recurrence).
 
 The simulator step of an LM graph is one token (SpikeGPT's SNN time axis is the token sequence).
 Every op below works on flat vectors of one token; `stateful` ops carry state from token to token.

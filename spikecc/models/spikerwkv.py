@@ -1,7 +1,7 @@
 """SpikeRWKV torch reference: multi-level ("multi-head") spike encoding feeding RWKV time and channel mixing.
 
 Source: Zhang, Shen, Wang, "SpikeRWKV: Energy-efficient Large Language Model with Spiking Neural Network" (2025),
-`/work/shared/papers/spikerwkv-2025.txt`. No code was published; everything below is read off the paper, and the
+arXiv 2025. No code was published; everything below is read off the paper, and the
 places where the paper is silent or self-contradictory are listed under "Interpretation" with the choice made.
 
 Multi-level spike encoding (paper Sec. 3.3, 3.4, Eq. 3-4)
@@ -37,7 +37,7 @@ Energy (paper Eq. 5, second one): E_snn = C_in * fr * T * l * E_AC per encoded l
 the l * T spike slots; the ANN reference is E_ann = C_in * E_MAC. The paper quotes E_AC = 0.9 pJ, E_MAC = 4.6 pJ
 (32-bit float, 45 nm, Horowitz 2014). See `energy_per_token`.
 
-RWKV block (RWKV-4 time mixing, as in SpikeGPT appendix C and FACTS.md section 4)
+RWKV block (RWKV-4 time mixing, as in SpikeGPT appendix C, Zhu et al., TMLR 2024)
 -------------------------------------------------------------------------------
 Per block b with input x_t (d_model), token shift uses the previous token's normalised input (zero before the first):
 
@@ -62,7 +62,8 @@ Encoder names (keys of the `spikes` dict of `SpikeRWKV.step`, equal to the modul
     blocks.{i}.ffn.enc_k, blocks.{i}.ffn.enc_r, blocks.{i}.ffn.enc_v
 Each maps to that token's spikes, a (T, l, C_in) tensor of 0.0/1.0 in the model's dtype.
 
-State-dict keys follow the SpikeGPT checkpoint naming (FACTS.md 4): emb.weight, blocks.0.ln0.*, blocks.{i}.ln{1,2}.*,
+State-dict keys follow the SpikeGPT checkpoint naming (ridgerchu/SpikeGPT, src/model.py): emb.weight, blocks.0.ln0.*,
+blocks.{i}.ln{1,2}.*,
 blocks.{i}.att.{time_decay,time_first,time_mix_k,time_mix_v,time_mix_r,key,value,receptance,output}.*,
 blocks.{i}.ffn.{time_mix_k,time_mix_r,key,receptance,value}.*, ln_out.*, head.weight. Linears have no bias.
 Encoders hold no tensors in the state dict; their options live in the checkpoint's config.

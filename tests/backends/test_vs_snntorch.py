@@ -9,8 +9,9 @@ seeded networks of 2-4 layers mixing Leaky, Synaptic (reset "zero", reset_delay=
 reset "zero", reset_delay=False) over 250 steps, and an RLeaky whose recurrent bias alone makes it spike at
 step 0.
 
-Where snntorch's exporter does not keep snntorch's semantics (FACTS.md 2) the file's NIR semantics are what
-spikecc must run, so those cases are tested against `nir_reference` below (a numpy transcription of NIR's
+Where snntorch's exporter does not keep snntorch's semantics (snntorch 1.0.0's export_to_nir exports a subtract
+reset as v_reset = 0 and does not represent Synaptic's reset_delay=True) the file's NIR semantics are what spikecc
+must run, so those cases are tested against `nir_reference` below (a numpy transcription of NIR's
 equations, discretised with dt = 1e-4, independent of spikecc), with an assertion that snntorch differs:
 - reset_mechanism="subtract": exported as v_reset = 0, i.e. reset to zero;
 - Synaptic and RLeaky with reset_delay=True: snntorch zeroes the whole membrane update of the step after a

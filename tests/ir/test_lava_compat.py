@@ -1,4 +1,5 @@
-"""The import hook that makes lava-nc 0.10.0 importable on Python 3.11 (FACTS.md 1).
+"""The import hook that makes lava-nc 0.10.0 importable on Python 3.11 (lava/magma/compiler/var_model.py gives
+dataclass fields ByteEncoder() instances as defaults, which Python 3.11 rejects as mutable defaults).
 
 It rewrites `lava/magma/compiler/var_model.py` in memory as it is imported; the file on disk never changes.
 A subprocess without the hook shows that the unpatched module really fails, so the hook is what fixes it.

@@ -40,7 +40,7 @@ VOCAB = REPO / "examples" / "checkpoints" / "spikegpt-shakespeare.vocab.json"
 
 
 def published_keys(n_layer: int) -> list[str]:
-    """The published SpikeGPT state-dict keys, written out from the layout description (FACTS.md 4)."""
+    """The published SpikeGPT state-dict keys, written out from the layout of ridgerchu/SpikeGPT's src/model.py."""
     keys = ["emb.weight", "blocks.0.ln0.weight", "blocks.0.ln0.bias"]
     for i in range(n_layer):
         p = f"blocks.{i}"

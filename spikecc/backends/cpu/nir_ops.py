@@ -12,8 +12,8 @@ Discretisation (forward Euler with step dt = graph.dt, 1e-4 s unless set), one s
     Affine/Linear/Conv/Pool: y = M x + b (see spikecc.ir.linear_maps), gathered event by event.
 
 With snntorch's export (dt = 1e-4, tau = dt/(1-beta), r = tau/dt) the LIF line is v <- beta*v + I, which
-is snntorch's Leaky(reset_mechanism="zero") spike for spike (FACTS.md 2); CubaLIF likewise gives
-Synaptic: I_syn <- alpha*I_syn + x, v <- beta*v + I_syn.
+is snntorch's Leaky(reset_mechanism="zero") spike for spike (checked in tests/backends/test_vs_snntorch.py);
+CubaLIF likewise gives Synaptic: I_syn <- alpha*I_syn + x, v <- beta*v + I_syn.
 """
 
 from __future__ import annotations
