@@ -35,6 +35,7 @@ from spikecc.compiler.pipeline import lower_for_target
 from spikecc.errors import GraphError, SpikeccWarning
 from spikecc.files import atomic_directory, sha256_file, write_json
 from spikecc.ir import Graph, infer_shapes, read, validate, write
+from spikecc.ir.formats import is_fixed
 from spikecc.ir.inputs import bind_inputs
 
 Inputs = np.ndarray | Mapping[str, np.ndarray]
@@ -61,10 +62,6 @@ def input_kinds(g: Graph) -> dict[str, dict]:
             entry.update(bits=int(ann["input_bits"]), scale=float(ann["input_scale"]))
         out[name] = entry
     return out
-
-
-def is_fixed(g: Graph) -> bool:
-    return bool(g.metadata.get("fixed_point", False))
 
 
 def prepare_run(g: Graph, inputs: Inputs, fixed_point: bool, lower: bool = True, spike_inputs: bool = False,

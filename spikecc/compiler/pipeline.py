@@ -1,42 +1,55 @@
-"""The pass spine: the ordered list of `Graph -> Graph` passes that take a validated NIR graph to Loihi form.
+"""The pass spine: the ordered list of small named `Graph -> Graph` passes that take a validated graph to Loihi form.
 
-    read + validate -> lower_for_loihi -> quantize_for_loihi (fixed point)
+NIR networks (`loihi_passes`):
 
-Each pass returns a new graph; `run_passes` validates after every pass and records its name in
-`graph.metadata["passes"]`. What surrounds the spine (inputs, build directories, backends) lives in the
-build driver, `spikecc.driver`, which sits above the compiler and the backends.
+    fuse_synapses -> map_neurons -> fold_amplitudes -> message_widths -> initial_state [-> quantize]
+
+Each pass is a function `(graph, analysis) -> graph` in its own module under spikecc.compiler.passes, returns a
+new graph and states the invariant it keeps. `run_passes` computes one `Analysis` (shapes, signals, schedule) per
+graph: the analysis of a pass's output validates it and is handed to the next pass, so shapes are inferred once
+per pass. Each pass's name is recorded in `graph.metadata["passes"]`. What surrounds the spine (inputs, build
+directories, backends) lives in the build driver, `spikecc.driver`, above the compiler and the backends.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from spikecc.ir import Graph, validate
+from spikecc.compiler.passes.analysis import Analysis
+from spikecc.ir import Graph
+from spikecc.ir.formats import is_fixed
 
-Pass = Callable[[Graph], Graph]
+Pass = Callable[[Graph, Analysis], Graph]
 
 
-def loihi_passes(fixed_point: bool = True, input_range: float = 1.0) -> list[tuple[str, Pass]]:
-    """The passes that take a validated NIR graph to what runs on Loihi 2, in order."""
-    from spikecc.compiler.passes.lower_loihi import lower_for_loihi
+def loihi_passes(g: Graph, fixed_point: bool = True, input_range: float = 1.0) -> list[tuple[str, Pass]]:
+    """The passes that take `g` (a validated NIR graph, or one already lowered or quantized: those steps are
+    skipped) to what runs on Loihi 2, in order."""
+    from spikecc.compiler.passes.lower_loihi import NIR_LOWERING, is_lowered
     from spikecc.compiler.passes.quantize import quantize_for_loihi
 
-    passes: list[tuple[str, Pass]] = [("lower_for_loihi", lower_for_loihi)]
-    if fixed_point:
-        passes.append(("quantize_for_loihi", lambda g: quantize_for_loihi(g, input_range=input_range)))
+    passes: list[tuple[str, Pass]] = [] if is_lowered(g) else list(NIR_LOWERING)
+    if fixed_point and not is_fixed(g):
+        passes.append(("quantize", lambda g, a: quantize_for_loihi(g, input_range=input_range, analysis=a)))
     return passes
 
 
-def run_passes(g: Graph, passes: list[tuple[str, Pass]]) -> Graph:
+def run_passes(g: Graph, passes: list[tuple[str, Pass]], on_pass: Callable[[str, Graph, Graph], None] | None = None) \
+        -> Graph:
+    """Run `passes` in order; `on_pass(name, before, after)` is called after each (for progress and reports)."""
+    a = Analysis(g)
+    _ = a.shapes  # validates the input
     for name, fn in passes:
-        g = fn(g)
-        validate(g)
-        g.metadata.setdefault("passes", [])
-        g.metadata["passes"] = list(g.metadata["passes"]) + [name]
+        before = g
+        g = fn(g, a)
+        a = Analysis(g)
+        _ = a.shapes  # validates the pass's output: a malformed graph fails here, naming the pass's node
+        g.metadata["passes"] = [*g.metadata.get("passes", []), name]
+        if on_pass is not None:
+            on_pass(name, before, g)
     return g
 
 
 def lower_for_target(g: Graph, fixed_point: bool, input_range: float = 1.0) -> Graph:
     """A validated NIR graph lowered (and, for fixed point, quantized) for Loihi 2."""
-    validate(g)
-    return run_passes(g, loihi_passes(fixed_point, input_range))
+    return run_passes(g, loihi_passes(g, fixed_point, input_range))

@@ -6,8 +6,8 @@ Each op is one Lava process (lava-nc 0.10.0) with the same parameters, so the La
     LoihiLIF         -> lava.proc.lif.process.LIF
     LoihiTernaryLIF  -> lava.proc.lif.process.TernaryLIF
 
-An op's numbers mean one of two things, and the graph says which (`graph.metadata["fixed_point"]`, and the
-node annotation `"fixed_point"` that `quantize_for_loihi` sets on every Loihi node):
+An op's numbers mean one of two things, and the node says which (its number format, the annotation `format` that
+`quantize_for_loihi` sets on every Loihi node; spikecc.ir.formats):
 
 - float form (what `lower_for_loihi` produces): du, dv are fractions in [0, 1], vth/bias/weights are reals.
   This is the arithmetic of Lava's `floating_pt` models (PyDenseModelFloat, PyLifModelFloat).
@@ -40,14 +40,6 @@ import numpy as np
 from spikecc.errors import ShapeError
 from spikecc.ir.ops import ExtensionOp, register_op
 from spikecc.ir.signals import BINARY, REAL, Signal, ternary
-
-# Loihi 2 widths (lava/proc/lif/models.py:99-108, lava/proc/dense/models.py:63-69).
-UV_BITS = 24  # u and v registers
-DECAY_BITS = 12  # du, dv: unsigned 12 bit, decay unity 4096
-VTH_SHIFT = 6  # threshold mantissa is MSB-aligned: effective threshold = vth << 6
-ACT_SHIFT = 6  # synaptic input is MSB-aligned: u += a_in << 6
-BIAS_MANT_BITS = 13  # signed
-WEIGHT_BITS = 8
 
 
 @register_op

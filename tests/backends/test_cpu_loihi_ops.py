@@ -332,7 +332,7 @@ def test_bit_exact_vs_lava_ternary_graded_and_recurrent():
 def test_bit_exact_vs_lava_on_a_lowered_and_quantized_nir_network():
     """The whole path: a 2-layer NIR network (Affine biases, per-neuron time constants, real-valued input)
     lowered and quantized by spikecc, then run by Lava's fixed_pt models and by the CPU simulator."""
-    from spikecc.compiler.passes import quantize_for_loihi, quantize_inputs
+    from spikecc.compiler.passes import lower_for_loihi, quantize_for_loihi, quantize_inputs
 
     rng = np.random.default_rng(13)
     dt = 1e-4
@@ -349,7 +349,7 @@ def test_bit_exact_vs_lava_on_a_lowered_and_quantized_nir_network():
         prev = f"lif{i}"
     g.add_node("out", nir.Output(output_type={"output": np.array([5])}))
     g.connect(prev, "out")
-    q = quantize_for_loihi(g)
+    q = quantize_for_loihi(lower_for_loihi(g))
     assert np.all(q.nodes["lif0"].v_init != 0)  # the biases act before the first input: v_init prepares for it
     x = quantize_inputs(q, rng.uniform(-1, 1, (30, 10)))["in"]
     assert_bit_exact(q, x)
@@ -360,7 +360,7 @@ def test_fixed_point_simulation_rejects_real_valued_inputs_instead_of_truncating
     """Fixed point takes integer payloads; 0.5 must not silently become 0 (the same check as Lava's runner)."""
     import nir
 
-    from spikecc.compiler.passes.quantize import quantize_for_loihi
+    from spikecc.compiler.passes import lower_for_loihi, quantize_for_loihi
     from spikecc.errors import InputFileError
     from spikecc.ir import Graph
 
@@ -373,4 +373,4 @@ def test_fixed_point_simulation_rejects_real_valued_inputs_instead_of_truncating
     for a, b in [("in", "fc"), ("fc", "lif"), ("lif", "out")]:
         g.connect(a, b)
     with pytest.raises(InputFileError, match="non-integer values.*quantize_inputs"):
-        simulate(quantize_for_loihi(g), np.full((4, 3), 0.5), mode="fixed")
+        simulate(quantize_for_loihi(lower_for_loihi(g)), np.full((4, 3), 0.5), mode="fixed")

@@ -35,6 +35,7 @@ from spikecc.backends.lava import run_lava, write_lava_module
 from spikecc.compiler.passes import lower_for_loihi, quantize_for_loihi, quantize_inputs
 from spikecc.errors import BackendError
 from spikecc.ir import Graph, TernaryLIF
+from spikecc.ir.formats import is_fixed
 from spikecc.ir.loihi_ops import LOIHI_NEURON_OPS, LoihiDense, LoihiLIF
 
 DT = 1e-4
@@ -320,7 +321,7 @@ def test_networks_cover_the_features(batches):
     for feature in ("recurrent", "ternary", "readout", "skip", "dense_out", "bias", "graded_in"):
         assert any(getattr(s, feature) for s in nets), feature
     fixed = [b.fixed_graph for b in batches]
-    assert all(g.metadata["fixed_point"] for g in fixed)
+    assert all(is_fixed(g) for g in fixed)
     assert any(type(op).__name__ == "LoihiTernaryLIF" for g in fixed for op in g.nodes.values())
     bits = {op.num_message_bits for g in fixed for op in g.nodes.values() if isinstance(op, LoihiDense)}
     assert bits == {0, 2, 8}  # binary spikes, ternary spikes, 8-bit graded inputs

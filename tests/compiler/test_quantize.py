@@ -11,6 +11,7 @@ from spikecc.compiler.passes import lower_for_loihi, quantize_for_loihi, quantiz
 from spikecc.compiler.passes.quantize import quantize_weights, weight_grid
 from spikecc.errors import BackendError
 from spikecc.ir import Graph, LoihiDense, LoihiLIF, LoihiTernaryLIF, TernaryLIF, read, write
+from spikecc.ir.formats import is_fixed
 
 DT = 1e-4
 
@@ -43,7 +44,7 @@ def ff_net(seed=0, sizes=(16, 24, 8), signal=None, bias=True) -> Graph:
 def test_fields_are_integers_in_loihi_ranges_and_annotated():
     g = ff_net()
     q = quantize_for_loihi(lower_for_loihi(g))
-    assert q.metadata["fixed_point"] is True
+    assert is_fixed(q)
     for name, op in q.nodes.items():
         ann = q.annotations.get(name, {})
         if isinstance(op, LoihiDense):
@@ -53,7 +54,7 @@ def test_fields_are_integers_in_loihi_ranges_and_annotated():
             if w.min() < 0 < w.max():
                 assert np.all(w % 2 == 0) and w.max() <= 254  # Lava's MIXED sign mode keeps even values
             assert -8 <= op.weight_exp <= 7
-            assert ann["fixed_point"] and ann["weight_scale"] > 0
+            assert ann["format"]["kind"] == "fixed" and ann["weight_scale"] > 0
             # rounding to the grid costs at most one grid step / 2 (mixed: step 2 units)
             assert ann["quant_error"] <= ann["weight_scale"] * (1 + 1e-9)
         if isinstance(op, LoihiLIF):
@@ -78,10 +79,10 @@ def test_fields_are_integers_in_loihi_ranges_and_annotated():
 
 
 def test_quantized_graph_round_trips_through_nir_file(tmp_path):
-    q = quantize_for_loihi(ff_net())
+    q = quantize_for_loihi(lower_for_loihi(ff_net()))
     write(q, tmp_path / "q.nir")
     back = read(tmp_path / "q.nir")
-    assert back.metadata["fixed_point"] is True
+    assert is_fixed(back)
     assert np.array_equal(back.nodes["fc1"].weight, q.nodes["fc1"].weight)
     assert back.annotations["lif1"]["v_scale"] == q.annotations["lif1"]["v_scale"]
 
@@ -103,7 +104,9 @@ def test_binary_input_and_worst_case_drive_do_not_overflow():
     """The scale is chosen so that even the worst step (every input with a weight of one sign spiking)
     keeps a_in within 16 bits and u from wrapping; check that bound on the integer weights, then drive."""
     g = ff_net(seed=3, signal={"kind": "binary"}, bias=False)
-    q = quantize_for_loihi(g)  # an NIR graph is lowered first
+    with pytest.raises(BackendError, match="node 'fc0': Affine is not in Loihi form; lower the graph"):
+        quantize_for_loihi(g)  # quantizing never lowers implicitly
+    q = quantize_for_loihi(lower_for_loihi(g))
     assert q.nodes["fc0"].num_message_bits == 0 and q.annotations["in"]["input_bits"] == 0
     for name in ("fc0", "fc1"):
         op = q.nodes[name]
@@ -118,7 +121,7 @@ def test_binary_input_and_worst_case_drive_do_not_overflow():
 
 def test_quantize_inputs_and_graded_scale():
     g = ff_net(seed=4, bias=False)
-    q = quantize_for_loihi(g, input_bits=6, input_range=2.0)
+    q = quantize_for_loihi(lower_for_loihi(g), input_bits=6, input_range=2.0)
     assert q.nodes["fc0"].num_message_bits == 6
     scale = q.annotations["in"]["input_scale"]
     assert scale == pytest.approx(2.0 / 31)
@@ -132,7 +135,7 @@ def test_weight_grid_and_reduced_weight_bits():
     assert weight_grid(4, mixed=False) == (16, 0, 240)
     assert quantize_weights(np.array([-1.0, -0.5, 0.25]), 1 / 256, 8).tolist() == [-256, -128, 64]
     assert quantize_weights(np.array([-1.0, -0.3]), 1 / 255, 8).tolist() == [-255, -76]  # inhibitory: odd allowed
-    q = quantize_for_loihi(ff_net(seed=5), weight_bits=4)
+    q = quantize_for_loihi(lower_for_loihi(ff_net(seed=5)), weight_bits=4)
     w = q.nodes["fc1"].weight
     assert q.nodes["fc1"].num_weight_bits == 4 and np.all(w % 32 == 0)  # mixed, 4 bits: multiples of 2**5
 
@@ -157,7 +160,7 @@ def test_ternary_thresholds_and_input_graph_unchanged():
     assert isinstance(t, LoihiTernaryLIF) and t.vth_hi.dtype.kind == "i"
     s = q.annotations["t"]["v_scale"]
     assert np.allclose(t.vth_hi * 64 / s, 0.5, rtol=1e-3) and np.allclose(t.vth_lo * 64 / s, -0.25, rtol=1e-3)
-    assert isinstance(low.nodes["fc"].weight[0, 0], float) and not low.metadata.get("fixed_point")
+    assert isinstance(low.nodes["fc"].weight[0, 0], float) and not is_fixed(low)
     x = np.random.default_rng(7).normal(0, 1, (200, 5))
     f = simulate(low, x).outputs["out"].sum()
     fx = simulate(q, quantize_inputs(q, x), mode="fixed").outputs["out"].sum()

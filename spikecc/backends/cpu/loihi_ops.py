@@ -12,7 +12,7 @@ of Dense is not in the kernel: `LoihiDense.output_delay = 1` makes the graph sch
 step late, as Lava's a_buff does.
 
 Float mode runs the equations of the op docstrings. On a node `quantize_for_loihi` marked fixed point
-(annotation "fixed_point"), float mode runs the same integer parameters without rounding, wrapping or
+(annotation "format", spikecc.ir.formats), float mode runs the same integer parameters without rounding, wrapping or
 saturation (u decay (du+1)/4096, v decay dv/4096, input and threshold scaled by 2**6): the "ideal"
 version of the quantized network, which isolates the error that integer arithmetic adds.
 """
@@ -25,7 +25,9 @@ import scipy.sparse as sp
 from spikecc.backends.cpu import jit
 from spikecc.backends.cpu.kernels import BuildContext, Kernel, lowers, per_neuron
 from spikecc.errors import BackendError
-from spikecc.ir.loihi_ops import ACT_SHIFT, DECAY_BITS, UV_BITS, VTH_SHIFT, LoihiDense, LoihiLIF, LoihiTernaryLIF
+from spikecc.ir.formats import FIXED, format_of
+from spikecc.ir.loihi_ops import LoihiDense, LoihiLIF, LoihiTernaryLIF
+from spikecc.ir.loihi_spec import ACT_SHIFT, DECAY_BITS, UV_BITS, VTH_SHIFT
 
 UV_MAX = 2 ** (UV_BITS - 1)  # 2**23: u wraps around it, v saturates at +-(UV_MAX - 1)
 DECAY_UNITY = 2**DECAY_BITS
@@ -57,7 +59,7 @@ def _require_int(ctx: BuildContext, field: str, value: np.ndarray) -> np.ndarray
 
 
 def _quantized(ctx: BuildContext) -> bool:
-    return bool(ctx.annotations.get("fixed_point", False))
+    return format_of(ctx.annotations) == FIXED
 
 
 # -- Dense ---------------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ import numpy as np
 
 from spikecc.errors import BackendError
 from spikecc.ir.loihi_ops import LoihiDense, LoihiLIF, LoihiTernaryLIF
+from spikecc.ir.loihi_spec import BIAS_MANT_RANGE, DECAY_MAX, UV_MAX, VTH_MAX, WEIGHT_RANGE
 
 # Where each process class lives in lava-nc 0.10.0 (the generated module imports from these paths).
 PROCESS_CLASSES: dict[str, str] = {
@@ -41,12 +42,7 @@ PROCESS_CLASSES: dict[str, str] = {
     "Source": "lava.proc.io.source",  # RingBuffer, imported under this name (the sink has the same class name)
 }
 
-# Loihi 2 register widths the fixed_pt models assume (lava/proc/lif/models.py:78-85, 252-262).
-DECAY_MAX = 2**12 - 1  # du, dv: unsigned 12 bit
-VTH_MAX = 2**17 - 1  # LIF vth: unsigned 17 bit (<< 6 must fit the 24-bit v)
-BIAS_MANT_RANGE = (-(2**12), 2**12 - 1)  # signed 13 bit
-UV_RANGE = (-(2**23 - 1), 2**23 - 1)  # the 24-bit u and v registers (v saturates there, u wraps past 2**23)
-WEIGHT_RANGE = (-256, 255)  # what Lava's clip_weights keeps (8 bit magnitude and a sign)
+UV_RANGE = (-UV_MAX, UV_MAX)  # the 24-bit u and v registers (v saturates there, u wraps past 2**23)
 
 
 @dataclass

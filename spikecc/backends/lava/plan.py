@@ -20,6 +20,7 @@ import numpy as np
 
 from spikecc.backends.lava.lowering import LoweringContext, ProcessSpec, find_lowering, lower_node
 from spikecc.errors import BackendError, GraphError
+from spikecc.ir.formats import is_fixed
 from spikecc.ir.graph import Graph
 from spikecc.ir.infer import infer_shapes
 
@@ -49,13 +50,13 @@ class NetworkPlan:
 
 def check_mode(graph: Graph, mode: str | None) -> str:
     """The run mode: the given one, or the graph's own form (fixed after quantize_for_loihi, else float)."""
-    fixed_graph = bool(graph.metadata.get("fixed_point", False))
+    fixed_graph = is_fixed(graph)
     if mode is None:
         return "fixed" if fixed_graph else "float"
     if mode not in MODES:
         raise BackendError(f"Lava mode must be one of {', '.join(MODES)}, not {mode!r}")
     if mode == "fixed" and not fixed_graph:
-        raise BackendError("the graph is not quantized for Loihi (metadata fixed_point is not set); run "
+        raise BackendError("the graph is not quantized for Loihi (no node has a fixed-point format); run "
                            "quantize_for_loihi on it before a fixed-point Lava run, or run with mode='float'")
     if mode == "float" and fixed_graph:
         raise BackendError("the graph holds fixed-point (quantized) parameters, which Lava's floating_pt models "

@@ -171,7 +171,7 @@ def run_lava(graph: Graph, inputs: np.ndarray | Mapping[str, np.ndarray], steps:
     in Lava's simulator with `Loihi2SimCfg(select_tag="fixed_pt" | "floating_pt")` for `steps` steps.
 
     `inputs` is one (steps, *shape) array for a graph with one Input node, else a dict by Input name.
-    `mode` defaults to the graph's form (graph.metadata["fixed_point"]). `record_states` names neuron
+    `mode` defaults to the graph's form (fixed point when its nodes were quantized). `record_states` names neuron
     nodes whose u and v to record (or maps node -> variables). Outputs and states align with the CPU
     simulator's step for step (module docstring). The runtime is always stopped, also on errors.
     """

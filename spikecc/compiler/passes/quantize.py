@@ -1,9 +1,8 @@
 """Quantize a Loihi-form graph to Loihi 2 fixed point (the integer fields Lava's fixed_pt models take).
 
 `quantize_for_loihi(g, weight_bits=8)` returns a new graph whose Loihi ops hold integers (see the fixed
-form in spikecc.ir.loihi_ops), sets `graph.metadata["fixed_point"] = True`, and annotates every Loihi node
-with `fixed_point = True` plus its scales and quantization errors. A graph still in NIR form is lowered
-first (lower_for_loihi).
+form in spikecc.ir.loihi_ops) and annotates every Loihi node and Input with its number format
+(`format`, spikecc.ir.formats) plus its scales and quantization errors. The graph must be lowered first.
 
 Scales. Each neuron layer gets one voltage scale S (integer state units per float unit):
 
@@ -60,20 +59,25 @@ import warnings
 import nir
 import numpy as np
 
-from spikecc.compiler.passes.lower_loihi import lower_for_loihi
+from spikecc.compiler.passes.analysis import Analysis, analysis_of
 from spikecc.errors import BackendError, SpikeccWarning
+from spikecc.ir.formats import fixed_format, is_fixed, is_fixed_node
 from spikecc.ir.graph import Graph
-from spikecc.ir.infer import infer_signals
 from spikecc.ir.inputs import check_input_values
-from spikecc.ir.loihi_ops import ACT_SHIFT, LOIHI_NEURON_OPS, LOIHI_OPS, VTH_SHIFT, LoihiDense, LoihiTernaryLIF
+from spikecc.ir.loihi_ops import LOIHI_NEURON_OPS, LOIHI_OPS, LoihiDense, LoihiTernaryLIF
+from spikecc.ir.loihi_spec import (
+    A_IN_MAX,
+    ACT_SHIFT,
+    BIAS_EXP_MAX,
+    BIAS_MANT_MAX,
+    DECAY_MAX,
+    UV_BITS,
+    UV_MAX,
+    VTH_MAX,
+    VTH_SHIFT,
+    WEIGHT_EXP_RANGE,
+)
 
-A_IN_MAX = 2**15 - 1  # a_in: 16-bit annotated (lava/proc/lif/models.py:78)
-UV_MAX = 2**23 - 1  # u, v: 24-bit signed
-VTH_MAX = 2**17 - 1  # vth: unsigned 17-bit mantissa (lava/proc/lif/models.py:257)
-BIAS_MANT_MAX = 2**12 - 1  # bias_mant: signed 13-bit
-BIAS_EXP_MAX = 7  # bias_exp: 3-bit
-WEIGHT_EXP_RANGE = (-8, 7)  # Loihi 1's weight exponent range (nengo-loihi); assumed for Loihi 2
-DECAY_MAX = 4095
 ZEROED_WARN_SHARE = 0.25  # warn when more than this share of a layer's non-zero weights round to 0
 ROUNDING_MARGIN = 0.97  # the worst-case input bound is met after weights round up (<= 1/128 each, relative)
 
@@ -115,17 +119,20 @@ def _worst_input(w: np.ndarray, pmax: float, nonneg: bool) -> np.ndarray:
     return np.abs(w).sum(axis=1) * pmax
 
 
-def quantize_for_loihi(g: Graph, weight_bits: int = 8, input_bits: int = 8, input_range: float = 1.0) -> Graph:
-    """A new graph with Loihi 2 fixed-point parameters; see the module docstring for the rules."""
+def quantize_for_loihi(g: Graph, weight_bits: int = 8, input_bits: int = 8, input_range: float = 1.0,
+                       analysis: Analysis | None = None) -> Graph:
+    """A new graph with Loihi 2 fixed-point parameters; see the module docstring for the rules. The graph must be
+    in Loihi form already (lower_for_loihi): quantizing never lowers implicitly."""
     if not 1 <= weight_bits <= 8:
         raise ValueError(f"weight_bits must be in 1..8, got {weight_bits}")
-    if g.metadata.get("fixed_point"):
+    if is_fixed(g):
         return g.copy()
-    if not all(isinstance(op, (nir.Input, nir.Output, *LOIHI_OPS)) for op in g.nodes.values()):
-        g = lower_for_loihi(g)
+    for name, op in g.nodes.items():
+        if not isinstance(op, (nir.Input, nir.Output, *LOIHI_OPS)):
+            raise BackendError(f"node '{name}': {type(op).__name__} is not in Loihi form; lower the graph "
+                               "(lower_for_loihi) before quantizing it")
     out = g.copy()
-    signals = infer_signals(g)
-    ann = out.annotations
+    signals = analysis_of(g, analysis).signals
 
     # Inputs: payload units.
     for name in out.inputs():
@@ -136,6 +143,7 @@ def quantize_for_loihi(g: Graph, weight_bits: int = 8, input_bits: int = 8, inpu
             out.annotate(name, input_bits=int(sig.bits), input_scale=float(sig.scale))
         else:
             out.annotate(name, input_bits=int(input_bits), input_scale=float(input_range) / (2 ** (input_bits - 1) - 1))
+        out.annotate(name, format=fixed_format(message_bits=out.annotations[name]["input_bits"]))
 
     dense_into: dict[str, list[str]] = {}
     for e in out.edges:
@@ -148,10 +156,9 @@ def quantize_for_loihi(g: Graph, weight_bits: int = 8, input_bits: int = 8, inpu
         elif isinstance(op, nir.Output) and dense_into.get(name):
             _quantize_output(out, name, dense_into[name], weight_bits)
     for name, op in out.nodes.items():
-        if isinstance(op, LoihiDense) and not ann.get(name, {}).get("fixed_point"):
+        if isinstance(op, LoihiDense) and not is_fixed_node(out, name):
             raise BackendError(f"node '{name}': LoihiDense feeds neither a Loihi neuron nor an Output, so it has no "
                                "scale to quantize to; connect it to a neuron")
-    out.metadata["fixed_point"] = True
     out.metadata["quantization"] = {"weight_bits": int(weight_bits), "input_bits": int(input_bits),
                                     "input_range": float(input_range)}
     return out
@@ -253,7 +260,7 @@ def _quantize_neuron(g: Graph, name: str, op, dense: list[str], weight_bits: int
         errors[k] = float(np.abs(q[fin] * 2**VTH_SHIFT / s - th[fin]).max()) if fin.any() else 0.0
         fields[k] = q
     g.nodes[name] = type(op)(**fields, metadata=dict(op.metadata or {}))
-    g.annotate(name, fixed_point=True, v_scale=float(s), u_scale=float(s), quant_error=errors)
+    g.annotate(name, format=fixed_format(state_bits=UV_BITS), v_scale=float(s), u_scale=float(s), quant_error=errors)
 
     # Synapses into it.
     for d, dop, src, w, _, _, unit in rows:
@@ -278,7 +285,7 @@ def _quantize_output(g: Graph, name: str, dense: list[str], weight_bits: int) ->
     for d, dop, src, w, _, _, unit in rows:
         wq = quantize_weights(w, unit_out, weight_bits) if w.size else np.zeros(w.shape, dtype=np.int64)
         _set_dense(g, d, dop, src, wq, 0, weight_bits, w, unit_out, unit)
-    g.annotate(name, fixed_point=True, output_scale=float(unit_out))
+    g.annotate(name, format=fixed_format(), output_scale=float(unit_out))
 
 
 def _set_dense(g: Graph, d: str, dop: LoihiDense, src: str, wq: np.ndarray, e: int, weight_bits: int,
@@ -292,7 +299,8 @@ def _set_dense(g: Graph, d: str, dop: LoihiDense, src: str, wq: np.ndarray, e: i
     m = float(np.abs(w).max()) / payload_unit if w.size else 0.0
     nonzero = w != 0
     zeroed = int(np.count_nonzero(nonzero & (wq == 0)))
-    g.annotate(d, fixed_point=True, weight_scale=float(w_unit / payload_unit), quant_error=err,
+    g.annotate(d, format=fixed_format(weight_bits=weight_bits, message_bits=bits),
+               weight_scale=float(w_unit / payload_unit), quant_error=err,
                quant_rel_error=err / m if m > 0 else 0.0, zeroed_weights=zeroed)
     n_nonzero = int(np.count_nonzero(nonzero))
     if n_nonzero and zeroed > ZEROED_WARN_SHARE * n_nonzero:
