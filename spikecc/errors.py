@@ -36,3 +36,8 @@ class BudgetError(SpikeccError):
 
 class BackendError(SpikeccError):
     """A backend cannot run the graph it was given (unsupported parameters, missing runtime)."""
+
+
+class SpikeccWarning(UserWarning):
+    """Something that runs but is probably not what the user meant (an unstable time step, a layer that never
+    fires). Each message is one line naming the node; the CLI prints it as `warning: ...`."""
