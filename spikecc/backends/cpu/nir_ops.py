@@ -206,12 +206,25 @@ def lower_delay(op: nir.Delay, ctx: BuildContext) -> Kernel:
     return DelayKernel(steps, ctx.size, ctx.dtype)
 
 
+class NonFiniteState(ArithmeticError):
+    """A neuron's state left the finite floats (forward Euler with dt/tau >= 2 grows without bound until it
+    overflows). Raised by the kernel with the step where known; the simulator adds the node's name and
+    turns it into a BackendError."""
+
+    def __init__(self, var: str, value: float, why: str, step: int | None = None) -> None:
+        super().__init__(var, value, why, step)
+        self.var, self.value, self.why, self.step = var, value, why, step
+
+
 class LeakyNeuron(Kernel):
     """Shared body of the NIR neurons (see the module docstring for each equation).
 
     v <- v + alpha * (v_leak - v) + gain * I   (alpha = dt/tau, gain = dt/tau * r; IF/I: alpha = 0, gain = dt*r)
     with an optional synaptic current I <- I + alpha_syn * (-I + w_in * x) in front (Cuba*), and an
     optional threshold with reset (the spiking kinds).
+
+    A state that becomes inf or NaN stops the run (NonFiniteState): a spiking neuron's output stays 0/1
+    while its v or current is already garbage, so the state itself is checked every step.
     """
 
     state_names = ("v",)
@@ -238,11 +251,28 @@ class LeakyNeuron(Kernel):
             self.i_syn = self.i_syn + self.alpha_syn * (self.w_in * drive - self.i_syn)
             drive = self.i_syn
         self.v = self.v + self.alpha * (self.v_leak - self.v) + self.gain * drive
+        self.check_finite()
         if self.threshold is None:
             return self.v.copy()
         s = self.v > self.threshold
         self.v = np.where(s, self.v_reset, self.v)
         return s.astype(self.dtype)
+
+    def check_finite(self) -> None:
+        for var in self.state_names:
+            value = getattr(self, var)
+            if not np.isfinite(value).all():
+                bad = value[~np.isfinite(value)][0]
+                raise NonFiniteState(var, float(bad), self.instability())
+
+    def instability(self) -> str:
+        """Why the state may have overflowed: the largest per-step decay at or above 1, if any."""
+        parts = []
+        for what, frac in (("dt/tau", self.alpha), ("dt/tau_syn", self.alpha_syn)):
+            worst = float(np.max(frac)) if frac is not None and np.size(frac) else 0.0
+            if worst >= 1:
+                parts.append(f"{what} = {worst:.4g} >= 1 makes forward Euler overshoot")
+        return "; ".join(parts) or "its input or parameters are too large for float"
 
     def run(self, xs, steps, record):
         """All steps at once for a neuron outside any loop: `step`'s arithmetic, in a tight loop."""
@@ -250,7 +280,11 @@ class LeakyNeuron(Kernel):
         out = np.empty((steps, self.size), dtype=self.dtype)
         states = {n: np.empty((steps, self.size), dtype=self.dtype) for n in self.state_names} if record else {}
         for t in range(steps):
-            out[t] = self.step({"input": x_all[t]})
+            try:
+                out[t] = self.step({"input": x_all[t]})
+            except NonFiniteState as exc:
+                exc.step = t
+                raise
             if record:
                 for n in self.state_names:
                     states[n][t] = getattr(self, n)
@@ -323,6 +357,7 @@ class TernaryNeuron(LeakyNeuron):
 
     def step(self, x):
         self.v = self.v + self.alpha * (self.v_leak - self.v) + self.gain * x["input"]
+        self.check_finite()
         pos, neg = self.v > self.hi, self.v < self.lo
         self.v = np.where(pos | neg, self.v_reset, self.v)
         return (pos.astype(self.dtype) - neg.astype(self.dtype)) * self.amplitude
