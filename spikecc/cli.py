@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import io
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -15,20 +16,31 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from spikecc.errors import InputFileError, SpikeccError
+from spikecc.errors import InputFileError, SpikeccError, SpikeccWarning
 
 console = Console(highlight=False)
 if not console.is_terminal:  # piped or captured: do not squeeze tables into 80 columns
     console = Console(highlight=False, width=160)
 
 
+def _print_warning(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning):
+    if issubclass(category, SpikeccWarning):
+        click.echo(f"warning: {message}", err=True)
+    else:
+        _default(message, category, filename, lineno, file, line)
+
+
 def friendly_errors(fn):
-    """Turn spikecc errors (and file errors) into one line on stderr and exit status 1."""
+    """Turn spikecc errors (and file errors) into one line on stderr and exit status 1; print each spikecc
+    warning as one line `warning: ...` on stderr, when it happens."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.simplefilter("always", SpikeccWarning)
+                warnings.showwarning = _print_warning
+                return fn(*args, **kwargs)
         except SpikeccError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
@@ -81,13 +93,20 @@ def main() -> None:
 LM_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 
 
+dt_option = click.option(
+    "--dt", type=float, default=None, metavar="SECONDS",
+    help="seconds one simulation step stands for (default: the file's own dt, else 1e-4); NIR files do not store "
+         "it, so give the step the network was exported for")
+
+
 @main.command()
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--prompt", default=None, help="for language models: text to run through the simulator for activity")
 @click.option("--tokens", type=int, default=32, show_default=True,
               help="for language models: tokens to generate after the prompt when measuring activity")
+@dt_option
 @friendly_errors
-def inspect(file: Path, prompt: str | None, tokens: int) -> None:
+def inspect(file: Path, prompt: str | None, tokens: int, dt: float | None) -> None:
     """Show the nodes of a NIR FILE (type, shape, signal kind, parameters); for a spiking-LM checkpoint or
     exported LM, also the per-layer activity (firing rate, +/- split, spikes and synaptic ops per token)."""
     from spikecc.ir import read
@@ -96,9 +115,12 @@ def inspect(file: Path, prompt: str | None, tokens: int) -> None:
     if is_lm:
         from spikecc.compiler.frontends import load_lm
 
+        if dt is not None:
+            raise InputFileError(f"{file}: --dt applies to NIR files; a language-model checkpoint runs in its own "
+                                 "step units")
         g = load_lm(file).graph
     else:
-        g = read(file)
+        g = read(file, dt=dt)
         is_lm = "family" in g.metadata
     _print_nodes(g, str(file), compact=is_lm)
     if is_lm and "vocab" in g.metadata:  # encoder-only models (SpikeLM BERT) have no text to run
@@ -107,10 +129,11 @@ def inspect(file: Path, prompt: str | None, tokens: int) -> None:
 
 def _print_nodes(g, title: str, compact: bool) -> None:
     from spikecc.ir import infer_shapes, infer_signals
+    from spikecc.ir.infer import load_notes
 
     shapes, signals = infer_shapes(g), infer_signals(g)
     order, delayed = g.schedule()
-    table = Table(title=f"{title}  ({len(g.nodes)} nodes, {len(g.edges)} edges, dt={g.dt:g} s)")
+    table = Table(title=f"{title}  ({len(g.nodes)} nodes, {len(g.edges)} edges, {_dt_text(g)})")
     for col in ("node", "type", "shape", "output", "params", "inputs"):
         table.add_column(col, justify="right" if col == "params" else "left")
     total = 0
@@ -129,6 +152,13 @@ def _print_nodes(g, title: str, compact: bool) -> None:
     if shown < len(order):
         console.print(f"... {len(order) - shown} more nodes")
     console.print(f"{total:,} parameters; inputs: {', '.join(g.inputs())}; outputs: {', '.join(g.outputs())}")
+    for note in load_notes(g, shapes):
+        console.print(f"note: {note}")
+
+
+def _dt_text(g) -> str:
+    return f"dt={g.dt:g} s" + ("" if "dt" in g.metadata else " (default; NIR files do not store dt: set it with --dt)")
+
 
 
 def _print_lm_activity(g, prompt: str, tokens: int) -> None:
@@ -150,7 +180,7 @@ def _print_lm_activity(g, prompt: str, tokens: int) -> None:
 
 
 def run_options(fixed_help: str):
-    """The arguments `simulate` and `lava` share: FILE, --input, --steps, --fixed-point, -o."""
+    """The arguments `simulate` and `lava` share: FILE, --input, --steps, --fixed-point, -o, --dt."""
 
     def deco(fn):
         for option in reversed([
@@ -161,6 +191,7 @@ def run_options(fixed_help: str):
             click.option("--fixed-point", is_flag=True, help=fixed_help),
             click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
                          help=".npz with one array per Output node, named after it, shaped (steps, *shape)"),
+            dt_option,
         ]):
             fn = option(fn)
         return fn
@@ -168,15 +199,15 @@ def run_options(fixed_help: str):
     return deco
 
 
-def _run_common(file: Path, input_path: Path, steps: int | None):
+def _run_common(file: Path, input_path: Path, steps: int | None, dt: float | None):
     from spikecc.ir import read
 
-    g = read(file)
+    g = read(file, dt=dt)
     return g, load_input(input_path), steps
 
 
-def _print_activity(counts: dict, steps: int) -> None:
-    table = Table(title=f"activity over {steps} steps")
+def _print_activity(counts: dict, steps: int, g) -> None:
+    table = Table(title=f"activity over {steps} steps ({_dt_text(g)})")
     for col in ("node", "neurons", "events", "rate/step", "synops"):
         table.add_column(col, justify="left" if col == "node" else "right")
     for name, c in counts.items():
@@ -189,18 +220,19 @@ def _print_activity(counts: dict, steps: int) -> None:
 @main.command()
 @run_options(fixed_help="lower + quantize for Loihi 2 and run bit-accurately")
 @friendly_errors
-def simulate(file: Path, input_path: Path, steps: int | None, fixed_point: bool, output: Path | None) -> None:
+def simulate(file: Path, input_path: Path, steps: int | None, fixed_point: bool, output: Path | None,
+             dt: float | None) -> None:
     """Simulate a NIR FILE on the CPU (spikecc's event-driven simulator)."""
     from spikecc.backends.cpu import Simulator
     from spikecc.compiler.pipeline import prepare_run
 
-    g, x, steps = _run_common(file, input_path, steps)
+    g, x, steps = _run_common(file, input_path, steps, dt)
     g, x = prepare_run(g, x, fixed_point=fixed_point, lower=fixed_point)
     sim = Simulator(g, mode="fixed" if fixed_point else "float")
     with progress_bar(len(sim.components), "simulating") as bar:
         task = bar.add_task("sim", total=len(sim.components))
         res = sim.run(x, steps=steps, progress=lambda k: bar.update(task, completed=k))
-    _print_activity(res.counts, res.steps)
+    _print_activity(res.counts, res.steps, g)
     if output:
         save_outputs(output, res.outputs)
         console.print(f"wrote {output} ({', '.join(res.outputs)})")
@@ -209,19 +241,21 @@ def simulate(file: Path, input_path: Path, steps: int | None, fixed_point: bool,
 @main.command()
 @run_options(fixed_help="quantize and run Lava's bit-accurate (fixed_pt) models")
 @friendly_errors
-def lava(file: Path, input_path: Path, steps: int | None, fixed_point: bool, output: Path | None) -> None:
+def lava(file: Path, input_path: Path, steps: int | None, fixed_point: bool, output: Path | None,
+         dt: float | None) -> None:
     """Run a NIR FILE in Lava's Loihi 2 simulator (Loihi2SimCfg). Each synapse layer adds Lava's
     one-step delay, so outputs lag the float NIR semantics by the number of layers on the path."""
     from spikecc.backends.lava import run_lava
     from spikecc.compiler.pipeline import prepare_run
 
-    g, x, steps = _run_common(file, input_path, steps)
+    g, x, steps = _run_common(file, input_path, steps, dt)
     steps = x.shape[0] if steps is None else steps
     if steps > x.shape[0]:
         raise InputFileError(f"asked for {steps} steps but {input_path} holds only {x.shape[0]}")
     lowered, xq = prepare_run(g, x[:steps], fixed_point=fixed_point)
     with console.status(f"running {steps} steps in Lava ({'fixed_pt' if fixed_point else 'floating_pt'})"):
         res = run_lava(lowered, xq, steps=steps, mode="fixed" if fixed_point else "float")
+    console.print(f"{steps} steps, {_dt_text(g)}")
     for name, arr in res.outputs.items():
         console.print(f"{name}: shape {arr.shape}, {int(np.count_nonzero(arr)):,} non-zero outputs")
     if output:
@@ -236,13 +270,14 @@ def lava(file: Path, input_path: Path, steps: int | None, fixed_point: bool, out
 @click.option("--float", "float_mode", is_flag=True, help="skip fixed-point quantization")
 @click.option("--spike-inputs", is_flag=True,
               help="the Inputs carry binary spikes (sent as binary messages) rather than real values")
+@dt_option
 @friendly_errors
-def compile_cmd(file: Path, out_dir: Path, float_mode: bool, spike_inputs: bool) -> None:
+def compile_cmd(file: Path, out_dir: Path, float_mode: bool, spike_inputs: bool, dt: float | None) -> None:
     """Compile a NIR FILE for Loihi 2 into a build directory (lowered graph, manifest, report, Lava module)."""
     from spikecc.compiler.pipeline import compile_file
 
     with console.status("compiling"):
-        out = compile_file(file, out_dir, fixed_point=not float_mode, spike_inputs=spike_inputs)
+        out = compile_file(file, out_dir, fixed_point=not float_mode, spike_inputs=spike_inputs, dt=dt)
     console.print(f"wrote {out}/: " + ", ".join(sorted(p.name for p in out.iterdir())))
 
 
