@@ -123,12 +123,13 @@ def layer_report(g: Graph) -> list[LayerReport]:
 
 
 def compile_file(nir_path: str | Path, out_dir: str | Path, fixed_point: bool = True,
-                 write_lava: bool = True, spike_inputs: bool = False) -> Path:
+                 write_lava: bool = True, spike_inputs: bool = False, dt: float | None = None) -> Path:
     """Compile a NIR file into a build directory (see the module docstring). Returns the directory.
     `spike_inputs` marks every Input as a binary spike source (else Inputs carry real values, sent to
-    Loihi 2 as graded payloads)."""
+    Loihi 2 as graded payloads). `dt`: seconds per step (default: the file's own, else 1e-4), recorded in
+    the manifest."""
     nir_path, out_dir = Path(nir_path), Path(out_dir)
-    graph = read(nir_path)
+    graph = read(nir_path, dt=dt)
     if spike_inputs:
         for name in graph.inputs():
             graph.annotate(name, signal={"kind": "binary", "amplitude": 1.0, "bits": 0, "scale": 1.0})
