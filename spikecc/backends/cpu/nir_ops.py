@@ -260,7 +260,8 @@ class LeakyNeuron(Kernel):
 
     def check_finite(self) -> None:
         for var in self.state_names:
-            value = getattr(self, var)
+            # as the simulation stores it: float32 runs overflow at 3.4e38 while the state is still float64
+            value = np.asarray(getattr(self, var)).astype(self.dtype, copy=False)
             if not np.isfinite(value).all():
                 bad = value[~np.isfinite(value)][0]
                 raise NonFiniteState(var, float(bad), self.instability())

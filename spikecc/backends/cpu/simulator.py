@@ -122,22 +122,25 @@ class Simulator:
         full: dict[str, np.ndarray] = {}
         states: dict[str, dict[str, np.ndarray]] = {}
         done = 0
-        for comp in self.components:
-            if len(comp) == 1 and not self.graph.has_self_loop(comp[0]):
-                name = comp[0]
-                try:
-                    out, st = self.kernels[name].run(self._gather_all(name, full, steps), steps,
-                                                     name in record_states)
-                except NonFiniteState as exc:
-                    raise self._non_finite(name, exc, exc.step) from None
-                full[name] = np.asarray(out).reshape(steps, -1)
-                if st:
-                    states[name] = st
-            else:
-                self._step_loop(comp, full, states, steps, record_states)
-            done += 1
-            if progress:
-                progress(done)
+        # Overflow is reported by the neurons' own check (NonFiniteState), naming node and step, not by
+        # numpy's warnings on the way there.
+        with np.errstate(over="ignore", invalid="ignore"):
+            for comp in self.components:
+                if len(comp) == 1 and not self.graph.has_self_loop(comp[0]):
+                    name = comp[0]
+                    try:
+                        out, st = self.kernels[name].run(self._gather_all(name, full, steps), steps,
+                                                         name in record_states)
+                    except NonFiniteState as exc:
+                        raise self._non_finite(name, exc, exc.step) from None
+                    full[name] = np.asarray(out).reshape(steps, -1)
+                    if st:
+                        states[name] = st
+                else:
+                    self._step_loop(comp, full, states, steps, record_states)
+                done += 1
+                if progress:
+                    progress(done)
         counts: dict[str, NodeCounts] = {}
         for name in self.order:
             op = self.graph.nodes[name]
