@@ -21,17 +21,16 @@ from __future__ import annotations
 import warnings
 
 import nir
+import norse.torch as norse  # norse, sinabs, rockpool: installed by `make venv` with --no-deps (see Makefile)
 import numpy as np
 import pytest
+import rockpool.nn.modules.torch as rockpool_torch
+import sinabs
 import torch
 
 from spikecc.backends.cpu import simulate
 from spikecc.errors import BackendError, SpikeccWarning
 from spikecc.ir import read
-
-norse = pytest.importorskip("norse.torch", reason="installed by `make venv` (--no-deps, see Makefile)")
-sinabs = pytest.importorskip("sinabs")
-rockpool_torch = pytest.importorskip("rockpool.nn.modules.torch")
 
 NORSE_DT = 1e-3  # norse's default integration step (LIFBoxCell(dt=0.001))
 T = 150
