@@ -52,7 +52,7 @@ def conv_input_view(op: nir.NIRNode, in_shape: Shape) -> Shape | None:
     if len(s) == nd + 1:
         return s
     declared = getattr(op, "input_shape", None)
-    if declared is not None and isinstance(op, (nir.Conv1d, nir.Conv2d)):
+    if len(s) == 1 and declared is not None and isinstance(op, (nir.Conv1d, nir.Conv2d)):
         spatial = tuple(int(v) for v in np.atleast_1d(declared))
         channels = int(op.weight.shape[1]) * int(op.groups)
         if len(spatial) == nd and channels * int(np.prod(spatial)) == int(np.prod(s)):
