@@ -153,7 +153,7 @@ def _print_nodes(g, title: str, compact: bool) -> None:
         console.print(f"... {len(order) - shown} more nodes")
     console.print(f"{total:,} parameters; inputs: {', '.join(g.inputs())}; outputs: {', '.join(g.outputs())}")
     for note in load_notes(g, shapes):
-        console.print(f"note: {note}")
+        console.print(f"note: {note}", soft_wrap=True, markup=False)
 
 
 def _dt_text(g) -> str:
@@ -207,7 +207,8 @@ def _run_common(file: Path, input_path: Path, steps: int | None, dt: float | Non
 
 
 def _print_activity(counts: dict, steps: int, g) -> None:
-    table = Table(title=f"activity over {steps} steps ({_dt_text(g)})")
+    console.print(f"{steps} steps, {_dt_text(g)}", soft_wrap=True)
+    table = Table(title=f"activity over {steps} steps")
     for col in ("node", "neurons", "events", "rate/step", "synops"):
         table.add_column(col, justify="left" if col == "node" else "right")
     for name, c in counts.items():
@@ -255,7 +256,7 @@ def lava(file: Path, input_path: Path, steps: int | None, fixed_point: bool, out
     lowered, xq = prepare_run(g, x[:steps], fixed_point=fixed_point)
     with console.status(f"running {steps} steps in Lava ({'fixed_pt' if fixed_point else 'floating_pt'})"):
         res = run_lava(lowered, xq, steps=steps, mode="fixed" if fixed_point else "float")
-    console.print(f"{steps} steps, {_dt_text(g)}")
+    console.print(f"{steps} steps, {_dt_text(g)}", soft_wrap=True)
     for name, arr in res.outputs.items():
         console.print(f"{name}: shape {arr.shape}, {int(np.count_nonzero(arr)):,} non-zero outputs")
     if output:
