@@ -133,7 +133,7 @@ def _print_nodes(g, title: str, compact: bool) -> None:
 
     shapes, signals = infer_shapes(g), infer_signals(g)
     order, delayed = g.schedule()
-    table = Table(title=f"{title}  ({len(g.nodes)} nodes, {len(g.edges)} edges, {_dt_text(g)})")
+    table = Table(title=f"{title}  ({len(g.nodes)} nodes, {len(g.edges)} edges, dt={g.dt:g} s)")
     for col in ("node", "type", "shape", "output", "params", "inputs"):
         table.add_column(col, justify="right" if col == "params" else "left")
     total = 0
@@ -151,7 +151,8 @@ def _print_nodes(g, title: str, compact: bool) -> None:
     console.print(table)
     if shown < len(order):
         console.print(f"... {len(order) - shown} more nodes")
-    console.print(f"{total:,} parameters; inputs: {', '.join(g.inputs())}; outputs: {', '.join(g.outputs())}")
+    console.print(f"{total:,} parameters; inputs: {', '.join(g.inputs())}; outputs: {', '.join(g.outputs())}; "
+                  f"{_dt_text(g)}", soft_wrap=True, markup=False)
     for note in load_notes(g, shapes):
         console.print(f"note: {note}", soft_wrap=True, markup=False)
 

@@ -62,8 +62,9 @@ def test_simulate_warns_about_a_silent_layer_and_dt_fixes_it(slow_net):
 
 def test_inspect_shows_dt(slow_net):
     path, _ = slow_net
-    assert "edges, dt=0.0001 s (default;" in run("inspect", path).stdout
-    assert "edges, dt=0.25 s)" in run("inspect", path, "--dt", "0.25").stdout
+    assert "outputs: out; dt=0.0001 s (default; NIR files do not store dt: set it with --dt)\n" in \
+        run("inspect", path).stdout
+    assert "outputs: out; dt=0.25 s\n" in run("inspect", path, "--dt", "0.25").stdout
 
 
 @pytest.mark.parametrize("dt", ["0", "-1", "nan", "inf"])
