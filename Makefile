@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q --ignore-requires-python --no-deps lava-nc==0.10.0
 	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps norse==1.1.0 sinabs==3.1.3 rockpool==3.1.0  # pyproject: exporters
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -128,14 +128,20 @@ def main() -> None:
 
 LM_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 
+dt_option = click.option(
+    "--dt", type=float, default=None, metavar="SECONDS",
+    help="seconds one simulation step stands for (default: the file's own dt, else 1e-4); NIR files do not store "
+         "it, so give the step the network was exported for")
+
 
 @main.command()
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--prompt", default=None, help="for language models: text to run through the simulator for activity")
 @click.option("--tokens", type=click.IntRange(min=0), default=32, show_default=True,
               help="for language models: tokens to generate after the prompt when measuring activity")
+@dt_option
 @friendly_errors
-def inspect(file: Path, prompt: str | None, tokens: int) -> None:
+def inspect(file: Path, prompt: str | None, tokens: int, dt: float | None) -> None:
     """Show the nodes of a NIR FILE (type, shape, signal kind, parameters); for a spiking-LM checkpoint or
     exported LM, also the per-layer activity (firing rate, +/- split, spikes and synaptic ops per token)."""
     from spikecc.ir import read
@@ -144,9 +150,12 @@ def inspect(file: Path, prompt: str | None, tokens: int) -> None:
     if is_lm:
         from spikecc.compiler.frontends import load_lm
 
+        if dt is not None:
+            raise InputFileError(f"{file}: --dt applies to NIR files; a language-model checkpoint runs in its own "
+                                 "step units")
         g = load_lm(file).graph
     else:
-        g = read(file)
+        g = read(file, dt=dt)
         is_lm = "family" in g.metadata
     _print_nodes(g, str(file), compact=is_lm)
     if is_lm and "vocab" in g.metadata:  # encoder-only models (SpikeLM BERT) have no text to run
@@ -155,6 +164,7 @@ def inspect(file: Path, prompt: str | None, tokens: int) -> None:
 
 def _print_nodes(g, title: str, compact: bool) -> None:
     from spikecc.ir import infer_shapes, infer_signals
+    from spikecc.ir.infer import load_notes
 
     shapes, signals = infer_shapes(g), infer_signals(g)
     order, delayed = g.schedule()
@@ -176,7 +186,14 @@ def _print_nodes(g, title: str, compact: bool) -> None:
     console.print(table)
     if shown < len(order):
         console.print(f"... {len(order) - shown} more nodes")
-    console.print(f"{total:,} parameters; inputs: {', '.join(g.inputs())}; outputs: {', '.join(g.outputs())}")
+    console.print(f"{total:,} parameters; inputs: {', '.join(g.inputs())}; outputs: {', '.join(g.outputs())}; "
+                  f"{_dt_text(g)}", soft_wrap=True, markup=False)
+    for note in load_notes(g, shapes):
+        console.print(f"note: {note}", soft_wrap=True, markup=False)
+
+
+def _dt_text(g) -> str:
+    return f"dt={g.dt:g} s" + ("" if "dt" in g.metadata else " (default; NIR files do not store dt: set it with --dt)")
 
 
 def _print_lm_activity(g, prompt: str, tokens: int) -> None:
@@ -220,6 +237,7 @@ def run_options(fixed_help: str):
             click.option("--fixed-point", is_flag=True, help=fixed_help),
             click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
                          help=".npz with one array per Output node, named after it, shaped (steps, *shape)"),
+            dt_option,
         ]):
             fn = option(fn)
         return input_options(fn)
@@ -228,7 +246,7 @@ def run_options(fixed_help: str):
 
 
 def _prepare(file: Path, input_path: Path, steps: int | None, fixed_point: bool, output: Path | None,
-             spike_inputs: bool, input_range: float, lower: bool):
+             spike_inputs: bool, input_range: float, lower: bool, dt: float | None):
     """Check the output path, read the graph and the input, and prepare the run (spikecc.driver.prepare_run)."""
     from spikecc.driver import prepare_run
     from spikecc.files import check_output_file
@@ -236,7 +254,7 @@ def _prepare(file: Path, input_path: Path, steps: int | None, fixed_point: bool,
 
     if output is not None:
         check_output_file(output, inputs=[file, input_path])
-    g = read(file)
+    g = read(file, dt=dt)
     x = load_input(input_path)
     if steps is not None and x.ndim and steps > x.shape[0]:
         raise InputFileError(f"{input_path}: asked for {steps} steps but the input holds only {x.shape[0]}; "
@@ -255,7 +273,8 @@ def _save(output: Path | None, outputs: dict) -> None:
         console.print(f"wrote {output} ({', '.join(outputs)})")
 
 
-def _print_activity(counts: dict, steps: int) -> None:
+def _print_activity(counts: dict, steps: int, g) -> None:
+    console.print(f"{steps} steps, {_dt_text(g)}", soft_wrap=True)
     table = Table(title=f"activity over {steps} steps")
     for col in ("node", "neurons", "events", "rate/step", "synops"):
         table.add_column(col, justify="left" if col == "node" else "right")
@@ -270,18 +289,18 @@ def _print_activity(counts: dict, steps: int) -> None:
 @run_options(fixed_help="lower + quantize for Loihi 2 and run bit-accurately")
 @friendly_errors
 def simulate(file: Path, input_path: Path, steps: int | None, fixed_point: bool, output: Path | None,
-             spike_inputs: bool, input_range: float) -> None:
+             dt: float | None, spike_inputs: bool, input_range: float) -> None:
     """Simulate a NIR FILE on the CPU (spikecc's event-driven simulator)."""
     from spikecc.backends.cpu import Simulator
     from spikecc.driver import is_fixed
 
-    g, x = _prepare(file, input_path, steps, fixed_point, output, spike_inputs, input_range, lower=False)
+    g, x = _prepare(file, input_path, steps, fixed_point, output, spike_inputs, input_range, lower=False, dt=dt)
     sim = Simulator(g, mode="fixed" if is_fixed(g) else "float")
     sim.check_inputs(x, steps)  # bad input: one line now, not after a progress bar has started
     with progress_bar(len(sim.components), "simulating") as bar:
         task = bar.add_task("sim", total=len(sim.components))
         res = sim.run(x, steps=steps, progress=lambda k: bar.update(task, completed=k))
-    _print_activity(res.counts, res.steps)
+    _print_activity(res.counts, res.steps, g)
     _save(output, res.outputs)
 
 
@@ -289,16 +308,18 @@ def simulate(file: Path, input_path: Path, steps: int | None, fixed_point: bool,
 @run_options(fixed_help="quantize and run Lava's bit-accurate (fixed_pt) models")
 @friendly_errors
 def lava(file: Path, input_path: Path, steps: int | None, fixed_point: bool, output: Path | None,
-         spike_inputs: bool, input_range: float) -> None:
+         dt: float | None, spike_inputs: bool, input_range: float) -> None:
     """Run a NIR FILE in Lava's Loihi 2 simulator (Loihi2SimCfg). Each synapse layer adds Lava's
     one-step delay, so outputs lag the float NIR semantics by the number of layers on the path."""
     from spikecc.backends.lava import run_lava
     from spikecc.driver import is_fixed
 
-    lowered, xq = _prepare(file, input_path, steps, fixed_point, output, spike_inputs, input_range, lower=True)
+    lowered, xq = _prepare(file, input_path, steps, fixed_point, output, spike_inputs, input_range, lower=True,
+                           dt=dt)
     mode = "fixed" if is_fixed(lowered) else "float"
     with console.status(f"running in Lava ({'fixed_pt' if mode == 'fixed' else 'floating_pt'})"):
         res = run_lava(lowered, xq, steps=steps, mode=mode)
+    console.print(f"{res.steps} steps, {_dt_text(lowered)}", soft_wrap=True)
     for name, arr in res.outputs.items():
         console.print(f"{name}: shape {arr.shape}, {int(np.count_nonzero(arr)):,} non-zero outputs")
     _save(output, res.outputs)
@@ -310,14 +331,16 @@ def lava(file: Path, input_path: Path, steps: int | None, fixed_point: bool, out
               help="build directory: a new one, or an earlier spikecc build, which is replaced atomically")
 @click.option("--float", "float_mode", is_flag=True, help="skip fixed-point quantization")
 @input_options
+@dt_option
 @friendly_errors
-def compile_cmd(file: Path, out_dir: Path, float_mode: bool, spike_inputs: bool, input_range: float) -> None:
+def compile_cmd(file: Path, out_dir: Path, float_mode: bool, spike_inputs: bool, input_range: float,
+                dt: float | None) -> None:
     """Compile a NIR FILE for Loihi 2 into a build directory (lowered graph, manifest, report, Lava module)."""
     from spikecc.driver import compile_file
 
     with console.status("compiling"):
         out = compile_file(file, out_dir, fixed_point=not float_mode, spike_inputs=spike_inputs,
-                           input_range=input_range)
+                           input_range=input_range, dt=dt)
     console.print(f"wrote {out}/: " + ", ".join(sorted(p.name for p in out.iterdir())))
 
 

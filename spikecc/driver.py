@@ -126,15 +126,16 @@ def layer_report(g: Graph) -> list[LayerReport]:
 
 
 def compile_file(nir_path: str | Path, out_dir: str | Path, fixed_point: bool = True, write_lava: bool = True,
-                 spike_inputs: bool = False, input_range: float = 1.0) -> Path:
+                 spike_inputs: bool = False, input_range: float = 1.0, dt: float | None = None) -> Path:
     """Compile a NIR file into a build directory (see the module docstring). Returns the directory.
     Inputs follow the input rule (`spike_inputs`: binary spikes, else real values sent as graded payloads
-    of `input_range` full scale). The output directory is checked before any work."""
+    of `input_range` full scale). `dt`: seconds per step (None: the file's own, else 1e-4), recorded in the
+    manifest. The output directory is checked before any work."""
     from spikecc.files import check_build_dir
 
     nir_path, out_dir = Path(nir_path), Path(out_dir)
     check_build_dir(out_dir, inputs=[nir_path])
-    graph = mark_inputs(read(nir_path), spike_inputs)
+    graph = mark_inputs(read(nir_path, dt=dt), spike_inputs)
     lowered = lower_for_target(graph, fixed_point, input_range)
     with atomic_directory(out_dir, inputs=[nir_path]) as tmp:
         write(graph, tmp / "input.nir")

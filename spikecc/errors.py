@@ -40,7 +40,8 @@ class BackendError(SpikeccError):
 
 class SpikeccWarning(UserWarning):
     """Something the user should know about a result that is still produced (values clipped, weights rounded
-    to zero, a layer that never fires). The CLI prints each as one line `warning: ...` on stderr."""
+    to zero, an unstable time step, a layer that never fires). Each message is one line naming the node or
+    file; the CLI prints it as `warning: ...` on stderr."""
 
 
 def first_line(exc: BaseException) -> str:

@@ -12,6 +12,8 @@ import nir
 import numpy as np
 import scipy.sparse as sp
 
+from spikecc.ir.infer import conv_input_view
+
 Shape = tuple[int, ...]
 
 
@@ -71,7 +73,10 @@ def pool_matrix(in_shape: Shape, kernel_size, stride, padding, average: bool) ->
 
 def as_matrix(op: nir.NIRNode, in_shape: Shape) -> tuple[sp.csr_matrix, np.ndarray | None]:
     """(M, bias) for a linear op fed a flattened input of `in_shape`; bias is None where the op has none
-    and is flattened to M's row count otherwise."""
+    and is flattened to M's row count otherwise. Convolutions and pools read `in_shape` as shape inference
+    does (spikecc.ir.infer.conv_input_view: batch axes of size 1 skipped)."""
+    if isinstance(op, (nir.Conv1d, nir.Conv2d, nir.SumPool2d, nir.AvgPool2d)):
+        in_shape = conv_input_view(op, in_shape) or in_shape
     if isinstance(op, (nir.Affine, nir.Linear)):
         m = sp.csr_matrix(np.asarray(op.weight, dtype=np.float64).reshape(op.weight.shape[0], -1))
         bias = np.asarray(op.bias, dtype=np.float64).reshape(-1) if isinstance(op, nir.Affine) else None

@@ -12,7 +12,9 @@ bypassed; edges into `"sub.port"` of an extension op become `Edge(sub, port=...)
 from __future__ import annotations
 
 import json
+import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +23,11 @@ import nir
 import numpy as np
 from nir.serialization import hdf2dict
 
-from spikecc.errors import GraphError, InputFileError, UnknownOpError, first_line
+from spikecc.errors import GraphError, InputFileError, SpikeccWarning, UnknownOpError, first_line
 from spikecc.files import atomic_file, check_fits_in_memory, mark_hdf5
 from spikecc.ir.checks import check_values
 from spikecc.ir.graph import Edge, Graph
+from spikecc.ir.infer import complete_conv_input_shapes, unstable_time_constants
 from spikecc.ir.ops import OP_REGISTRY, ExtensionOp
 
 ANNOTATION_KEY = "spikecc"  # node.metadata[ANNOTATION_KEY] holds the node's annotations as JSON
@@ -32,6 +35,11 @@ ANNOTATION_KEY = "spikecc"  # node.metadata[ANNOTATION_KEY] holds the node's ann
 NIR_TYPES = frozenset(n for n in nir.ir.__all__
                       if isinstance(getattr(nir.ir, n), type) and issubclass(getattr(nir.ir, n), nir.NIRNode)) \
     - {"NIRNode"}
+
+
+# Fields nir 1.0.8 requires that older NIR releases did not write (nir 0.2's Conv2d had no input_shape):
+# read as None, which nir accepts, and filled in from the graph's shapes after loading.
+OPTIONAL_IN_OLD_FILES = {"Conv1d": "input_shape", "Conv2d": "input_shape"}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -131,9 +139,18 @@ def _shallow_copy(op: nir.NIRNode) -> nir.NIRNode:
 # ------------------------------------------------------------------------------------------------
 # files
 # ------------------------------------------------------------------------------------------------
-def read(path: str | os.PathLike) -> Graph:
-    """Read a NIR HDF5 file (standard nodes and registered spikecc extension ops) into a Graph."""
+def read(path: str | os.PathLike, dt: float | None = None) -> Graph:
+    """Read a NIR HDF5 file (standard nodes and registered spikecc extension ops) into a Graph.
+
+    `dt`: the seconds one simulation step stands for. NIR files do not store it (a file spikecc wrote
+    keeps its own in the graph metadata); None keeps the file's, else spikecc.ir.graph.DEFAULT_DT.
+    Files from older NIR releases load too: a convolution without input_shape gets the one its input
+    implies (spikecc.ir.infer.complete_conv_input_shapes). Warns (SpikeccWarning, one line per node) for
+    neurons whose dt/tau makes forward Euler overshoot.
+    """
     path = Path(path)
+    if dt is not None and not (isinstance(dt, (int, float, np.floating)) and math.isfinite(dt) and dt > 0):
+        raise InputFileError(f"dt = {dt!r}: the time step must be a positive number of seconds (e.g. 1e-4)")
     if not path.exists():
         raise InputFileError(f"{path}: no such file; give the path of a .nir file")
     if not path.is_file():
@@ -156,10 +173,15 @@ def read(path: str | os.PathLike) -> Graph:
                              "may be corrupt") from None
     if isinstance(order, list) and set(order) == set(g.nodes):
         g.nodes = {n: g.nodes[n] for n in order}
+    if dt is not None:
+        g.metadata["dt"] = float(dt)
     try:
         check_values(g)
+        complete_conv_input_shapes(g)
     except GraphError as exc:
         raise InputFileError(f"{path}: {exc}") from None
+    for line in unstable_time_constants(g):
+        warnings.warn(SpikeccWarning(f"{path}: {line}"), stacklevel=2)
     return g
 
 
@@ -211,7 +233,10 @@ def _node_from_dict(d: dict[str, Any], name: str, path: Path) -> nir.NIRNode:
         if kind in OP_REGISTRY:
             return OP_REGISTRY[kind].from_dict(d)
         if kind in NIR_TYPES:
-            return nir.dict2NIRNode(dict(d))
+            d = dict(d)
+            if kind in OPTIONAL_IN_OLD_FILES:
+                d.setdefault(OPTIONAL_IN_OLD_FILES[kind], None)
+            return nir.dict2NIRNode(d)
     except (InputFileError, UnknownOpError):
         raise
     except Exception as exc:

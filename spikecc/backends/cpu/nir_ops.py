@@ -206,12 +206,25 @@ def lower_delay(op: nir.Delay, ctx: BuildContext) -> Kernel:
     return DelayKernel(steps, ctx.size, ctx.dtype)
 
 
+class NonFiniteState(ArithmeticError):
+    """A neuron's state left the finite floats (forward Euler with dt/tau >= 2 grows without bound until it
+    overflows). Raised by the kernel with the step where known; the simulator adds the node's name and
+    turns it into a BackendError."""
+
+    def __init__(self, var: str, value: float, why: str, step: int | None = None) -> None:
+        super().__init__(var, value, why, step)
+        self.var, self.value, self.why, self.step = var, value, why, step
+
+
 class LeakyNeuron(Kernel):
     """Shared body of the NIR neurons (see the module docstring for each equation).
 
     v <- v + alpha * (v_leak - v) + gain * I   (alpha = dt/tau, gain = dt/tau * r; IF/I: alpha = 0, gain = dt*r)
     with an optional synaptic current I <- I + alpha_syn * (-I + w_in * x) in front (Cuba*), and an
     optional threshold with reset (the spiking kinds).
+
+    A state that becomes inf or NaN stops the run (NonFiniteState): a spiking neuron's output stays 0/1
+    while its v or current is already garbage, so the state itself is checked every step.
     """
 
     state_names = ("v",)
@@ -223,6 +236,7 @@ class LeakyNeuron(Kernel):
         self.alpha, self.gain, self.v_leak = alpha, gain, v_leak
         self.threshold, self.v_reset = threshold, v_reset
         self.alpha_syn, self.w_in = alpha_syn, w_in
+        self.limit = float(np.finfo(dtype).max)  # largest finite value of the simulation's dtype
         if alpha_syn is not None:
             self.state_names = ("v", "i_syn")
         self.reset()
@@ -233,27 +247,68 @@ class LeakyNeuron(Kernel):
         self.i_syn = np.zeros(self.size, dtype=self.dtype)
 
     def step(self, x):
-        drive = x["input"]
+        return self.update(x["input"], checked=True)
+
+    def update(self, drive, checked: bool):
+        """One step; `checked`: stop (NonFiniteState) on a non-finite state before the reset hides it."""
         if self.alpha_syn is not None:
             self.i_syn = self.i_syn + self.alpha_syn * (self.w_in * drive - self.i_syn)
             drive = self.i_syn
         self.v = self.v + self.alpha * (self.v_leak - self.v) + self.gain * drive
+        if checked:
+            self.check_finite()
         if self.threshold is None:
             return self.v.copy()
         s = self.v > self.threshold
         self.v = np.where(s, self.v_reset, self.v)
         return s.astype(self.dtype)
 
+    def check_finite(self) -> None:
+        """Raise NonFiniteState if a state variable is inf or NaN in the simulation's dtype (a float32 run
+        overflows at 3.4e38 while the state is still float64). One sum per variable and step: only a sum
+        outside the dtype's range (inf, NaN, or huge values) leads to the element-wise check."""
+        for var in self.state_names:
+            value = getattr(self, var)
+            total = value.sum()
+            if -self.limit <= total <= self.limit:
+                continue
+            value = value.astype(self.dtype, copy=False)
+            if not np.isfinite(value).all():
+                raise NonFiniteState(var, float(value[~np.isfinite(value)][0]), self.instability())
+
+    def instability(self) -> str:
+        """Why the state may have overflowed: the largest per-step decay at or above 1, if any."""
+        parts = []
+        for what, frac in (("dt/tau", self.alpha), ("dt/tau_syn", self.alpha_syn)):
+            worst = float(np.max(frac)) if frac is not None and np.size(frac) else 0.0
+            if worst >= 1:
+                parts.append(f"{what} = {worst:.4g} >= 1 makes forward Euler overshoot")
+        return "; ".join(parts) or "its input or parameters are too large for float"
+
     def run(self, xs, steps, record):
-        """All steps at once for a neuron outside any loop: `step`'s arithmetic, in a tight loop."""
+        """All steps at once for a neuron outside any loop: `step`'s arithmetic, in a tight loop.
+
+        The loop itself does not check the state (a check per step costs a third of the loop); the outputs
+        and the final state are checked once, and only when they hold inf or NaN the run is repeated with
+        checks to find the step. (A +inf that a spiking neuron resets in the same step leaves no trace; it
+        needs dt/tau > 2, which the load warning names.)"""
         x_all = xs["input"]
         out = np.empty((steps, self.size), dtype=self.dtype)
         states = {n: np.empty((steps, self.size), dtype=self.dtype) for n in self.state_names} if record else {}
         for t in range(steps):
-            out[t] = self.step({"input": x_all[t]})
+            out[t] = self.update(x_all[t], checked=False)
             if record:
                 for n in self.state_names:
                     states[n][t] = getattr(self, n)
+        if not (np.isfinite(out).all() and all(np.isfinite(np.asarray(getattr(self, n), dtype=self.dtype)).all()
+                                               for n in self.state_names)):
+            self.reset()
+            for t in range(steps):
+                try:
+                    self.update(x_all[t], checked=True)
+                except NonFiniteState as exc:
+                    exc.step = t
+                    raise
         return out, states
 
 
@@ -321,8 +376,10 @@ class TernaryNeuron(LeakyNeuron):
         super().__init__(size, dtype, **parts)
         self.hi, self.lo, self.amplitude = hi, lo, amplitude
 
-    def step(self, x):
-        self.v = self.v + self.alpha * (self.v_leak - self.v) + self.gain * x["input"]
+    def update(self, drive, checked: bool):
+        self.v = self.v + self.alpha * (self.v_leak - self.v) + self.gain * drive
+        if checked:
+            self.check_finite()
         pos, neg = self.v > self.hi, self.v < self.lo
         self.v = np.where(pos | neg, self.v_reset, self.v)
         return (pos.astype(self.dtype) - neg.astype(self.dtype)) * self.amplitude

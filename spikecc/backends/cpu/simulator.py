@@ -7,10 +7,16 @@ An edge marked delayed by `Graph.schedule()` delivers its source's value from th
 step 0 its value at rest: zero, or a synapse's bias). Synapse kernels gather only the weight rows of
 non-zero inputs, so synaptic work grows with spikes x fan-out. Per node the simulator counts output
 events (non-zeros) and synaptic operations.
+
+Two checks guard a run: a neuron state that becomes inf or NaN stops it with a BackendError naming the
+node and the step (forward Euler with dt/tau >= 2 diverges), and every spiking layer that never fired is
+reported with a SpikeccWarning (what a file simulated with the wrong dt looks like) and in
+`SimResult.silent`.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -19,9 +25,10 @@ import numpy as np
 
 from spikecc.backends.cpu import lm_ops, loihi_ops, nir_ops, spikelm_ops, spikerwkv_ops  # noqa: F401  (lowerings)
 from spikecc.backends.cpu.kernels import BuildContext, Kernel, build_kernel
-from spikecc.errors import GraphError
+from spikecc.backends.cpu.nir_ops import NonFiniteState
+from spikecc.errors import BackendError, GraphError, SpikeccWarning
 from spikecc.ir.graph import Edge, Graph
-from spikecc.ir.infer import infer_shapes, infer_signals
+from spikecc.ir.infer import TRANSPARENT_NIR_OPS, infer_shapes, infer_signals
 from spikecc.ir.inputs import bind_inputs
 
 MODES = ("float", "fixed")
@@ -47,6 +54,7 @@ class SimResult:
     counts: dict[str, NodeCounts]
     states: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # node -> var -> (steps, n)
     traces: dict[str, np.ndarray] = field(default_factory=dict)  # recorded node outputs, (steps, *shape)
+    silent: list[str] = field(default_factory=list)  # spiking layers that never fired, in schedule order
 
     def total(self, what: str) -> int:
         return sum(getattr(c, what) for c in self.counts.values())
@@ -114,19 +122,25 @@ class Simulator:
         full: dict[str, np.ndarray] = {}
         states: dict[str, dict[str, np.ndarray]] = {}
         done = 0
-        for comp in self.components:
-            if len(comp) == 1 and not self.graph.has_self_loop(comp[0]):
-                name = comp[0]
-                out, st = self.kernels[name].run(self._gather_all(name, full, steps), steps,
-                                                 name in record_states)
-                full[name] = np.asarray(out).reshape(steps, -1)
-                if st:
-                    states[name] = st
-            else:
-                self._step_loop(comp, full, states, steps, record_states)
-            done += 1
-            if progress:
-                progress(done)
+        # Overflow is reported by the neurons' own check (NonFiniteState), naming node and step, not by
+        # numpy's warnings on the way there.
+        with np.errstate(over="ignore", invalid="ignore"):
+            for comp in self.components:
+                if len(comp) == 1 and not self.graph.has_self_loop(comp[0]):
+                    name = comp[0]
+                    try:
+                        out, st = self.kernels[name].run(self._gather_all(name, full, steps), steps,
+                                                         name in record_states)
+                    except NonFiniteState as exc:
+                        raise self._non_finite(name, exc, exc.step) from None
+                    full[name] = np.asarray(out).reshape(steps, -1)
+                    if st:
+                        states[name] = st
+                else:
+                    self._step_loop(comp, full, states, steps, record_states)
+                done += 1
+                if progress:
+                    progress(done)
         counts: dict[str, NodeCounts] = {}
         for name in self.order:
             op = self.graph.nodes[name]
@@ -147,7 +161,25 @@ class Simulator:
                                       neurons=self.size(name), spiking=spiking)
         outputs = {n: full[n].reshape(steps, *self.shapes[n]) for n in self.graph.outputs()}
         traces = {n: full[n].reshape(steps, *self.shapes[n]) for n in record}
-        return SimResult(outputs=outputs, steps=steps, counts=counts, states=states, traces=traces)
+        silent = [n for n in self.order if self.fires(n) and counts[n].events == 0]
+        for name in silent:
+            warnings.warn(SpikeccWarning(
+                f"node '{name}' ({type(self.graph.nodes[name]).__name__}) never fired in {steps} steps "
+                f"(dt = {self.graph.dt:g} s); if the file was exported for another time step, pass it with --dt"),
+                stacklevel=2)
+        return SimResult(outputs=outputs, steps=steps, counts=counts, states=states, traces=traces, silent=silent)
+
+    def fires(self, name: str) -> bool:
+        """Whether `name` makes spikes (a spiking neuron), rather than passing on another node's."""
+        op = self.graph.nodes[name]
+        return self.signals[name].is_spiking and not isinstance(op, (nir.Input, *TRANSPARENT_NIR_OPS))
+
+    def _non_finite(self, name: str, exc: NonFiniteState, step: int) -> BackendError:
+        """A kernel's NonFiniteState as a one-line error naming the node and the step."""
+        return BackendError(
+            f"node '{name}' ({type(self.graph.nodes[name]).__name__}): {exc.var} became {exc.value:g} at step "
+            f"{step}; {exc.why}; pass the time step the network was exported for with --dt "
+            f"(now {self.graph.dt:g} s), or check its parameters")
 
     # ---------------------------------------------------------------------------------------------
     # Incremental stepping (token-by-token generation): state persists between calls.
@@ -172,19 +204,22 @@ class Simulator:
         if not isinstance(inputs, Mapping):
             inputs = {names[0]: inputs}
         cur: dict[str, np.ndarray] = {}
-        for name in self.order:
-            if name in names:
-                cur[name] = np.asarray(inputs[name], dtype=self.dtype).reshape(-1)
-                continue
-            x: dict[str, np.ndarray] = {}
-            for e in self.in_edges[name]:
-                v = self._prev[e.src] if e in self.delayed else cur[e.src]
-                x[e.port] = v if e.port not in x else x[e.port] + v
-            cur[name] = np.asarray(self.kernels[name].step(x)).reshape(-1)
-            self._events[name] += int(np.count_nonzero(cur[name]))
-            self._negative[name] += int(np.sum(cur[name] < 0))
-            if name in self.neuron_events:
-                self.neuron_events[name] += cur[name] != 0
+        try:
+            for name in self.order:
+                if name in names:
+                    cur[name] = np.asarray(inputs[name], dtype=self.dtype).reshape(-1)
+                    continue
+                x: dict[str, np.ndarray] = {}
+                for e in self.in_edges[name]:
+                    v = self._prev[e.src] if e in self.delayed else cur[e.src]
+                    x[e.port] = v if e.port not in x else x[e.port] + v
+                cur[name] = np.asarray(self.kernels[name].step(x)).reshape(-1)
+                self._events[name] += int(np.count_nonzero(cur[name]))
+                self._negative[name] += int(np.sum(cur[name] < 0))
+                if name in self.neuron_events:
+                    self.neuron_events[name] += cur[name] != 0
+        except NonFiniteState as exc:
+            raise self._non_finite(name, exc, self._t) from None
         self._prev = cur
         self._t += 1
         return cur
@@ -223,17 +258,20 @@ class Simulator:
         plan = [(name, self.kernels[name],
                  [(e.port, full[e.src] if e.src in full else None, e.src, e in self.delayed)
                   for e in self.in_edges[name]]) for name in comp]
-        for t in range(steps):
-            for name, kernel, edges in plan:
-                x: dict[str, np.ndarray] = {}
-                for port, _, src, delayed in edges:
-                    tt = t - 1 if delayed else t
-                    v = full[src][tt] if tt >= 0 else self._rest(src)
-                    x[port] = v if port not in x else x[port] + v
-                full[name][t] = kernel.step(x)
-                if name in recs:
-                    for var, val in kernel.state().items():
-                        recs[name][var].append(val)
+        try:
+            for t in range(steps):
+                for name, kernel, edges in plan:
+                    x: dict[str, np.ndarray] = {}
+                    for port, _, src, delayed in edges:
+                        tt = t - 1 if delayed else t
+                        v = full[src][tt] if tt >= 0 else self._rest(src)
+                        x[port] = v if port not in x else x[port] + v
+                    full[name][t] = kernel.step(x)
+                    if name in recs:
+                        for var, val in kernel.state().items():
+                            recs[name][var].append(val)
+        except NonFiniteState as exc:
+            raise self._non_finite(name, exc, t) from None
         for n, r in recs.items():
             states[n] = {v: np.stack(vals) for v, vals in r.items()}
 
