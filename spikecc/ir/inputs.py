@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import numpy as np
 
@@ -35,12 +35,13 @@ def check_input_values(graph: Graph, name: str, a: np.ndarray) -> np.ndarray:
 
 
 def bind_inputs(graph: Graph, shapes: Mapping[str, tuple[int, ...]], inputs: np.ndarray | Mapping[str, np.ndarray],
-                steps: int | None, integer: bool = False) -> tuple[dict[str, np.ndarray], int]:
+                steps: int | None, integer: bool | Collection[str] = False) -> tuple[dict[str, np.ndarray], int]:
     """({input name: (steps, size) array}, steps) for `inputs`: one array for a single-Input graph or a
     mapping by Input name, each shaped (steps, *input shape) (any shape with that many values per step).
 
-    `integer`: the run takes integer payloads (fixed point): real values that are not whole numbers are an
-    error rather than silently truncated. Raises InputFileError naming the Input and the expected shape.
+    `integer`: the run takes integer payloads (fixed point) at every Input (True) or at the Inputs named:
+    real values that are not whole numbers are an error rather than silently truncated. Raises InputFileError
+    naming the Input and the expected shape.
     """
     names = graph.inputs()
     if not isinstance(inputs, Mapping):
@@ -59,7 +60,8 @@ def bind_inputs(graph: Graph, shapes: Mapping[str, tuple[int, ...]], inputs: np.
         if a.ndim < 1 or a.shape[0] == 0 or a[0].size != size:
             raise InputFileError(f"input for Input node '{n}' has shape {a.shape}, expected "
                                  f"(steps, {', '.join(map(str, shape))})")
-        if integer and a.dtype.kind == "f" and not np.all(a == np.rint(a)):
+        wants_int = integer if isinstance(integer, bool) else n in integer
+        if wants_int and a.dtype.kind == "f" and not np.all(a == np.rint(a)):
             raise InputFileError(f"input for Input node '{n}' holds non-integer values, but a fixed-point run takes "
                                  "integer payloads (spikes 0/1 or graded integers); convert it with quantize_inputs")
         out[n] = a.reshape(a.shape[0], -1)

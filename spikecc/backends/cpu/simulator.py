@@ -27,6 +27,7 @@ from spikecc.backends.cpu import lm_ops, loihi_ops, nir_ops, spikelm_ops, spiker
 from spikecc.backends.cpu.kernels import BuildContext, Kernel, build_kernel
 from spikecc.backends.cpu.nir_ops import NonFiniteState
 from spikecc.errors import BackendError, GraphError, SpikeccWarning
+from spikecc.ir.formats import FLOAT, format_of
 from spikecc.ir.graph import Edge, Graph
 from spikecc.ir.infer import TRANSPARENT_NIR_OPS, infer_shapes, infer_signals
 from spikecc.ir.inputs import bind_inputs
@@ -61,20 +62,26 @@ class SimResult:
 
 
 class Simulator:
-    """Build once, run many times. `mode="float"` runs NIR's float semantics (or Loihi ops in float);
-    `mode="fixed"` runs graphs lowered and quantized for Loihi with Lava's bit-accurate integer maths."""
+    """Build once, run many times. `mode="float"` runs every node in float: NIR's float semantics, Loihi ops'
+    float form (or, on quantized nodes, their integer parameters without rounding). `mode="fixed"` runs every
+    node in its own number format (spikecc.ir.formats): nodes quantized for Loihi with Lava's bit-accurate
+    integer maths (int64 values), nodes annotated float (a language model's host ops) in float; boundary ops
+    (spikecc.ir.boundary_ops) convert between the two. A node without a format annotation runs fixed in
+    fixed mode (a hand-built integer graph); pass-through nodes (Output, Flatten) take their source's format."""
 
     def __init__(self, graph: Graph, mode: str = "float", dtype=np.float64) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         self.graph, self.mode = graph, mode
-        self.dtype = np.dtype(np.int64 if mode == "fixed" else dtype)
         self.shapes = infer_shapes(graph)
         self.signals = infer_signals(graph)
         self.order, delayed = graph.schedule()
         self.delayed = set(delayed)
         self.components = graph.components()
         self.in_edges: dict[str, list[Edge]] = {n: graph.in_edges(n) for n in graph.nodes}
+        self.modes = self._node_modes()
+        self.dtypes = {n: np.dtype(np.int64 if m == "fixed" else dtype) for n, m in self.modes.items()}
+        self.dtype = np.dtype(np.int64 if mode == "fixed" else dtype)  # of nodes without a format of their own
         self.kernels: dict[str, Kernel] = {}
         for name in self.order:
             op = graph.nodes[name]
@@ -83,8 +90,31 @@ class Simulator:
                 in_shapes=self._port_shapes(name),
                 out_shape=self.shapes[name],
                 in_signals={e.port: self.signals[e.src] for e in self.in_edges[name]},
-                dt=graph.dt, mode=mode, dtype=self.dtype, annotations=graph.annotations.get(name, {}))
+                dt=graph.dt, mode=self.modes[name], dtype=self.dtypes[name],
+                annotations=graph.annotations.get(name, {}))
             self.kernels[name] = build_kernel(op, ctx)
+
+    def _node_modes(self) -> dict[str, str]:
+        """Per node, the arithmetic it runs in (class docstring); checks that fixed and float values meet only
+        at boundary ops."""
+        if self.mode == "float":
+            return dict.fromkeys(self.graph.nodes, "float")
+        modes: dict[str, str] = {}
+        for name in self.order:
+            op = self.graph.nodes[name]
+            declared = self.graph.annotations.get(name, {}).get("format")
+            if isinstance(op, (nir.Output, nir.Flatten)) and declared is None and self.in_edges[name]:
+                modes[name] = modes.get(self.in_edges[name][0].src, "fixed")
+            else:
+                modes[name] = "float" if format_of(self.graph.annotations.get(name, {})) == FLOAT and declared \
+                    else "fixed"
+        for e in self.graph.edges:
+            src, dst = modes[e.src], modes[e.dst]
+            converts = getattr(self.graph.nodes[e.dst], "converts_format", None)
+            if src != dst and converts != (src, dst):
+                raise GraphError(f"edge {e}: carries {src} values into a {dst} node; put a boundary op "
+                                 "(HostToCore / CoreToHost) between host and neuro-core nodes")
+        return modes
 
     def _port_shapes(self, name: str) -> dict[str, tuple[int, ...]]:
         """Shape arriving at each input port. Of equal-size inputs summed into one port, the one with the
@@ -102,8 +132,9 @@ class Simulator:
     # ---------------------------------------------------------------------------------------------
     def check_inputs(self, inputs: np.ndarray | Mapping[str, np.ndarray], steps: int | None) \
             -> tuple[dict[str, np.ndarray], int]:
-        data, steps = bind_inputs(self.graph, self.shapes, inputs, steps, integer=self.mode == "fixed")
-        return {n: a.astype(self.dtype) for n, a in data.items()}, steps
+        fixed = {n for n in self.graph.inputs() if self.modes[n] == "fixed"}
+        data, steps = bind_inputs(self.graph, self.shapes, inputs, steps, integer=fixed)
+        return {n: a.astype(self.dtypes[n]) for n, a in data.items()}, steps
 
     def run(self, inputs: np.ndarray | Mapping[str, np.ndarray], steps: int | None = None,
             record: Iterable[str] = (), record_states: Iterable[str] = (),
@@ -207,7 +238,7 @@ class Simulator:
         try:
             for name in self.order:
                 if name in names:
-                    cur[name] = np.asarray(inputs[name], dtype=self.dtype).reshape(-1)
+                    cur[name] = np.asarray(inputs[name], dtype=self.dtypes[name]).reshape(-1)
                     continue
                 x: dict[str, np.ndarray] = {}
                 for e in self.in_edges[name]:
@@ -248,12 +279,12 @@ class Simulator:
         it says otherwise, e.g. a synapse's bias)."""
         rest = self.kernels[name].rest_output()
         if rest is None:
-            return np.zeros(self.size(name), dtype=self.dtype)
-        return np.broadcast_to(np.asarray(rest, dtype=self.dtype), (self.size(name),))
+            return np.zeros(self.size(name), dtype=self.dtypes[name])
+        return np.broadcast_to(np.asarray(rest, dtype=self.dtypes[name]), (self.size(name),))
 
     def _step_loop(self, comp: list[str], full, states, steps: int, record_states: set[str]) -> None:
         for name in comp:
-            full[name] = np.zeros((steps, self.size(name)), dtype=self.dtype)
+            full[name] = np.zeros((steps, self.size(name)), dtype=self.dtypes[name])
         recs = {n: {v: [] for v in self.kernels[n].state_names} for n in comp if n in record_states}
         plan = [(name, self.kernels[name],
                  [(e.port, full[e.src] if e.src in full else None, e.src, e in self.delayed)
