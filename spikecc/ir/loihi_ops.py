@@ -62,16 +62,22 @@ class LoihiDense(ExtensionOp):
     so with mixed signs and 8 weight bits only even weights in [-256, 254] survive. The sum is not
     saturated. Input spikes are binary (num_message_bits = 0) or graded integer payloads.
 
-    `output_delay = 1`: Lava's Dense sends, at step t, what it accumulated at step t-1 (a_buff), so its
-    consumer sees W s[t-1]; the graph schedule delays every edge leaving this op by one step.
+    `delay` (the op's `output_delay`): 1 as in Lava, whose Dense sends at step t what it accumulated at step t-1
+    (a_buff), so its consumer sees W s[t-1]; the graph schedule delays every edge leaving this op by one step.
+    0 in token-synchronous language-model graphs, where one graph step is one token (or one spike step) and
+    the per-synapse latency of the hardware is a property of the pipeline schedule (the Lava backend runs as
+    many Lava steps per token as the pipeline is deep), not of the computation.
     """
 
     weight: np.ndarray  # (n_out, n_in)
     weight_exp: int = 0
     num_weight_bits: int = 8
     num_message_bits: int = 0
+    delay: int = 1
 
-    output_delay: ClassVar[int] = 1
+    @property
+    def output_delay(self) -> int:  # type: ignore[override]
+        return int(self.delay)
 
     def __post_init__(self) -> None:
         self.weight = np.asarray(self.weight)

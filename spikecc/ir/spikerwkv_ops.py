@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from spikecc.ir.ops import ExtensionOp, register_op
-from spikecc.ir.signals import BINARY, Signal, ternary
+from spikecc.ir.signals import BINARY, Signal, graded, ternary
 
 
 @register_op
@@ -91,4 +91,25 @@ class MultiLevelEncoder(ExtensionOp):
         return ternary(1.0) if self.polarity else BINARY
 
 
-SPIKERWKV_OPS = (MultiLevelEncoder,)
+
+@register_op
+@dataclass(eq=False)
+class MultiLevelValue(MultiLevelEncoder):
+    """The multi-level encoder's code sent as ONE signed graded value per channel instead of T*l spikes:
+
+        y = x_hat = d_f * sum_i c_i * (W_i / T)          (c_i = sum_j d_i^j: the spike count of level i)
+
+    the value the T*l spikes stand for (MultiLevelEncoder, paper Eq. 3). With level weights that are powers
+    of two times W_l, x_hat is a whole number of units W_l / T, at most (2**l - 1) of them, so it travels exactly
+    as an (l + 1)-bit graded message (the sign included). The consumer is a Linear with the reference's weight
+    W (not tiled): W x_hat = W' s. Cheaper than the spikes when T is small (T = 1: l binary spikes and a flag
+    become one (l + 1)-bit message, and the synapses l times fewer). decompose-levels makes the choice."""
+
+    def natural_shape(self) -> tuple[int, ...]:
+        return (int(self.channels),)
+
+    def output_signal(self, in_signals) -> Signal:
+        return graded(self.levels + 1, float(self.level_weights[-1]) / int(self.T))
+
+
+SPIKERWKV_OPS = (MultiLevelEncoder, MultiLevelValue)

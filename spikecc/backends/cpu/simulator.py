@@ -23,7 +23,14 @@ from dataclasses import dataclass, field
 import nir
 import numpy as np
 
-from spikecc.backends.cpu import lm_ops, loihi_ops, nir_ops, spikelm_ops, spikerwkv_ops  # noqa: F401  (lowerings)
+from spikecc.backends.cpu import (  # noqa: F401  (importing registers the lowerings)
+    lm_ops,
+    loihi_ops,
+    neurocore_ops,
+    nir_ops,
+    spikelm_ops,
+    spikerwkv_ops,
+)
 from spikecc.backends.cpu.kernels import BuildContext, Kernel, build_kernel
 from spikecc.backends.cpu.nir_ops import NonFiniteState
 from spikecc.errors import BackendError, GraphError, SpikeccWarning

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from spikecc.backends.cpu.kernels import BuildContext, Kernel, lowers, require_float
-from spikecc.ir.spikerwkv_ops import MultiLevelEncoder
+from spikecc.ir.spikerwkv_ops import MultiLevelEncoder, MultiLevelValue
 
 
 def multilevel_encode(x: np.ndarray, T: int, level_weights: np.ndarray, polarity: bool) -> np.ndarray:
@@ -67,3 +67,19 @@ def lower_multilevel_encoder(op: MultiLevelEncoder, ctx: BuildContext) -> Kernel
     require_float(ctx, op)
     return MultiLevelEncoderKernel(int(op.T), np.asarray(op.level_weights, dtype=np.float64), bool(op.polarity),
                                    ctx.dtype)
+
+
+class MultiLevelValueKernel(MultiLevelEncoderKernel):
+    """x_hat = sign * sum_i count_i * (W_i / T), from the same spikes MultiLevelEncoderKernel makes."""
+
+    def _encode(self, x: np.ndarray) -> np.ndarray:
+        s = multilevel_encode(x, self.T, self.level_weights, self.polarity).astype(np.float64)  # (..., T, l, C)
+        unit = np.asarray([float(w) / self.T for w in self.level_weights])
+        return np.einsum("...tlc,l->...c", s, unit).astype(self.dtype)
+
+
+@lowers(MultiLevelValue)
+def lower_multilevel_value(op: MultiLevelValue, ctx: BuildContext) -> Kernel:
+    require_float(ctx, op)
+    return MultiLevelValueKernel(int(op.T), np.asarray(op.level_weights, dtype=np.float64), bool(op.polarity),
+                                 ctx.dtype)

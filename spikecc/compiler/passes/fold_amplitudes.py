@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from spikecc.compiler.passes.analysis import Analysis
+from spikecc.compiler.passes.analysis import Analysis, analysis_of
 from spikecc.ir.graph import Graph
 from spikecc.ir.loihi_ops import LoihiDense, LoihiTernaryLIF
 
@@ -26,4 +26,45 @@ def fold_amplitudes(g: Graph, a: Analysis | None = None) -> Graph:
         if amp is not None and out.annotation(name, "amplitude_folded") is None:
             op.weight = np.asarray(op.weight, dtype=np.float64) * float(amp)
             out.annotate(name, amplitude_folded=float(amp))
+    return out
+
+
+def fold_spike_amplitudes(g: Graph, a: Analysis | None = None) -> Graph:
+    """Language models: SpikeLM's elastic neurons emit {-alpha_t, 0, +alpha_t} with one alpha per spike step t.
+    Where a neuron feeds linear layers only, its spikes become unit spikes routed to one channel block per spike
+    step (a SpikeRouter with T banks) and each linear W becomes the per-step weight banks [alpha_0 W, ...,
+    alpha_{T-1} W]: at step t only bank t is active, so the layer receives alpha_t W u = W s.
+
+    The other choice, a graded payload (the spike carries alpha_t as a signed graded value and W stays), costs
+    T times fewer synapses but a graded message per spike; spikecc takes the banks, which keep the messages
+    binary after split-polarity, and records the choice (annotation `amplitude_folding`) so the partition
+    report can give both costs. A neuron that feeds a host op (attention's K and V spikes) keeps its amplitude:
+    the boundary restores it (CoreToHost scales).
+
+    Invariant: each linear layer's output is unchanged (up to float rounding: alpha_t W_ij u_j vs W_ij (alpha_t
+    u_j), equal here because alpha_t u_j is exactly +-alpha_t).
+    """
+    from spikecc.compiler.passes.rewrite import insert_after, is_linear
+    from spikecc.ir.neurocore_ops import SpikeRouter
+    from spikecc.ir.spikelm_ops import ElasticBiSpike
+
+    a = analysis_of(g, a)
+    out = g.copy()
+    for name, op in g.nodes.items():
+        if not isinstance(op, ElasticBiSpike):
+            continue
+        consumers = out.out_edges(name)
+        if not consumers or not all(is_linear(out.nodes[e.dst]) and e.port == "input" for e in consumers):
+            continue
+        n = a.size(name)
+        if any(np.shape(out.nodes[e.dst].weight)[1] != n for e in consumers):
+            continue  # a sequence (row-wise) linear: it stays on the host with its ternary input
+        alpha = np.asarray(op.alpha, dtype=np.float64)
+        router = insert_after(out, name, f"{name}.route", SpikeRouter(size=n, banks=int(op.T), split=False))
+        for e in consumers:
+            lin = out.nodes[e.dst]
+            w = np.asarray(lin.weight, dtype=np.float64)
+            lin.weight = np.concatenate([alpha[t] * w for t in range(int(op.T))], axis=1)
+            out.annotate(e.dst, amplitude_folding="banks")
+        out.annotate(router, amplitude_folding="banks", amplitudes=alpha.tolist())
     return out

@@ -113,3 +113,99 @@ def map_neurons(g: Graph, a: Analysis | None = None) -> Graph:
             if isinstance(dense, LoihiDense):
                 dense.weight = gain[:, None] * np.asarray(dense.weight, dtype=np.float64)
     return out
+
+
+# -- language models ---------------------------------------------------------------------------------------------
+def map_lm_neurons(g: Graph, a: Analysis | None = None) -> Graph:
+    """Language models (after partition): every neuro-core op gets its Loihi form, float parameters.
+
+        Linear/Affine    -> LoihiDense (delay 0: the graph is token-synchronous), its bias moved to what it
+                            feeds: the neuron's bias, or the host side of the boundary (CoreToHost.bias)
+        DiscreteLIF      -> LoihiLIF: spikingjelly's H = V + (X - V) / tau is v = (1 - 1/tau) v + X / tau, so
+                            du = 1 (u = a_in), dv = 1/tau, and 1/tau goes into the incoming weights; its
+                            `>=` threshold becomes Loihi's `>` against the next float below it (exact in float)
+        ElasticBiSpike   -> LoihiElastic (unit spikes; mult_t = leak * alpha_{t-1}; thresholds per mode); a
+                            CoreToHost reading it gets scales alpha_t, which restores the spikes' values
+        Dense -> host    -> Dense -> LoihiRelay -> CoreToHost (a synapse result leaves a core as a graded spike)
+        host -> neuron   -> HostToCore -> LoihiDense(identity x gain) -> neuron (neurons take input only
+                            through synapses)
+
+    Invariant: every host op receives the same values (up to float rounding: the LIF and elastic updates are
+    regrouped, ~1e-16 relative).
+    """
+    from spikecc.compiler.passes.rewrite import fresh_name, is_linear
+    from spikecc.ir.lm_ops import DiscreteLIF
+    from spikecc.ir.loihi_spec import GRADED_MAX_BITS
+    from spikecc.ir.neurocore_ops import CoreToHost, HostToCore, LoihiElastic, LoihiRelay
+    from spikecc.ir.spikelm_ops import ElasticBiSpike
+
+    a = analysis_of(g, a)
+    out = g.copy()
+    core = {n for n in g.nodes if g.annotation(n, "partition") == "neurocore"}
+    if not core and not any(g.annotation(n, "partition") for n in g.nodes):
+        raise fail(next(iter(g.nodes)), "the graph has no partition annotations", "run the partition pass first")
+
+    def dense_inputs(name: str) -> list[str]:
+        return [e.src for e in out.in_edges(name) if isinstance(out.nodes[e.src], LoihiDense)]
+
+    # synapses first: every core linear becomes a LoihiDense; its bias goes where its output goes
+    biases: dict[str, np.ndarray] = {}
+    for name in [n for n in g.nodes if n in core and is_linear(g.nodes[n])]:
+        op = g.nodes[name]
+        # graded until message-widths narrows it: a graded Dense passes every payload value on exactly
+        out.nodes[name] = LoihiDense(weight=np.asarray(op.weight, dtype=np.float64), delay=0,
+                                     num_message_bits=GRADED_MAX_BITS, metadata=dict(op.metadata or {}))
+        if isinstance(op, nir.Affine) and np.any(np.asarray(op.bias) != 0):
+            biases[name] = np.asarray(op.bias, dtype=np.float64)
+        targets = out.out_edges(name)
+        if any(isinstance(out.nodes[e.dst], CoreToHost) for e in targets):
+            if len(targets) != 1:
+                raise fail(name, "feeds the host and other nodes at once", "give the layer one consumer")
+            relay = fresh_name(out, f"{name}.relay")
+            out.add_node(relay, LoihiRelay(size=a.size(name)), partition="neurocore")
+            (e,) = targets
+            out.edges.remove(e)
+            out.connect(name, relay)
+            out.connect(relay, e.dst, e.port)
+            if name in biases:
+                out.nodes[e.dst].bias = biases.pop(name)
+    # neurons: Loihi forms, identity synapses where the host feeds them straight, input gains, biases
+    for name in [n for n in g.nodes if n in core]:
+        op = g.nodes[name]
+        if not isinstance(op, (DiscreteLIF, ElasticBiSpike)):
+            continue
+        n = a.size(name)
+        for e in [e for e in out.in_edges(name) if isinstance(out.nodes[e.src], HostToCore)]:
+            syn = fresh_name(out, f"{name}.syn")
+            out.add_node(syn, LoihiDense(weight=np.eye(n), delay=0, num_message_bits=GRADED_MAX_BITS),
+                         partition="neurocore")
+            out.edges.remove(e)
+            out.connect(e.src, syn)
+            out.connect(syn, name, e.port)
+        bias = sum((biases.pop(d) for d in dense_inputs(name) if d in biases), np.zeros(n))
+        if isinstance(op, DiscreteLIF):
+            tau = per_neuron(op.tau, n)
+            gain = 1.0 / tau
+            v_reset = per_neuron(op.v_reset, n)
+            vth = np.nextafter(per_neuron(op.v_threshold, n) - v_reset, -np.inf)  # v >= th  <=>  v > vth
+            new: nir.NIRNode = LoihiLIF(du=np.ones(n), dv=gain, vth=vth, bias_mant=gain * bias,
+                                        bias_exp=np.zeros(n, dtype=np.int64), metadata=dict(op.metadata or {}))
+            if np.any(v_reset != 0):
+                out.annotate(name, v_offset=v_reset.tolist())
+        else:
+            alpha = np.asarray(op.alpha, dtype=np.float64)
+            th = alpha / 2 if op.threshold_mode == "code" else alpha
+            mult = np.concatenate([[0.0], float(op.leak) * alpha[:-1]])
+            new = LoihiElastic(T=int(op.T), mult=mult, hi=th, lo=-th, bias=bias, metadata=dict(op.metadata or {}))
+            for e in out.out_edges(name):
+                if isinstance(out.nodes[e.dst], CoreToHost):
+                    out.nodes[e.dst].scales = alpha.copy()
+            gain = np.ones(n)
+        out.nodes[name] = new
+        out.annotate(name, lowered_from=type(op).__name__)
+        for d in dense_inputs(name):
+            out.nodes[d].weight = gain[:, None] * np.asarray(out.nodes[d].weight, dtype=np.float64)
+    if biases:
+        raise fail(next(iter(biases)), "has a bias but feeds no neuron or host boundary",
+                   "give the layer no bias, or let it feed a neuron")
+    return out

@@ -7,6 +7,10 @@
     Input with signal graded(bits)          bits
     Input with real values                  GRADED_MAX_BITS, a graded placeholder that quantize narrows to
                                             its input_bits
+    HostToCore (language models)            its bits (0 for spikes from the host)
+    SpikeRouter                             0 when split into polarity channels, else 2 (signed unit spikes)
+    LoihiElastic (unit +-1 spikes)          TERNARY_MESSAGE_BITS
+    LoihiRelay                              its message_bits
 
 Invariant: no value changes; Lava's Dense with these widths delivers what the float graph computes.
 """
@@ -19,12 +23,19 @@ from spikecc.compiler.passes.analysis import Analysis, analysis_of
 from spikecc.ir.graph import Graph
 from spikecc.ir.loihi_ops import LoihiDense, LoihiTernaryLIF
 from spikecc.ir.loihi_spec import GRADED_MAX_BITS, TERNARY_MESSAGE_BITS
+from spikecc.ir.neurocore_ops import HostToCore, LoihiElastic, LoihiRelay, SpikeRouter
 
 
 def message_bits(g: Graph, a: Analysis, src: str) -> int:
     op = g.nodes[src]
-    if isinstance(op, LoihiTernaryLIF):
+    if isinstance(op, (LoihiTernaryLIF, LoihiElastic)):
         return TERNARY_MESSAGE_BITS
+    if isinstance(op, HostToCore):
+        return int(op.bits)
+    if isinstance(op, SpikeRouter):
+        return 0 if op.split else TERNARY_MESSAGE_BITS
+    if isinstance(op, LoihiRelay):
+        return int(op.message_bits)
     if isinstance(op, nir.Input):
         sig = a.signals[src]
         if sig.kind == "binary":

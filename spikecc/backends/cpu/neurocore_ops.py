@@ -1,0 +1,165 @@
+"""CPU lowerings of the neuro-core and boundary ops of spiking language models (spikecc.ir.neurocore_ops), in
+float and in fixed point. The fixed-point arithmetic is the ops' docstrings', the same the Lava process models
+of spikecc.backends.lava.processes run (tests check the two bit for bit)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from spikecc.backends.cpu.kernels import BuildContext, Kernel, lowers
+from spikecc.ir.loihi_spec import MULTIPLIER_SHIFT, UV_MAX
+from spikecc.ir.neurocore_ops import CoreToHost, HostToCore, LoihiElastic, LoihiRelay, SpikeRouter
+
+
+class _Stepped(Kernel):
+    """A kernel whose output depends on the step count t (since the last reset)."""
+
+    def reset(self) -> None:
+        super().reset()
+        self.t = 0
+
+    def steps(self, n: int) -> np.ndarray:
+        """The step indices of the next n steps, advancing the count."""
+        ts = np.arange(self.t, self.t + n)
+        self.t += n
+        return ts
+
+
+class SpikeRouterKernel(_Stepped):
+    def __init__(self, size: int, banks: int, split: bool, dtype) -> None:
+        super().__init__()
+        self.n, self.banks, self.split, self.dtype = size, banks, split, dtype
+        self.p = 2 if split else 1
+        self.reset()
+
+    def _route(self, s: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """(steps, n) spikes -> (steps, banks * p * n) blocks (SpikeRouter's docstring)."""
+        out = np.zeros((len(ts), self.banks, self.p, self.n), dtype=self.dtype)
+        rows = np.arange(len(ts))
+        b = ts % self.banks
+        if self.split:
+            out[rows, b, 0] = s > 0
+            out[rows, b, 1] = s < 0
+        else:
+            out[rows, b, 0] = np.sign(s)
+        return out.reshape(len(ts), -1)
+
+    def step(self, x):
+        return self._route(x["input"][None, :], self.steps(1))[0]
+
+    def run(self, xs, steps, record):
+        return self._route(xs["input"], self.steps(steps)), {}
+
+
+@lowers(SpikeRouter)
+def lower_spike_router(op: SpikeRouter, ctx: BuildContext) -> Kernel:
+    return SpikeRouterKernel(op.size, op.banks, op.split, ctx.dtype)
+
+
+class ElasticKernel(_Stepped):
+    """LoihiElastic (its docstring): float or fixed update of m, unit spikes u."""
+
+    state_names = ("m",)
+
+    def __init__(self, op: LoihiElastic, fixed: bool) -> None:
+        super().__init__()
+        self.fixed, self.T = fixed, int(op.T)
+        self.dtype = np.int64 if fixed else np.float64
+        self.mult = np.asarray(op.mult, dtype=self.dtype)
+        self.hi, self.lo = np.asarray(op.hi, dtype=self.dtype), np.asarray(op.lo, dtype=self.dtype)
+        self.bias = np.asarray(op.bias, dtype=self.dtype)
+        self.n = int(self.bias.size)
+        self.reset()
+
+    def reset(self) -> None:
+        super().reset()
+        self.m = np.zeros(self.n, dtype=self.dtype)
+        self.u = np.zeros(self.n, dtype=self.dtype)
+
+    def step(self, x):
+        t = self.steps(1)[0] % self.T
+        if self.fixed:
+            p = self.m * self.mult[t]
+            kept = np.sign(p) * (np.abs(p) >> MULTIPLIER_SHIFT)
+            self.m = np.clip(kept * (1 - self.u) + x["input"] + self.bias, -UV_MAX, UV_MAX)
+        else:
+            self.m = (self.m * self.mult[t]) * (1 - self.u) + x["input"] + self.bias
+        self.u = ((self.m > self.hi[t]).astype(self.dtype) - (self.m < self.lo[t]).astype(self.dtype))
+        return self.u.copy()
+
+
+@lowers(LoihiElastic)
+def lower_loihi_elastic(op: LoihiElastic, ctx: BuildContext) -> Kernel:
+    return ElasticKernel(op, ctx.mode == "fixed")
+
+
+class IdentityKernel(Kernel):
+    def step(self, x):
+        return x["input"]
+
+    def run(self, xs, steps, record):
+        return xs["input"], {}
+
+
+@lowers(LoihiRelay)
+def lower_loihi_relay(op: LoihiRelay, ctx: BuildContext) -> Kernel:
+    return IdentityKernel()
+
+
+class HostToCoreKernel(Kernel):
+    """Float: y = x. Fixed: integer payloads (HostToCore's docstring); counts the values it clipped."""
+
+    def __init__(self, op: HostToCore, fixed: bool) -> None:
+        super().__init__()
+        self.fixed, self.bits, self.scale = fixed, int(op.bits), float(op.scale)
+        self.clipped = 0
+
+    def reset(self) -> None:
+        super().reset()
+        self.clipped = 0
+
+    def _convert(self, x: np.ndarray) -> np.ndarray:
+        if not self.fixed:
+            return x
+        if self.bits == 0:
+            return (x != 0).astype(np.int64)
+        lim = 2 ** (self.bits - 1) - 1
+        q = np.rint(np.asarray(x, dtype=np.float64) / self.scale)
+        self.clipped += int(np.count_nonzero(np.abs(q) > lim))
+        return np.clip(q, -lim, lim).astype(np.int64)
+
+    def step(self, x):
+        return self._convert(x["input"])
+
+    def run(self, xs, steps, record):
+        return self._convert(xs["input"]), {}
+
+
+@lowers(HostToCore)
+def lower_host_to_core(op: HostToCore, ctx: BuildContext) -> Kernel:
+    return HostToCoreKernel(op, ctx.mode == "fixed")
+
+
+class CoreToHostKernel(_Stepped):
+    """y = x * scales[t mod B] + bias, in float64."""
+
+    def __init__(self, op: CoreToHost) -> None:
+        super().__init__()
+        self.scales, self.bias = np.asarray(op.scales, dtype=np.float64), np.asarray(op.bias, dtype=np.float64)
+        self.reset()
+
+    def _convert(self, x: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        scale = self.scales[ts % self.scales.size].reshape(-1, *([1] * (x.ndim - 1)))
+        y = np.asarray(x, dtype=np.float64) * scale
+        return y + self.bias if self.bias.size else y
+
+    def step(self, x):
+        return self._convert(x["input"][None], self.steps(1))[0]
+
+    def run(self, xs, steps, record):
+        return self._convert(xs["input"], self.steps(steps)), {}
+
+
+@lowers(CoreToHost)
+def lower_core_to_host(op: CoreToHost, ctx: BuildContext) -> Kernel:
+    return CoreToHostKernel(op)
