@@ -45,7 +45,9 @@ class LayerActivity:
 class LMSimulator:
     """A Simulator plus the token protocol of LM graphs."""
 
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, mode: str = "float") -> None:
+        """`mode`: "float", or "fixed" to run a compiled model's neuro-core part bit-accurately (its host ops stay
+        float: each node runs in its own number format, spikecc.ir.formats)."""
         meta = graph.metadata
         missing = [k for k in ("family", "vocab") if k not in meta]
         if missing:
@@ -57,7 +59,7 @@ class LMSimulator:
         self.substeps = int(meta.get("substeps", 1))
         (self.input,) = graph.inputs()
         (self.output,) = graph.outputs()
-        self.sim = Simulator(graph)
+        self.sim = Simulator(graph, mode=mode)
         self.spiking = [n for n, op in graph.nodes.items()
                         if self.sim.signals[n].is_spiking and not isinstance(op, (nir.Input, nir.Output))]
 

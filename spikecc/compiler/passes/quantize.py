@@ -100,6 +100,8 @@ def quantize_weights(w: np.ndarray, unit: float, weight_bits: int) -> np.ndarray
 
 def _source_payload(g: Graph, src: str, ann: dict) -> tuple[float, float, bool]:
     """(value of one payload unit, max |payload|, payload non-negative) for messages leaving `src`."""
+    from spikecc.ir.neurocore_ops import HostToCore, LoihiElastic, SpikeRouter
+
     op = g.nodes[src]
     if isinstance(op, nir.Input):
         scale = ann.get(src, {}).get("input_scale", 1.0)
@@ -107,7 +109,11 @@ def _source_payload(g: Graph, src: str, ann: dict) -> tuple[float, float, bool]:
         if bits == 0:
             return 1.0, 1.0, True
         return float(scale), float(2 ** (bits - 1) - 1), False
-    if isinstance(op, LoihiTernaryLIF):
+    if isinstance(op, HostToCore):
+        if op.bits == 0:
+            return 1.0, 1.0, True
+        return float(op.scale), float(2 ** (op.bits - 1) - 1), False
+    if isinstance(op, (LoihiTernaryLIF, LoihiElastic)) or (isinstance(op, SpikeRouter) and not op.split):
         return 1.0, 1.0, False
     return 1.0, 1.0, True
 
@@ -152,7 +158,7 @@ def quantize_for_loihi(g: Graph, weight_bits: int = 8, input_bits: int = 8, inpu
 
     for name, op in list(out.nodes.items()):
         if isinstance(op, LOIHI_NEURON_OPS):
-            _quantize_neuron(out, name, op, dense_into.get(name, []), weight_bits)
+            quantize_neuron(out, name, op, dense_into.get(name, []), weight_bits)
         elif isinstance(op, nir.Output) and dense_into.get(name):
             _quantize_output(out, name, dense_into[name], weight_bits)
     for name, op in out.nodes.items():
@@ -164,7 +170,7 @@ def quantize_for_loihi(g: Graph, weight_bits: int = 8, input_bits: int = 8, inpu
     return out
 
 
-def _dense_inputs(g: Graph, dense: list[str]):
+def dense_inputs(g: Graph, dense: list[str]) -> list:
     """Per incoming Dense: (name, op, source, W per payload unit, pmax, nonneg, payload unit)."""
     rows = []
     for d in dense:
@@ -176,7 +182,7 @@ def _dense_inputs(g: Graph, dense: list[str]):
     return rows
 
 
-def _quantize_neuron(g: Graph, name: str, op, dense: list[str], weight_bits: int) -> None:
+def quantize_neuron(g: Graph, name: str, op, dense: list[str], weight_bits: int) -> None:
     n = int(np.size(op.du))
     du, dv = np.asarray(op.du, dtype=np.float64), np.asarray(op.dv, dtype=np.float64)
     bias = np.asarray(op.bias_mant, dtype=np.float64) * 2.0 ** np.asarray(op.bias_exp, dtype=np.float64)
@@ -187,7 +193,7 @@ def _quantize_neuron(g: Graph, name: str, op, dense: list[str], weight_bits: int
         if np.any(ths["vth"] < 0):
             raise BackendError(f"node '{name}': threshold {ths['vth'].min():g} < 0; Loihi 2's LIF threshold is "
                                "unsigned; shift v (v_reset, v_leak) so that the threshold is positive")
-    rows = _dense_inputs(g, dense)
+    rows = dense_inputs(g, dense)
     in_max = np.zeros(n)
     for _, _, _, w, pmax, nonneg, _ in rows:
         in_max += _worst_input(w, pmax, nonneg)
@@ -262,24 +268,30 @@ def _quantize_neuron(g: Graph, name: str, op, dense: list[str], weight_bits: int
     g.nodes[name] = type(op)(**fields, metadata=dict(op.metadata or {}))
     g.annotate(name, format=fixed_format(state_bits=UV_BITS), v_scale=float(s), u_scale=float(s), quant_error=errors)
 
-    # Synapses into it.
+    quantize_synapses(g, rows, s, weight_bits, ACT_SHIFT)
+
+
+def quantize_synapses(g: Graph, rows: list, s: float, weight_bits: int, shift: int) -> None:
+    """The synapses `rows` (from `_dense_inputs`) into a neuron whose state has scale `s` and whose synaptic
+    input is added as a_in << shift: each gets the weight exponent that puts its largest |weight| in the top
+    octave of the weight grid, and integer weights round(s W / 2**(shift + e))."""
     for d, dop, src, w, _, _, unit in rows:
         m = float(np.abs(w).max()) if w.size else 0.0
         mixed = bool(w.size and w.min() < 0 < w.max())
         _, _, hi = weight_grid(weight_bits, mixed)
         if m > 0:
-            e = math.ceil(math.log2(s * m / (2**ACT_SHIFT * hi)) - 1e-12)
+            e = math.ceil(math.log2(s * m / (2**shift * hi)) - 1e-12)
             e = int(np.clip(e, *WEIGHT_EXP_RANGE))
         else:
             e = 0
-        w_unit = 2.0 ** (ACT_SHIFT + e) / s  # float value (per payload unit) of one integer weight unit
+        w_unit = 2.0 ** (shift + e) / s  # float value (per payload unit) of one integer weight unit
         wq = quantize_weights(w, w_unit, weight_bits) if w.size else np.zeros(w.shape, dtype=np.int64)
         _set_dense(g, d, dop, src, wq, e, weight_bits, w, w_unit, unit)
 
 
 def _quantize_output(g: Graph, name: str, dense: list[str], weight_bits: int) -> None:
     """Dense -> Output: no neuron scale; the Output reads a_int, one unit = output_scale."""
-    rows = _dense_inputs(g, dense)
+    rows = dense_inputs(g, dense)
     m = max((float(np.abs(r[3]).max()) for r in rows if r[3].size), default=0.0)
     unit_out = m / 254 if m > 0 else 1.0
     for d, dop, src, w, _, _, unit in rows:
@@ -294,7 +306,7 @@ def _set_dense(g: Graph, d: str, dop: LoihiDense, src: str, wq: np.ndarray, e: i
     if bits > 0 and isinstance(g.nodes[src], nir.Input):
         bits = int(g.annotations[src]["input_bits"]) or bits
     g.nodes[d] = LoihiDense(weight=wq, weight_exp=int(e), num_weight_bits=int(weight_bits), num_message_bits=bits,
-                            metadata=dict(dop.metadata or {}))
+                            delay=int(dop.delay), metadata=dict(dop.metadata or {}))
     err = float(np.abs(w - wq * w_unit).max()) / payload_unit if w.size else 0.0
     m = float(np.abs(w).max()) / payload_unit if w.size else 0.0
     nonzero = w != 0

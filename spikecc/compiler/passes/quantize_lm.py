@@ -1,0 +1,150 @@
+"""quantize (language models): the neuro-core part to Loihi 2 fixed point; the host part stays float.
+
+Input: a language model after map-neurons and message-widths (float form), and the activity of a short
+calibration prompt (`calibration`: the largest |value| each calibrated HostToCore boundary carried), which the
+build driver measures with the float graph. Per node:
+
+    HostToCore (graded)  scale = max |x| / (2**(bits-1) - 1) on the calibration prompt: the prompt's largest value
+                         is the top of the payload range (larger values later are clipped, and counted)
+    LoihiLIF             spikecc.compiler.passes.quantize.quantize_neuron: the state scale S bounded by the
+                         16-bit a_in, the 24-bit u and the 17-bit threshold, weights on the 8-bit grid
+    LoihiRelay           S = 0.97 (2**23 - 1) / worst |input| (the graded spike fits 24 bits whatever the input),
+                         weights round(S W unit / 2**e); the CoreToHost after it reads one unit as 1 / S
+    LoihiElastic         S = 0.97 (2**23 - 1) / B, B the worst |m| (m_t <= 2 mult_t m_{t-1} + |x| + |bias|, over
+                         the T steps of a token); mult -> round(4096 mult), thresholds and bias -> round(S .)
+    every LoihiDense     weight_exp puts its largest |W S unit| in the top octave of the weight grid; the
+                         int32 sum of Lava's Dense must not wrap: sum |W_int| * max payload < 2**31 (a layer
+                         that could wrap is refused, naming it, with what to change)
+
+Worst-case bounds make overflow impossible for any input; the price is resolution, which the build's
+quantization report measures (SQNR per layer on the calibration prompt, spike agreement per spiking layer).
+Every node gets its `format` (spikecc.ir.formats): fixed on the neuro-cores and HostToCore, float on the host.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from spikecc.compiler.passes.analysis import Analysis
+from spikecc.compiler.passes.quantize import (
+    ROUNDING_MARGIN,
+    _worst_input,
+    dense_inputs,
+    quantize_neuron,
+    quantize_synapses,
+)
+from spikecc.errors import BackendError
+from spikecc.ir.formats import FLOAT, fixed_format
+from spikecc.ir.graph import Graph
+from spikecc.ir.loihi_ops import LoihiDense, LoihiLIF
+from spikecc.ir.loihi_spec import DECAY_UNITY, UV_BITS, UV_MAX, WEIGHT_EXP_RANGE
+from spikecc.ir.neurocore_ops import CoreToHost, HostToCore, LoihiElastic, LoihiRelay
+
+INT32_MAX = 2**31 - 1
+
+
+def quantize_lm(g: Graph, a: Analysis | None = None, calibration: dict[str, float] | None = None,
+                weight_bits: int = 8) -> Graph:
+    """A new graph whose neuro-core nodes hold Loihi 2 integers (module docstring)."""
+    calibration = calibration or {}
+    out = g.copy()
+    for name, op in out.nodes.items():
+        if isinstance(op, HostToCore) and op.bits > 0 and out.annotation(name, "calibrate"):
+            top = float(calibration.get(name, 0.0))
+            pmax = 2 ** (op.bits - 1) - 1
+            out.nodes[name] = HostToCore(bits=op.bits, scale=top / pmax if top > 0 else 1.0,
+                                         metadata=dict(op.metadata or {}))
+            out.annotate(name, calibrated_max=top)
+        if isinstance(op, HostToCore):
+            out.annotate(name, format=fixed_format(message_bits=op.bits))
+    dense_into: dict[str, list[str]] = {}
+    for e in out.edges:
+        if isinstance(out.nodes[e.src], LoihiDense):
+            dense_into.setdefault(e.dst, []).append(e.src)
+    for name, op in list(out.nodes.items()):
+        dense = dense_into.get(name, [])
+        if isinstance(op, LoihiLIF):
+            quantize_neuron(out, name, op, dense, weight_bits)
+        elif isinstance(op, LoihiRelay):
+            _quantize_relay(out, name, op, dense, weight_bits)
+        elif isinstance(op, LoihiElastic):
+            _quantize_elastic(out, name, op, dense, weight_bits)
+    for name, op in out.nodes.items():
+        if isinstance(op, LoihiDense):
+            _check_int32(out, name, weight_bits)
+        if out.annotation(name, "partition") == "host" and not isinstance(op, HostToCore):
+            out.annotate(name, format={"kind": FLOAT})
+    out.metadata["quantization"] = {"weight_bits": int(weight_bits)}
+    return out
+
+
+def _state_scale(name: str, bound: float) -> float:
+    if bound <= 0:
+        return 1.0
+    return ROUNDING_MARGIN * UV_MAX / bound
+
+
+def _quantize_relay(g: Graph, name: str, op: LoihiRelay, dense: list[str], weight_bits: int) -> None:
+    rows = dense_inputs(g, dense)
+    bound = float(sum(_worst_input(w, pmax, nonneg) for _, _, _, w, pmax, nonneg, _ in rows).max(initial=0.0)) \
+        if rows else 0.0
+    s = _lowest_exp_scale(rows, _state_scale(name, bound), weight_bits)
+    quantize_synapses(g, rows, s, weight_bits, 0)
+    g.annotate(name, format=fixed_format(state_bits=UV_BITS, message_bits=op.message_bits), v_scale=float(s))
+    for e in g.out_edges(name):
+        if isinstance(g.nodes[e.dst], CoreToHost):
+            g.nodes[e.dst].scales = np.array([1.0 / s])
+
+
+def _lowest_exp_scale(rows: list, s: float, weight_bits: int) -> float:
+    """`s`, lowered where a layer's weights would need a weight exponent below the smallest Loihi has (their
+    integers would exceed the grid)."""
+    from spikecc.compiler.passes.quantize import weight_grid
+
+    for _, _, _, w, _, _, _ in rows:
+        m = float(np.abs(w).max()) if w.size else 0.0
+        if m > 0:
+            hi = weight_grid(weight_bits, bool(w.min() < 0 < w.max()))[2]
+            s = min(s, hi * 2.0 ** WEIGHT_EXP_RANGE[0] / m)
+    return s
+
+
+def _quantize_elastic(g: Graph, name: str, op: LoihiElastic, dense: list[str], weight_bits: int) -> None:
+    rows = dense_inputs(g, dense)
+    x_max = sum(_worst_input(w, pmax, nonneg) for _, _, _, w, pmax, nonneg, _ in rows) if rows else 0.0
+    bias = np.abs(np.asarray(op.bias, dtype=np.float64))
+    drive = float(np.max(x_max + bias, initial=0.0))
+    mult = np.asarray(op.mult, dtype=np.float64)
+    bound, worst = 0.0, 0.0
+    for t in range(int(op.T)):  # m_t <= 2 mult_t m_{t-1} + drive, restarting each token (mult_0 = 0)
+        bound = 2.0 * mult[t] * bound + drive
+        worst = max(worst, bound)
+    s = _state_scale(name, max(worst, float(np.max(np.abs(op.hi)))))
+    s = _lowest_exp_scale(rows, s, weight_bits)
+    quantize_synapses(g, rows, s, weight_bits, 0)
+    mult_q = np.rint(mult * DECAY_UNITY).astype(np.int64)
+    hi_q = np.clip(np.rint(np.asarray(op.hi) * s), -UV_MAX, UV_MAX).astype(np.int64)
+    lo_q = np.clip(np.rint(np.asarray(op.lo) * s), -UV_MAX, UV_MAX).astype(np.int64)
+    bias_q = np.clip(np.rint(np.asarray(op.bias, dtype=np.float64) * s), -UV_MAX, UV_MAX).astype(np.int64)
+    g.nodes[name] = LoihiElastic(T=op.T, mult=mult_q, hi=hi_q, lo=lo_q, bias=bias_q, metadata=dict(op.metadata or {}))
+    errors = {"mult": float(np.abs(mult_q / DECAY_UNITY - mult).max(initial=0.0)),
+              "threshold": float(np.abs(hi_q / s - np.asarray(op.hi)).max(initial=0.0)),
+              "bias": float(np.abs(bias_q / s - np.asarray(op.bias)).max(initial=0.0))}
+    g.annotate(name, format=fixed_format(state_bits=UV_BITS), v_scale=float(s), quant_error=errors)
+
+
+def _check_int32(g: Graph, name: str, weight_bits: int) -> None:
+    """Lava's Dense sums W s in int32 before it shifts by weight_exp: the largest possible sum must not wrap."""
+    from spikecc.compiler.passes.quantize import _source_payload
+
+    op = g.nodes[name]
+    (src,) = g.predecessors(name)
+    _, pmax, _ = _source_payload(g, src, g.annotations)
+    worst = float(np.abs(np.asarray(op.weight, dtype=np.float64)).sum(axis=1).max(initial=0.0)) * pmax
+    if worst > INT32_MAX:
+        bits = int(math.log2(worst / INT32_MAX)) + 1
+        raise BackendError(f"layer '{name}': its largest possible input sum ({worst:.3g}) overflows the 32-bit "
+                           f"accumulator of a Loihi synapse; send its input with {bits} fewer message bits "
+                           "(--message-bits) or fewer weight bits (--weight-bits)")
