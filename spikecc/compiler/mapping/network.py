@@ -177,7 +177,8 @@ class Population:
 @dataclass
 class Network:
     populations: list[Population]
-    host_nodes: list[str]
+    host_nodes: list[str]  # every node that runs on the host, Inputs and Outputs included
+    io_nodes: list[str]  # the Inputs and Outputs among them
     assumed: list[str]  # nodes whose activity was assumed, not given
 
 
@@ -306,7 +307,8 @@ def extract(g: Graph, activity: Activity | None, default_rate: float, graded_bit
                 raise MappingError(f"layer '{p.name}': synapses '{s.group.name}' have {s.group.pattern.n_out} outputs "
                                    f"for {p.n} neurons; the graph is not in Loihi form")
     host_nodes = [n for n in order if is_host(g, n)]
-    return Network(populations=pops, host_nodes=host_nodes, assumed=assumed)
+    io = [n for n in host_nodes if isinstance(g.nodes[n], (nir.Input, nir.Output))]
+    return Network(populations=pops, host_nodes=host_nodes, io_nodes=io, assumed=assumed)
 
 
 def _identity(src: str, dst: str, n: int, host: bool, bits: int, rate: np.ndarray | None) -> InputSlice:

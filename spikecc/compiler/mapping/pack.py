@@ -27,6 +27,7 @@ from spikecc.compiler.mapping.split import (
     Splitter,
     Violation,
     connections,
+    fix_for,
     plan_network,
 )
 from spikecc.compiler.mapping.target import Target
@@ -60,7 +61,7 @@ def limits(target: Target) -> dict[str, float]:
 
 
 def fill(pops: list[Population], sp: Splitter, dests: dict[str, np.ndarray], infeasible: set[str],
-         lim: dict[str, float]) -> tuple[list[Fragment], list[Core]]:
+         lim: dict[str, float], violations: list[Violation]) -> tuple[list[Fragment], list[Core]]:
     frags: list[Fragment] = []
     cores: list[Core] = []
     cur: Core | None = None
@@ -98,10 +99,12 @@ def fill(pops: list[Population], sp: Splitter, dests: dict[str, np.ndarray], inf
                     put(cur, pop, lo, w, need)
                     lo += w
                     continue
-            if full_w == 0:  # the planner found a split that fits; equal slices may differ from this one
+            if full_w == 0:  # the planner's estimate fitted but this neuron's own rows do not: over budget
                 full_w = 1
-                need = sp.resources(pop.inputs, np.array([lo, lo + 1]), dprefix)
-                full_need = {k: float(v[0]) for k, v in need.items()}
+                full_need = sp.need_one(pop.inputs, lo, lo + 1, dprefix)
+                worst = max(RESOURCES, key=lambda r: full_need[r] / lim[r])
+                violations.append(Violation(pop.layer, worst, full_need[worst], lim[worst],
+                                            f"neuron {lo} alone does not fit a core; {fix_for(sp, pop, worst)}"))
             cur = new_core()
             put(cur, pop, lo, full_w, full_need)
             lo += full_w
@@ -151,7 +154,8 @@ def split_and_pack(net: Network, target: Target, policy: str = "min-cores") -> t
     pops = [p for spec in net.populations for p in plan.stages[spec.name]]
     dests = dict(plan.dests)
     for _ in range(3):
-        frags, cores = fill(pops, sp, dests, plan.infeasible, lim)
+        filled: list[Violation] = []
+        frags, cores = fill(pops, sp, dests, plan.infeasible, lim, filled)
         conns = connections(pops, frags)
         axons = exact_axons_out(pops, frags, conns)
         for f, a in zip(frags, axons):
@@ -164,7 +168,7 @@ def split_and_pack(net: Network, target: Target, policy: str = "min-cores") -> t
         for p in pops:
             if any(f.core in over for f in p.fragments):
                 dests[p.name] = np.maximum(dests[p.name], per_neuron_dests(p, by_id))
-    violations = list(plan.violations)
+    violations = list(plan.violations) + filled
     for c in cores:  # a core still over an axon budget after refilling (neurons fanning out very widely)
         if c.usage["axons_out"] > lim["axons_out"] and not any(f.pop.name in plan.infeasible for f in c.fragments):
             layer = max(c.fragments, key=lambda f: f.axons_out).pop.layer

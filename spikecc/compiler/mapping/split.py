@@ -429,7 +429,7 @@ def _plan_one(sp: Splitter, spec: Population, dests: np.ndarray, rates: dict[str
     a = sp.row_groups(pop, dests)
     if a is None:
         resource, value = sp.worst_at_finest(pop.inputs, pop.n, dests)
-        violations.append(Violation(pop.layer, resource, value, sp.limits[resource], _fix(sp, pop, resource)))
+        violations.append(Violation(pop.layer, resource, value, sp.limits[resource], fix_for(sp, pop, resource)))
         infeasible.add(pop.name)
         pop.planned_slices = max(1, math.ceil(pop.n / min(sp.limits["neurons"], pop.max_width or pop.n)))
         return [pop]
@@ -450,7 +450,8 @@ def _plan_one(sp: Splitter, spec: Population, dests: np.ndarray, rates: dict[str
     return staged
 
 
-def _fix(sp: Splitter, pop: Population, resource: str) -> str:
+def fix_for(sp: Splitter, pop: Population, resource: str) -> str:
+    """What to change when `resource` overflows a core whatever the split."""
     bits = max((s.group.weight_bits for s in pop.inputs), default=0)
     if resource == "axons_out":
         return ("its neurons reach too many destination cores even one per core: fewer consumers per neuron, "
