@@ -235,12 +235,10 @@ class Splitter:
                 lo = mid
         return hi
 
-    def worst_at_finest(self, inputs: list[InputSlice], n: int, dests: np.ndarray) -> tuple[str, float]:
-        """The resource that overflows most when each core holds one neuron, and its largest value."""
+    def over_at_finest(self, inputs: list[InputSlice], n: int, dests: np.ndarray) -> list[tuple[str, float]]:
+        """The resources that overflow a core even when it holds one neuron, with their largest values."""
         res = self.resources(inputs, _bounds(n, n), np.r_[0, np.cumsum(dests)])
-        ratio = {r: float(res[r].max(initial=0)) / self.limits[r] for r in RESOURCES}
-        worst = max(ratio, key=ratio.get)
-        return worst, float(res[worst].max(initial=0))
+        return [(r, float(res[r].max(initial=0))) for r in RESOURCES if res[r].max(initial=0) > self.limits[r]]
 
     def max_fit(self, inputs: list[InputSlice], lo: int, hi_max: int, dprefix: np.ndarray,
                 room: dict[str, float]) -> tuple[int, dict[str, float]]:
@@ -428,8 +426,8 @@ def _plan_one(sp: Splitter, spec: Population, dests: np.ndarray, rates: dict[str
                      rate=spec.rate, host_bits=spec.host_bits, max_width=spec.max_width)
     a = sp.row_groups(pop, dests)
     if a is None:
-        resource, value = sp.worst_at_finest(pop.inputs, pop.n, dests)
-        violations.append(Violation(pop.layer, resource, value, sp.limits[resource], fix_for(sp, pop, resource)))
+        for resource, value in sp.over_at_finest(pop.inputs, pop.n, dests):
+            violations.append(Violation(pop.layer, resource, value, sp.limits[resource], fix_for(sp, pop, resource)))
         infeasible.add(pop.name)
         pop.planned_slices = max(1, math.ceil(pop.n / min(sp.limits["neurons"], pop.max_width or pop.n)))
         return [pop]
