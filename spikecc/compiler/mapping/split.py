@@ -412,6 +412,8 @@ def plan_network(net: Network, sp: Splitter, extra: dict[str, np.ndarray] | None
         if all(np.all(late[n] <= extra.get(n, 0.0)) for n in late):
             break
         extra = {n: np.maximum(late[n], extra.get(n, 0.0)) for n in late}
+    order = {p.layer: i for i, p in enumerate(net.populations)}
+    violations.sort(key=lambda v: order.get(v.layer, -1))  # planned last layer first; reported in layer order
     return Plan(stages=stages, dests=used, infeasible=infeasible, violations=violations)
 
 
