@@ -2,8 +2,8 @@
 
     target.py    target profiles (targets/*.toml): every figure with its source and confidence
     network.py   the graph as neuron populations and the synapse groups feeding them; activity
-    split.py     fragments that fit a core: output split, input-row split with partial sums; violations
-    pack.py      fragments onto cores (small populations share)
+    split.py     per layer: output split, input-row split with partial sums (planned); costs; violations
+    pack.py      fragments filling cores (small populations share); exact output axons
     traffic.py   per-step synaptic operations and messages per fragment
     place.py     cores onto chips: greedy, METIS; chip mesh, X-Y routes
     budget.py    map_graph: costs, latency (bottleneck), energy, lower bound, per-layer rows
@@ -13,7 +13,8 @@
 
 from spikecc.compiler.mapping.budget import Mapping, map_graph
 from spikecc.compiler.mapping.network import MappingError, activity_from_events, activity_from_traces
+from spikecc.compiler.mapping.report import budget_json, budget_text, write_budget
 from spikecc.compiler.mapping.target import Target, TargetError, builtin_targets, load_target
 
 __all__ = ["Mapping", "MappingError", "Target", "TargetError", "activity_from_events", "activity_from_traces",
-           "builtin_targets", "load_target", "map_graph"]
+           "budget_json", "budget_text", "builtin_targets", "load_target", "map_graph", "write_budget"]

@@ -1,4 +1,4 @@
-"""Split populations into core-sized fragments: by output neurons, and by input rows with partial sums.
+"""Plan how each layer is split to fit cores: by output neurons, and by input rows with partial sums.
 
 A fragment is a slice of a population's neurons plus every synapse row that reaches them; it must fit one
 core's budget (target profile): neurons, neuron groups, input axons (rows), output axons (one per neuron per
@@ -14,8 +14,9 @@ a neuron index of max(min_index_bits, ceil(log2 neurons)) bits to each. The chea
 synapse group and fragment.
 
 Output split (nengo-loihi builder/split_blocks.py splits equally, n_split = max over resources of
-ceil(need / limit)): the fewest equal slices whose every slice fits, found by search, since the row overhead
-makes the need depend on the slice width.
+ceil(need / limit)): the planner estimates the fewest equal slices whose every slice fits, found by search,
+since the row overhead makes the need depend on the slice width. The slices actually placed come from
+pack.py, which fills each core with the widest slice that fits what is left of it.
 
 Input-row split (what Intel's compiler lacks: "Partitioning could not converge" on large fan-in): the rows
 are cut into `a` groups; group i feeds a *partial* population of graded accumulators (n neurons, the
@@ -26,7 +27,9 @@ partial sums of its rows), and the layer's own neurons take the `a` partial sums
                  row groups, i.e. less latency)
     "fan-in"     split rows only as much as one neuron's fan-in requires
     "output"     never split rows (Intel's behaviour); a fan-in that does not fit is a violation
-A target without graded messages (Loihi 1) cannot carry partial sums, so it behaves as "output".
+A target without graded messages (Loihi 1) cannot carry partial sums, so it behaves as "output". A layer that
+does not fit even one neuron per core is a violation naming the layer, each resource over its limit, the
+value, and what to change.
 """
 
 from __future__ import annotations
