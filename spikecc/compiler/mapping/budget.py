@@ -109,6 +109,9 @@ def map_graph(graph: Graph, target: Target | str = "loihi2", activity: dict | No
     _costs(m, frag_core, edges, in_core_msgs, in_core_bits)
     _lower_bound(m)
     _layers(m)
+    if not net.populations:
+        m.notes.append("no neuro-core part: every node runs on the host; map a graph lowered for Loihi "
+                       "(spikecc compile)")
     if net.assumed:
         m.notes.append(f"activity assumed (not measured) for {len(net.assumed)} node(s): spiking at "
                        f"{default_rate:g} events/neuron/step, graded and real values every step")

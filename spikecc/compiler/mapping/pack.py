@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from spikecc.compiler.mapping.network import Network, Population
+from spikecc.compiler.mapping.network import Masked, Network, Population
 from spikecc.compiler.mapping.split import (
     RESOURCES,
     Fragment,
@@ -81,6 +81,9 @@ def fill(pops: list[Population], sp: Splitter, dests: dict[str, np.ndarray], inf
     for pop in pops:
         pop.fragments = []
         dprefix = np.r_[0, np.cumsum(dests[pop.name])]
+        # the many single-slice checks of a masked layer read prefix counts (built for this layer only)
+        sp.prefix_tables = {id(s.group.pattern): s.group.pattern.prefix() for s in pop.inputs
+                            if isinstance(s.group.pattern, Masked)}
         cap = int(min(lim["neurons"], pop.max_width or pop.n))
         lo = 0
         while lo < pop.n:
@@ -108,6 +111,7 @@ def fill(pops: list[Population], sp: Splitter, dests: dict[str, np.ndarray], inf
             cur = new_core()
             put(cur, pop, lo, full_w, full_need)
             lo += full_w
+    sp.prefix_tables = {}
     return frags, cores
 
 

@@ -133,6 +133,7 @@ class Splitter:
         # estimate: mostly dense matrices costed from their density (the planner's many trial splits); the fill
         # that places fragments counts exactly
         self.estimate = estimate
+        self.prefix_tables: dict[int, np.ndarray] = {}  # id(Masked) -> its prefix counts, while a layer is filled
 
     # -- costs ----------------------------------------------------------------------------------------
     def row_cost(self, n, bits):
@@ -167,7 +168,8 @@ class Splitter:
             bits, pat = s.group.weight_bits, s.group.pattern
             if isinstance(pat, Dense) or (self.estimate and isinstance(pat, Masked) and pat.holes):
                 # a mostly dense matrix, when estimating: every row reaches every slice, non-zeros by density
-                density = 1.0 if isinstance(pat, Dense) else pat.density
+                # (to two digits, so layers of about the same density share the planner's cached answers)
+                density = 1.0 if isinstance(pat, Dense) else round(pat.density, 2)
                 rows = np.full(b, float(s.rows))
                 nnz = rows * w * density
                 sparse = rows * self.row_cost(w * density, bits + idx)
@@ -176,7 +178,9 @@ class Splitter:
                 nnz = rows
                 sparse = rows * self.row_cost(1, bits + idx)
             else:
-                cnt = pat.counts(s.lo, s.hi, bounds)
+                table = self.prefix_tables.get(id(pat))
+                cnt = pat.counts(s.lo, s.hi, bounds) if table is None else \
+                    np.diff(table[s.lo:s.hi][:, np.asarray(bounds)], axis=1)
                 rows = (cnt > 0).sum(axis=0).astype(np.float64)
                 nnz = cnt.sum(axis=0).astype(np.float64)
                 sparse = self.row_cost(cnt, bits + idx[None, :]).sum(axis=0)
@@ -199,7 +203,7 @@ class Splitter:
         if all(isinstance(s.group.pattern, (Dense, Diagonal)) or (self.estimate and s.group.pattern.holes)
                for s in inputs):
             key = (tuple((type(s.group.pattern).__name__, s.lo, s.hi, s.group.pattern.n_in, s.group.weight_bits,
-                          getattr(s.group.pattern, "density", 1.0))
+                          round(getattr(s.group.pattern, "density", 1.0), 2))
                          for s in inputs), n, width_cap, dests.tobytes() if dests.size < 65536 else id(dests))
             if key in self._cache:
                 return self._cache[key]
