@@ -66,13 +66,16 @@ def test_masked_weights_count_non_zeros_per_row_and_slice(density):
     assert pat.holes == (density > 0.5) and pat.nnz == np.count_nonzero(w)
     bounds = np.array([3, 10, 11, 30, 49])
     got = pat.counts(5, 37, bounds)
+    table = pat.prefix()
     for j in range(len(bounds) - 1):
         expect = np.count_nonzero(w[bounds[j]:bounds[j + 1], 5:37], axis=0)
         assert np.array_equal(got[:, j], expect)
+        assert np.array_equal(table[5:37, bounds[j + 1]] - table[5:37, bounds[j]], expect)
 
 
-def test_every_neuron_and_synapse_is_placed_exactly_once(loihi_chain, profile):
-    g = loihi_chain([300, 500, 700, 200], density=0.3, seed=1)
+@pytest.mark.parametrize("density", [0.3, 0.9])
+def test_every_neuron_and_synapse_is_placed_exactly_once(loihi_chain, profile, density):
+    g = loihi_chain([300, 500, 700, 200], density=density, seed=1)
     m = map_graph(g, profile("tight", **{"core.neurons": 128, "core.synmem_units": 3000, "core.axons_in": 400}))
     assert not m.violations
     nnz = sum(np.count_nonzero(op.weight) for op in g.nodes.values() if isinstance(op, LoihiDense))
