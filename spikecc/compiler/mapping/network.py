@@ -332,7 +332,9 @@ def activity_from_traces(traces: Mapping[str, np.ndarray]) -> dict[str, np.ndarr
     out = {}
     for name, tr in traces.items():
         a = np.asarray(tr)
-        out[name] = (a.reshape(a.shape[0], -1) != 0).mean(axis=0) if a.shape[0] else np.zeros(a[0].size)
+        if a.ndim == 0 or a.shape[0] == 0:
+            raise MappingError(f"trace of node '{name}' holds no steps; activity needs at least one simulated step")
+        out[name] = (a.reshape(a.shape[0], -1) != 0).mean(axis=0)
     return out
 
 

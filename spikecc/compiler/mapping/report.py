@@ -197,6 +197,11 @@ def plot_traffic(m: Mapping, bins: int = 128) -> bytes:
         im = ax.imshow(np.where(mat > 0, mat, np.nan), cmap="viridis", norm=norm, interpolation="nearest")
         if not pos.size:
             ax.text(0.5, 0.5, "no messages", transform=ax.transAxes, ha="center", va="center")
+        if label == "chip" and k <= 40:  # name the host's row and column
+            ticks = np.arange(k + 1)
+            names = [str(c) for c in range(k)] + ["host"]
+            ax.set_xticks(ticks, names, fontsize=7, rotation=90)
+            ax.set_yticks(ticks, names, fontsize=7)
         ax.set_title(f"messages per step between {title}", fontsize=10)
         ax.set_xlabel(f"destination {label}")
         ax.set_ylabel(f"source {label}")
