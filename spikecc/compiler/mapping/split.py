@@ -466,10 +466,11 @@ def fix_for(sp: Splitter, pop: Population, resource: str) -> str:
     rows_fix = ("split input rows into partial sums (split policy 'min-cores' or 'fan-in')"
                 if sp.partial_sums else "this target has no graded messages for partial sums: reduce the fan-in "
                 "(fewer or sparser inputs per neuron)")
+    polarity = "; if its inputs are split by polarity (+/- channels), graded polarity halves its rows"
     if resource == "synmem":
-        return f"{rows_fix}, fewer weight bits (now {bits}) or sparser weights"
+        return f"{rows_fix}, fewer weight bits (now {bits}) or sparser weights{polarity}"
     if resource == "axons_in":
-        return f"{rows_fix}, or fewer input axons (sparser connectivity)"
+        return f"{rows_fix}, or fewer input axons (sparser connectivity){polarity}"
     return rows_fix
 
 
