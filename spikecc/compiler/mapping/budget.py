@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from spikecc.compiler.mapping.network import Network, Population, extract
+from spikecc.compiler.mapping.network import MappingError, Network, Population, extract
 from spikecc.compiler.mapping.pack import USAGE, Core, limits, split_and_pack
 from spikecc.compiler.mapping.place import Placement, core_edges, place
 from spikecc.compiler.mapping.split import SplitResult, Splitter, Violation
@@ -86,6 +86,8 @@ def map_graph(graph: Graph, target: Target | str = "loihi2", activity: dict | No
     "greedy" | "metis" (place.py).
     """
     t = target if isinstance(target, Target) else load_target(target)
+    if not default_rate >= 0:
+        raise MappingError(f"default_rate must be events per neuron per step (>= 0), not {default_rate!r}")
     graded_default = int(t["message.partial_sum_bits"]) or int(t["message.graded_bits"]) or 24
     net = extract(graph, activity, default_rate, graded_default)
     violations = _format_violations(net, t)

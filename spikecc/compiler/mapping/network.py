@@ -168,7 +168,6 @@ class Population:
     inputs: list[InputSlice]
     rate: np.ndarray  # events per neuron per step
     host_bits: int | None = None  # payload bits of its messages to the host; None: it sends nothing there
-    max_width: int | None = None  # cap on neurons per core (set when output axons are the limit)
     row_groups: int = 1  # input-row groups (1: no partial sums)
     extra_steps: int = 0  # steps the partial sums add to this layer's latency
     planned_slices: int = 1  # equal output slices the planner estimated (its consumers' destinations)

@@ -84,7 +84,7 @@ def fill(pops: list[Population], sp: Splitter, dests: dict[str, np.ndarray], inf
         # the many single-slice checks of a masked layer read prefix counts (built for this layer only)
         sp.prefix_tables = {id(s.group.pattern): s.group.pattern.prefix() for s in pop.inputs
                             if isinstance(s.group.pattern, Masked)}
-        cap = int(min(lim["neurons"], pop.max_width or pop.n))
+        cap = int(min(lim["neurons"], pop.n))
         lo = 0
         while lo < pop.n:
             hi_max = min(pop.n, lo + cap)

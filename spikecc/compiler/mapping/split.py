@@ -196,7 +196,7 @@ class Splitter:
         return all(bool(np.all(res[r] <= self.limits[r])) for r in RESOURCES)
 
     # -- output split -----------------------------------------------------------------------------------
-    def min_slices(self, inputs: list[InputSlice], n: int, dests: np.ndarray, width_cap: int | None) -> int | None:
+    def min_slices(self, inputs: list[InputSlice], n: int, dests: np.ndarray) -> int | None:
         """The fewest equal output slices of n neurons whose every slice fits a core; None if even one neuron
         per core does not fit."""
         key = None
@@ -204,21 +204,21 @@ class Splitter:
                for s in inputs):
             key = (tuple((type(s.group.pattern).__name__, s.lo, s.hi, s.group.pattern.n_in, s.group.weight_bits,
                           round(getattr(s.group.pattern, "density", 1.0), 2))
-                         for s in inputs), n, width_cap, dests.tobytes() if dests.size < 65536 else id(dests))
+                         for s in inputs), n, dests.tobytes() if dests.size < 65536 else id(dests))
             if key in self._cache:
                 return self._cache[key]
-        out = self._min_slices(inputs, n, dests, width_cap)
+        out = self._min_slices(inputs, n, dests)
         if key is not None:
             self._cache[key] = out
         return out
 
-    def _min_slices(self, inputs, n, dests, width_cap):
+    def _min_slices(self, inputs, n, dests):
         if n == 0:
             return 0
         dprefix = np.r_[0, np.cumsum(dests)]
         if dests.max(initial=0) > self.limits["axons_out"]:
             return None
-        cap = min(self.limits["neurons"], width_cap or n)
+        cap = min(self.limits["neurons"], n)
         one = self.resources(inputs, np.array([0, n]), dprefix)
         b0 = max(math.ceil(n / cap), math.ceil(one["synmem"][0] / self.limits["synmem"]),
                  math.ceil(dprefix[-1] / self.limits["axons_out"]), 1)
@@ -298,15 +298,15 @@ class Splitter:
     # -- row split --------------------------------------------------------------------------------------
     def cores_for(self, pop: Population, a: int, dests: np.ndarray) -> int | None:
         if a == 1:
-            return self.min_slices(pop.inputs, pop.n, dests, pop.max_width)
+            return self.min_slices(pop.inputs, pop.n, dests)
         total = 0
         for chunk in chunk_rows(pop.inputs, a):
-            b = self.min_slices(chunk, pop.n, np.ones(pop.n), None)
+            b = self.min_slices(chunk, pop.n, np.ones(pop.n))
             if b is None:
                 return None
             total += b
         names = [f"{pop.name}#partial{i}" for i in range(a)]
-        b = self.min_slices(self.sum_inputs(pop, names), pop.n, dests, pop.max_width)
+        b = self.min_slices(self.sum_inputs(pop, names), pop.n, dests)
         return None if b is None else total + b
 
     def sum_inputs(self, pop: Population, names: list[str]) -> list[InputSlice]:
@@ -432,13 +432,13 @@ def _plan_one(sp: Splitter, spec: Population, dests: np.ndarray, rates: dict[str
               violations: list[Violation], infeasible: set[str]) -> list[Population]:
     """The populations of one layer: its partial-sum stages first, then its own neurons."""
     pop = Population(name=spec.name, layer=spec.layer, n=spec.n, role=spec.role, inputs=list(spec.inputs),
-                     rate=spec.rate, host_bits=spec.host_bits, max_width=spec.max_width)
+                     rate=spec.rate, host_bits=spec.host_bits)
     a = sp.row_groups(pop, dests)
     if a is None:
         for resource, value in sp.over_at_finest(pop.inputs, pop.n, dests):
             violations.append(Violation(pop.layer, resource, value, sp.limits[resource], fix_for(sp, pop, resource)))
         infeasible.add(pop.name)
-        pop.planned_slices = max(1, math.ceil(pop.n / min(sp.limits["neurons"], pop.max_width or pop.n)))
+        pop.planned_slices = max(1, math.ceil(pop.n / sp.limits["neurons"]))
         return [pop]
     staged = []
     if a > 1:
@@ -448,11 +448,11 @@ def _plan_one(sp: Splitter, spec: Population, dests: np.ndarray, rates: dict[str
             rate = np.full(pop.n, 1.0 - math.exp(-lam))  # P(some input row of the chunk is active in a step)
             rates[name] = rate
             partial = Population(name=name, layer=pop.layer, n=pop.n, role="partial", inputs=chunk, rate=rate)
-            partial.planned_slices = sp.min_slices(chunk, pop.n, np.ones(pop.n), None)
+            partial.planned_slices = sp.min_slices(chunk, pop.n, np.ones(pop.n))
             staged.append(partial)
         pop.inputs = sp.sum_inputs(pop, names)
         pop.row_groups, pop.extra_steps = a, 1
-    pop.planned_slices = sp.min_slices(pop.inputs, pop.n, dests, pop.max_width)
+    pop.planned_slices = sp.min_slices(pop.inputs, pop.n, dests)
     staged.append(pop)
     return staged
 
