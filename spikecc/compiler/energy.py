@@ -19,7 +19,8 @@ E_MAC * 2T^2 although the formula column reads 2T^2 d; the attention output proj
 For a model graph, `count_graph` counts per node from a simulation's measured synaptic operations (the CPU
 simulator counts one per non-zero input per synapse it reaches): a synapse layer fed spikes (binary or
 ternary) counts them as accumulates, one fed real or graded values as multiply-accumulates; its ANN baseline
-is the dense layer once per token. Attention products (SpikeLM's causal attention: Q K^T and P V over the
+is the dense layer once per token (for a linear fed by SpikeRWKV's multi-level encoder, the weight before it was
+tiled over the encoder's steps and levels). Attention products (SpikeLM's causal attention: Q K^T and P V over the
 context) and RWKV's WKV (7 d element-wise multiply-adds per token, SpikeGPT's count) are counted as in the
 papers; element-wise ops, normalisations and neuron updates are left out, as the papers leave them out.
 """
@@ -37,6 +38,7 @@ from spikecc.ir import Graph, infer_shapes, infer_signals
 from spikecc.ir.lm_ops import WKV
 from spikecc.ir.loihi_ops import LoihiDense
 from spikecc.ir.spikelm_ops import CausalSelfAttention
+from spikecc.ir.spikerwkv_ops import MultiLevelEncoder
 
 HOROWITZ_45NM = {"fp32": {"e_mac": 4.6, "e_ac": 0.9}, "fp16": {"e_mac": 1.5, "e_ac": 0.4}}
 PJ_PER_MJ = 1e9
@@ -151,11 +153,22 @@ def _synapse_row(name: str, ctx: CountContext, macs_per_step: float) -> OpCount:
                    note=f"{'/'.join(sorted(kinds)) or 'no'} input: multiply-accumulates")
 
 
+def _spike_channels_per_value(name: str, ctx: CountContext) -> int:
+    """Spike channels per real input value: an encoder that spreads each value over T steps x l levels feeds the
+    linear a weight tiled over them (spikecc.compiler.frontends.spikerwkv), whose ANN counterpart is the untiled
+    weight: T * l times fewer multiply-accumulates."""
+    for e in ctx.graph.in_edges(name):
+        src = ctx.graph.nodes[e.src]
+        if isinstance(src, MultiLevelEncoder):
+            return int(src.T) * len(np.atleast_1d(src.level_weights))
+    return 1
+
+
 @counts(nir.Linear, nir.Affine)
 def _linear(name: str, op, ctx: CountContext) -> OpCount:
     w = np.asarray(op.weight)
     vectors = max(1, ctx.in_size(name) // max(1, w.shape[1]))  # a (L, n_in) input is L vectors
-    return _synapse_row(name, ctx, float(w.size) * vectors)
+    return _synapse_row(name, ctx, float(w.size) * vectors / _spike_channels_per_value(name, ctx))
 
 
 @counts(LoihiDense)
