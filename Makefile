@@ -28,6 +28,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_simulator.py
+	$(BIN)/python benchmarks/bench_mapping.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check spikecc tests examples benchmarks

@@ -386,5 +386,79 @@ def export(checkpoint: Path, output: Path) -> None:
     console.print(f"wrote {output}: {lm.family}, {len(lm.graph.nodes)} nodes")
 
 
+@main.command()
+@click.argument("build", type=click.Path(path_type=Path))
+@click.option("--target", default="loihi2", show_default=True,
+              help="target profile: a built-in name (loihi2, loihi1) or the path of a .toml profile")
+@click.option("--chips", type=click.IntRange(min=1), default=None,
+              help="chips available (fewer than needed: a violation)")
+@click.option("--split", type=click.Choice(["min-cores", "fan-in", "output"]), default="min-cores", show_default=True,
+              help="when to split a layer's input rows into partial sums")
+@click.option("--placement", type=click.Choice(["auto", "greedy", "metis"]), default="auto", show_default=True,
+              help="how cores are placed onto chips")
+@click.option("--activity", type=click.Path(path_type=Path), default=None,
+              help=".npz with one array per node: events per neuron per step (default: assumed rates)")
+@click.option("--report", type=click.Path(path_type=Path), default=None,
+              help="also write budget.json, budget.txt, budget.html and plots into this new directory")
+@click.option("--json", "as_json", is_flag=True, help="print the budget as JSON")
+@friendly_errors
+def budget(build: Path, target: str, chips: int | None, split: str, placement: str, activity: Path | None,
+           report: Path | None, as_json: bool) -> None:
+    """Does the compiled network in BUILD fit the target? Cores, chips, per-layer and per-core budget, traffic,
+    latency and energy; exits 1 if anything is over budget (each violation names layer, resource, value, limit)."""
+    import json
+
+    from spikecc.compiler.mapping.report import budget_json, budget_text
+    from spikecc.estimate import budget_of_build, write_report
+
+    m = budget_of_build(build, target, chips=chips, split=split, placement=placement, activity=activity)
+    if report is not None:
+        write_report(m, report)
+    click.echo(json.dumps(budget_json(m), indent=1, sort_keys=True) if as_json
+               else budget_text(m, per_core=m.n_cores <= 64).rstrip())
+    if m.violations:
+        click.echo(f"error: {len(m.violations)} budget violation(s); first: {m.violations[0].message()}", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("--seq-len", type=click.IntRange(min=1), default=128, show_default=True,
+              help="tokens of held-out text to measure firing rates on")
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
+              help="E_MAC/E_AC at 45 nm (Horowitz 2014)")
+@click.option("--target", default="loihi2", show_default=True, help="target profile for a build's Loihi estimate")
+@click.option("--input", "input_path", type=click.Path(path_type=Path), default=None,
+              help="for a build of a non-language model: input .npy shaped (steps, *input shape)")
+@click.option("--json", "as_json", is_flag=True, help="print the estimate as JSON (ann_mj, snn_mj, layers, ...)")
+@friendly_errors
+def energy(source: Path, seq_len: int, precision: str, target: str, input_path: Path | None, as_json: bool) -> None:
+    """Energy of a CHECKPOINT or BUILD: the papers' model (ANN MACs x E_MAC vs SNN ACs x E_AC at measured firing
+    rates), per layer and in total, in mJ; for a build also the target profile's Loihi estimate."""
+    import json
+
+    from spikecc.estimate import energy_json, energy_of
+
+    table, mapping, measured = energy_of(source, seq_len, precision, target, input_path)
+    data = energy_json(table, mapping, measured)
+    if as_json:
+        click.echo(json.dumps(data, indent=1, sort_keys=True))
+        return
+    out = Table(title=f"energy over {measured.tokens} tokens, {precision}: E_MAC {table.e_mac} pJ, "
+                      f"E_AC {table.e_ac} pJ (Horowitz 2014, 45 nm)")
+    for col in ("layer", "ANN MACs", "SNN ACs", "SNN MACs", "ANN mJ", "SNN mJ"):
+        out.add_column(col, justify="left" if col == "layer" else "right")
+    for r in data["layers"]:
+        out.add_row(r["layer"], f"{r['ann_macs']:,.0f}", f"{r['snn_acs']:,.0f}", f"{r['snn_macs']:,.0f}",
+                    f"{r['ann_mj']:.4g}", f"{r['snn_mj']:.4g}")
+    out.add_row("total", "", "", "", f"{data['ann_mj']:.4g}", f"{data['snn_mj']:.4g}")
+    console.print(out)
+    console.print(f"ANN / SNN: {data['ratio']:.2f}x")
+    if "loihi_mj" in data:
+        lo = data["loihi"]
+        console.print(f"{lo['target']} estimate: {data['loihi_mj']:.4g} mJ ({lo['token_uj']:.4g} uJ per token, "
+                      f"{lo['cores']} cores on {lo['chips']} chip(s)); {lo['assumes']}")
+
+
 if __name__ == "__main__":
     main()
