@@ -36,3 +36,7 @@ class BudgetError(SpikeccError):
 
 class BackendError(SpikeccError):
     """A backend cannot run the graph it was given (unsupported parameters, missing runtime)."""
+
+
+class ClusterError(SpikeccError):
+    """A Dask cluster cannot be reached or cannot run the work (no workers, mismatched versions)."""
