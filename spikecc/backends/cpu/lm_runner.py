@@ -45,7 +45,7 @@ class LayerActivity:
 class LMSimulator:
     """A Simulator plus the token protocol of LM graphs."""
 
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, mode: str = "float") -> None:
         meta = graph.metadata
         missing = [k for k in ("family", "vocab") if k not in meta]
         if missing:
@@ -57,7 +57,7 @@ class LMSimulator:
         self.substeps = int(meta.get("substeps", 1))
         (self.input,) = graph.inputs()
         (self.output,) = graph.outputs()
-        self.sim = Simulator(graph)
+        self.sim = Simulator(graph, mode=mode)  # "fixed": bit-accurate where the graph holds fixed-point nodes
         self.spiking = [n for n, op in graph.nodes.items()
                         if self.sim.signals[n].is_spiking and not isinstance(op, (nir.Input, nir.Output))]
 
