@@ -380,7 +380,7 @@ def plot_png(report: SweepReport) -> bytes:
         else:
             ax.plot(range(len(ppl)), ppl, "o")
             ax.set_xticks(range(len(ppl)), labels, rotation=30, ha="right", fontsize=7)
-            ax.set_title(f"{what}: not estimated yet (no mapping stage); perplexity per build", fontsize=9)
+            ax.set_title(f"{what}: not estimated yet (no mapping stage)", fontsize=9)
         ax.set_ylabel(f"perplexity ({report.mode})")
         ax.grid(alpha=0.3)
     fig.suptitle(f"{Path(report.checkpoint).name} on {Path(report.text).name}", fontsize=10)
