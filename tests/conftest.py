@@ -83,3 +83,23 @@ def _assert_checkpoint_error(path: Path, obj, *fragments: str) -> None:
 def checkpoint_error():
     """`checkpoint_error(path, obj, *fragments)`: a bad checkpoint gives one-line errors (see above)."""
     return _assert_checkpoint_error
+
+
+def _cli_one_line_error(args: list[str]) -> str:
+    """Run `spikecc ARGS` in this process; it must fail with exit status 1 and one `error: ...` line on stderr,
+    which is returned."""
+    from click.testing import CliRunner
+
+    from spikecc.cli import main
+
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 1, r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.output
+    return lines[0]
+
+
+@pytest.fixture
+def one_line_error():
+    """`one_line_error(args)`: the CLI's one-line error for `spikecc ARGS` (see above)."""
+    return _cli_one_line_error

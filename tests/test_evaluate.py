@@ -127,22 +127,14 @@ def test_eval_cli_prints_the_modes_in_a_table_and_in_json(examples_dir, tmp_path
     assert "fixed: not evaluated" in r.output
 
 
-def one_line_error(args: list[str]) -> str:
-    r = CliRunner().invoke(main, args)
-    assert r.exit_code == 1, r.output
-    lines = r.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.output
-    return lines[0]
-
-
-def test_a_character_outside_the_vocabulary_is_named_with_its_place(examples_dir, tmp_path):
+def test_a_character_outside_the_vocabulary_is_named_with_its_place(examples_dir, tmp_path, one_line_error):
     (tmp_path / "t.txt").write_text("To be,\nor n€t to b¤")
     msg = one_line_error(["eval", str(examples_dir / "checkpoints" / "spikegpt-shakespeare.pt"), "--text",
                           str(tmp_path / "t.txt")])
     assert "'€' (line 2, column 5)" in msg and "t.txt" in msg and "¤" not in msg
 
 
-def test_one_line_errors_for_windows_past_the_context_and_unusable_inputs(examples_dir, tmp_path):
+def test_one_line_errors_for_windows_past_the_context_and_unusable_inputs(examples_dir, tmp_path, one_line_error):
     (tmp_path / "t.txt").write_text(HELDOUT.read_text()[:50])
     ckpt = str(examples_dir / "checkpoints" / "spikelm-shakespeare.pt")
     assert "context of 128" in one_line_error(["eval", ckpt, "--text", str(tmp_path / "t.txt"), "--window", "100"])

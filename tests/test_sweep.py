@@ -8,10 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
 from spikecc import sweep
-from spikecc.cli import main
 from spikecc.errors import InputFileError
 
 HELDOUT = Path(__file__).parent / "data" / "heldout.txt"
@@ -81,15 +79,8 @@ def test_k_recalibrates_spikelm_alphas_in_proportion(spikelm_ckpt, tmp_path):
     assert sweep.build_key("sha", {"k": 2.0}, inputs) != sweep.build_key("sha", {"k": 2.0}, sweep.BuildInput([1]))
 
 
-def one_line_error(args: list[str]) -> str:
-    r = CliRunner().invoke(main, args)
-    assert r.exit_code == 1, r.output
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.output
-    return lines[0]
-
-
-def test_sweep_errors_are_one_line_and_leave_the_users_files_alone(examples_dir, spikelm_ckpt, tmp_path):
+def test_sweep_errors_are_one_line_and_leave_the_users_files_alone(examples_dir, spikelm_ckpt, tmp_path,
+                                                                  one_line_error):
     text = ["--text", str(HELDOUT)]
     gpt = str(examples_dir / "checkpoints" / "spikegpt-shakespeare.pt")
     assert "applies to spikelm" in one_line_error(["sweep", gpt, "--grid", "k=2,3", *text, "-o", str(tmp_path / "a")])
