@@ -72,13 +72,26 @@ def main() -> int:
         {n: type(op).__name__ for n, op in lowered_fixed.nodes.items()}
     out = graph.outputs()[0]
 
+    from spikecc.backends.cpu import jit
+
     runs: dict[str, np.ndarray] = {}
     timings: dict[str, float] = {}
+    notes: dict[str, str] = {}
 
     def timed(label, fn):
+        loaded, compiled = jit.cache_events()
         t = time.perf_counter()
         runs[label] = fn()
         timings[label] = time.perf_counter() - t
+        loaded, compiled = (a - b for a, b in zip(jit.cache_events(), (loaded, compiled)))
+        if compiled:
+            notes[label] = f"cold: compiles {compiled} loops (once after install)"
+        elif loaded:
+            notes[label] = f"cold: loads {loaded} compiled loops (once per process)"
+        elif label.startswith("lava"):
+            notes[label] = "Lava compile + process start (every run)"
+        else:
+            notes[label] = "steady state"
 
     timed("cpu float (NIR)", lambda: simulate(graph, x).outputs[out])
     timed("cpu float (lowered)", lambda: simulate(lowered_float, x).outputs[out])
@@ -87,10 +100,10 @@ def main() -> int:
     timed("lava fixed_pt", lambda: run_lava(built, xq, steps=steps, mode="fixed").outputs[out])
 
     runs_table = Table(title=f"{steps} steps, output '{out}'")
-    for col in ("run", "spikes", "wall time"):
-        runs_table.add_column(col, justify="left" if col == "run" else "right")
+    for col in ("run", "spikes", "wall time", "the time includes"):
+        runs_table.add_column(col, justify="right" if col in ("spikes", "wall time") else "left")
     for label, arr in runs.items():
-        runs_table.add_row(label, f"{int(np.count_nonzero(arr)):,}", f"{timings[label]:.3f} s")
+        runs_table.add_row(label, f"{int(np.count_nonzero(arr)):,}", f"{timings[label]:.3f} s", notes[label])
     console.print(runs_table)
 
     shift = latency(lowered_float, out)

@@ -460,5 +460,93 @@ def energy(source: Path, seq_len: int, precision: str, target: str, input_path: 
                       f"{lo['cores']} cores on {lo['chips']} chip(s)); {lo['assumes']}")
 
 
+def cluster_options(fn):
+    """--workers / --scheduler / --connect-timeout: where `eval` and `sweep` run their windows."""
+    from spikecc.distributed import CONNECT_TIMEOUT
+
+    for option in reversed([
+        click.option("--workers", type=int, default=1, show_default=True,
+                     help="run on a local Dask cluster of N worker processes (1: in this process, no cluster)"),
+        click.option("--scheduler", default=None, metavar="ADDRESS",
+                     help="run on an existing Dask cluster, e.g. tcp://HOST:8786"),
+        click.option("--connect-timeout", type=float, default=CONNECT_TIMEOUT, show_default=True,
+                     help="seconds to reach the scheduler and to wait for its first worker"),
+        click.option("--window", type=int, default=64, show_default=True, help="scored tokens per window"),
+        click.option("--warmup", type=int, default=64, show_default=True,
+                     help="context tokens fed before each window from a fresh state, not scored"),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+@main.command(name="eval")
+@click.argument("subject", metavar="CHECKPOINT_OR_BUILD", type=click.Path(path_type=Path))
+@click.option("--text", "text", required=True, type=click.Path(path_type=Path), help="UTF-8 text to evaluate on")
+@click.option("--mode", "modes", multiple=True, type=click.Choice(["reference", "float", "fixed"]),
+              help="modes to evaluate (repeatable; default: every mode the model has)")
+@click.option("--json", "as_json", is_flag=True, help="print the results as JSON")
+@cluster_options
+@friendly_errors
+def eval_cmd(subject: Path, text: Path, modes: tuple[str, ...], as_json: bool, workers: int, scheduler: str | None,
+             connect_timeout: float, window: int, warmup: int) -> None:
+    """Next-token accuracy and perplexity of a spiking LM on a text: the torch reference, the float IR graph in
+    the simulator, and a compiled build's fixed-point graph. The text is cut into windows that each start from a
+    fresh state after --warmup tokens of context, so results are identical for any number of workers."""
+    import json
+
+    from spikecc import evaluate
+    from spikecc.distributed import executor
+
+    with executor(workers, scheduler, connect_timeout) as ex:  # cluster faults first: they take the longest to find
+        plan = evaluate.plan(evaluate.load_subject(subject), text, list(modes) or None, window, warmup)
+        bar = progress_bar(plan.tasks, "windows")
+        task = bar.add_task("eval", total=plan.tasks)
+        with bar:
+            result = evaluate.run(plan, ex, progress=lambda done, total: bar.update(task, completed=done))
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2, sort_keys=True))
+        return
+    table = Table(title=f"{subject} on {text}: {len(plan.ids):,} tokens, {len(plan.windows)} windows of {window} "
+                        f"after {warmup} warm-up tokens, {result.workers} worker(s)")
+    for col in ("mode", "perplexity", "accuracy", "nats/token", "scored tokens"):
+        table.add_column(col, justify="left" if col == "mode" else "right")
+    for m, s in result.scores.items():
+        table.add_row(m, f"{s.perplexity:.4f}", f"{s.accuracy:.4f}", f"{s.nll:.4f}", f"{s.tokens:,}")
+    console.print(table)
+    for m, why in result.to_json()["unavailable"].items():
+        console.print(f"{m}: not evaluated ({why})")
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--grid", "grid", multiple=True, required=True, metavar="NAME=V1,V2",
+              help="an option and its values (repeatable); options: weight_bits, k (SpikeLM)")
+@click.option("--text", "text", required=True, type=click.Path(path_type=Path), help="UTF-8 text to evaluate on")
+@click.option("--calibration", type=click.Path(path_type=Path), default=None,
+              help="text that re-calibrates SpikeLM's alphas for --grid k")
+@click.option("--mode", type=click.Choice(["auto", "reference", "float", "fixed"]), default="auto", show_default=True,
+              help="what is evaluated (auto: fixed point where the builds have it, else the float graph)")
+@click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path),
+              help="directory for sweep.json, sweep.txt, sweep.png and the build cache")
+@cluster_options
+@friendly_errors
+def sweep(checkpoint: Path, grid: tuple[str, ...], text: Path, calibration: Path | None, mode: str, out: Path,
+          workers: int, scheduler: str | None, connect_timeout: float, window: int, warmup: int) -> None:
+    """Build CHECKPOINT with every combination of the --grid options (each build cached by the hash of its
+    options), evaluate each on --text, and write a table, JSON and a plot of perplexity against cores and
+    energy per token."""
+    from spikecc import sweep as sweeping
+    from spikecc.distributed import executor
+
+    parsed = sweeping.parse_grid(grid)
+    with executor(workers, scheduler, connect_timeout) as ex, progress_bar(2, "windows") as bar:
+        task = bar.add_task("sweep", total=None)
+        report = sweeping.sweep(checkpoint, parsed, text, out, ex, mode=mode, window=window, warmup=warmup,
+                                calibration=calibration,
+                                progress=lambda done, total: bar.update(task, completed=done, total=total))
+    console.print(sweeping.table(report))
+    console.print(f"wrote {out}/: " + ", ".join(sweeping.OUTPUTS) + ", cache/")
+
+
 if __name__ == "__main__":
     main()

@@ -49,3 +49,7 @@ def first_line(exc: BaseException) -> str:
     nobody), or the exception's type name when it has no message."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     return lines[0] if lines else type(exc).__name__
+
+
+class ClusterError(SpikeccError):
+    """A Dask cluster cannot be reached or cannot run the work (no workers, mismatched versions)."""

@@ -113,3 +113,23 @@ def _write_nir_omitting_none(path: Path, graph, version: str | None = None) -> N
 def write_nir_omitting_none():
     """`write_nir_omitting_none(path, graph, version=None)`: NIR HDF5 without the None-valued fields (see above)."""
     return _write_nir_omitting_none
+
+
+def _cli_one_line_error(args: list[str]) -> str:
+    """Run `spikecc ARGS` in this process; it must fail with exit status 1 and one `error: ...` line on stderr,
+    which is returned."""
+    from click.testing import CliRunner
+
+    from spikecc.cli import main
+
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 1, r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.output
+    return lines[0]
+
+
+@pytest.fixture
+def one_line_error():
+    """`one_line_error(args)`: the CLI's one-line error for `spikecc ARGS` (see above)."""
+    return _cli_one_line_error

@@ -374,3 +374,24 @@ def test_fixed_point_simulation_rejects_real_valued_inputs_instead_of_truncating
         g.connect(a, b)
     with pytest.raises(InputFileError, match="non-integer values.*quantize_inputs"):
         simulate(quantize_for_loihi(lower_for_loihi(g)), np.full((4, 3), 0.5), mode="fixed")
+
+
+def test_bit_exact_vs_lava_graded_sums_that_overflow_int32_in_one_signed_layers():
+    """24-bit graded payloads into excitatory-only and inhibitory-only layers of 64 inputs: W @ s passes
+    2**31, so Lava's int32 product wraps before the weight exponent shifts it (right for one layer, left for
+    the other); the simulator's 8-bit gather keeps its sums mod 2**32 and must land on the same bits."""
+    rng = np.random.default_rng(5)
+    n_in, n = 64, 8
+    g = Graph()
+    g.add_node("in", nir.Input(input_type={"input": np.array([n_in])}))
+    for name, w, e in [("ex", rng.integers(0, 256, (n, n_in)), -4), ("inh", -rng.integers(0, 256, (n, n_in)), 3)]:
+        g.add_node(name, LoihiDense(weight=w, weight_exp=e, num_message_bits=24))
+        g.add_node(f"{name}_n", LoihiLIF(du=np.full(n, 4095), dv=np.full(n, 4095), vth=np.full(n, 2**16),
+                                         bias_mant=np.zeros(n, dtype=int), bias_exp=np.zeros(n, dtype=int)))
+        g.connect("in", name)
+        g.connect(name, f"{name}_n")
+    g.add_node("out", nir.Output(output_type={"output": np.array([n])}))
+    g.connect("ex_n", "out")
+    x = rng.integers(-(2**23), 2**23, (12, n_in))
+    assert np.abs(x @ g.nodes["ex"].weight.T).max() > 2**31  # the sums do overflow int32
+    assert_bit_exact(g, x)

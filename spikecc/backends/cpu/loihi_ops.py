@@ -85,6 +85,26 @@ def effective_weights(weight: np.ndarray, num_weight_bits: int) -> np.ndarray:
     return -w if mode == "inhibitory" else w
 
 
+def weights8(w: np.ndarray) -> tuple[np.ndarray | None, int]:
+    """Effective integer weights (effective_weights) as (w8, factor) with w = factor * w8 exactly, so that
+    the compiled gather reads one byte per synaptic event: factor 1 with uint8 (all in [0, 255]), -1 with
+    uint8 (all in [-255, 0]), 2 with int8 (all even in [-256, 254], Lava's MIXED mode). (None, 0) if none fits."""
+    lo, hi = (int(w.min()), int(w.max())) if w.size else (0, 0)
+    if lo >= 0 and hi <= 255:
+        return np.ascontiguousarray(w, dtype=np.uint8), 1
+    if hi <= 0 and lo >= -255:
+        return np.ascontiguousarray(-w, dtype=np.uint8), -1
+    if lo >= -256 and hi <= 254 and not np.any(w & 1):
+        return np.ascontiguousarray(w >> 1, dtype=np.int8), 2
+    return None, 0
+
+
+def loop_arg(a: np.ndarray, dtype) -> np.ndarray:
+    """`a` as the compiled loops take their arrays: C-contiguous, writable, of `dtype` (copied only if needed;
+    a read-only view would be another numba type, see spikecc.backends.cpu.jit)."""
+    return np.require(a, dtype=dtype, requirements=("C", "W"))
+
+
 class DenseKernel(Kernel):
     """a = W s (binary: the columns of the non-zero inputs; graded: W @ s), then the weight exponent.
 
@@ -97,14 +117,29 @@ class DenseKernel(Kernel):
         super().__init__()
         self.fixed, self.graded, self.weight_exp = fixed, graded, int(weight_exp)
         self.dtype = np.int64 if fixed else np.float64
-        self.wt = sp.csr_matrix(weight.T.astype(self.dtype))  # (n_in, n_out): row i = fan-out of input i
-        self.fanout = np.diff(self.wt.indptr).astype(np.int64)
-        # The gather for all steps is csr(spikes) @ W^T; a dense W^T makes it a row gather-and-add per
-        # spike without building a sparse result (much faster for dense layers, same arithmetic).
-        density = self.wt.nnz / max(1, weight.shape[0] * weight.shape[1])
-        self.rhs = self.wt.toarray() if density > 0.05 else self.wt
         self.n_out = weight.shape[0]
         self.scale = 2.0**self.weight_exp
+        self.fanout = np.count_nonzero(weight, axis=0).astype(np.int64)  # per input: non-zero weights it drives
+        density = int(self.fanout.sum()) / max(1, weight.size)
+        # Fixed point, dense: the compiled 8-bit gather (one byte per synaptic event); only the 8-bit copy is
+        # kept (a 216M-parameter model's weights in int64 would take 1.7 GB). Exact where the sums fit int32.
+        self.w8, self.factor = (None, 0)
+        if fixed and density > 0.05 and (graded or weight.shape[1] * 256 < 2**31):
+            self.w8, self.factor = weights8(weight.T)
+        self._wt: sp.csr_matrix | None = None
+        self.rhs: np.ndarray | sp.csr_matrix | None = None
+        if self.w8 is None:
+            # The gather for all steps is csr(spikes) @ W^T; a dense W^T makes it a row gather-and-add per
+            # spike without building a sparse result (much faster for dense layers, same arithmetic).
+            self._wt = sp.csr_matrix(weight.T.astype(self.dtype))  # (n_in, n_out): row i = fan-out of input i
+            self.rhs = self._wt.toarray() if density > 0.05 else self._wt
+
+    @property
+    def wt(self) -> sp.csr_matrix:
+        """W^T (n_in, n_out) as CSR, for the step-by-step path (built on first use where only w8 is kept)."""
+        if self._wt is None:
+            self._wt = sp.csr_matrix(self.w8.astype(np.int64) * self.factor)
+        return self._wt
 
     def _finish(self, acc: np.ndarray) -> np.ndarray:
         if not self.fixed:
@@ -124,8 +159,14 @@ class DenseKernel(Kernel):
 
     def run(self, xs, steps, record):
         s = xs["input"]
+        if self.w8 is not None:  # fixed point: int32 currents, exponent and wrap applied in the loop
+            s = s if s.dtype == np.int8 else loop_arg(s, np.int64)  # int8: spikes from a neuron loop
+            out, events = jit.gather_fixed(loop_arg(s, s.dtype), self.w8, not self.graded, self.factor,
+                                           self.weight_exp)
+            self.synops += int(events @ self.fanout)
+            return out, {}
         if isinstance(self.rhs, np.ndarray):  # dense layer: compiled gather of the rows of spiking inputs
-            acc, events = jit.gather(np.ascontiguousarray(s, dtype=self.dtype), self.rhs, not self.graded)
+            acc, events = jit.gather(loop_arg(s, self.dtype), self.rhs, not self.graded)
             self.synops += int(events @ self.fanout)
         else:  # scipy's CSR x CSR product walks the non-zeros of s: the event-driven gather, all steps
             self.synops += int((s != 0).sum(axis=0) @ self.fanout)
@@ -223,16 +264,18 @@ class LoihiNeuronKernel(Kernel):
         n = self.size
         hi, lo, ternary = self.thresholds()
         if self.fixed:
-            a = np.ascontiguousarray(xs["input"], dtype=np.int64)
-            ku, kv, bias, hi, lo = (np.ascontiguousarray(np.broadcast_to(np.asarray(p, dtype=np.int64), (n,)))
+            a = xs["input"]
+            # Lava's InPort sums its channels into int32; the fixed-point Dense already delivers wrapped int32
+            a = loop_arg(a, np.int32) if a.dtype == np.int32 else wrap32(np.asarray(a, dtype=np.int64)).astype(np.int32)
+            ku, kv, bias, hi, lo = (loop_arg(np.broadcast_to(np.asarray(p, dtype=np.int64), (n,)), np.int64)
                                     for p in (self.keep_u, self.keep_v, self.bias, hi, lo))
             self.u = np.array(self.u, dtype=np.int64)
             self.v = np.array(self.v, dtype=np.int64)
             out, tu, tv, events, negative = jit.loihi_neuron_fixed(a, ku, kv, bias, hi, lo, ternary, self.u, self.v,
                                                                    record)
         else:
-            a = np.ascontiguousarray(xs["input"], dtype=np.float64)
-            ku, kv, bias, hi, lo = (np.ascontiguousarray(np.broadcast_to(np.asarray(p, dtype=np.float64), (n,)))
+            a = loop_arg(xs["input"], np.float64)
+            ku, kv, bias, hi, lo = (loop_arg(np.broadcast_to(np.asarray(p, dtype=np.float64), (n,)), np.float64)
                                     for p in (self.keep_u, self.keep_v, self.bias, hi, lo))
             self.u = np.array(self.u, dtype=np.float64)
             self.v = np.array(self.v, dtype=np.float64)

@@ -197,8 +197,11 @@ class Simulator:
                 negative = int(np.count_nonzero(full[name] < 0)) if sig.kind in ("ternary", "graded") else 0
             counts[name] = NodeCounts(events=events, negative=negative, synops=self.kernels[name].synops,
                                       neurons=self.size(name), spiking=spiking)
-        outputs = {n: full[n].reshape(steps, *self.shapes[n]) for n in self.graph.outputs()}
-        traces = {n: full[n].reshape(steps, *self.shapes[n]) for n in record}
+        # Kernels may pass narrower integers between them (fixed point: int8 spikes, int32 currents); what
+        # the caller gets is in each node's dtype.
+        outputs = {n: full[n].reshape(steps, *self.shapes[n]).astype(self.dtypes[n], copy=False)
+                   for n in self.graph.outputs()}
+        traces = {n: full[n].reshape(steps, *self.shapes[n]).astype(self.dtypes[n], copy=False) for n in record}
         silent = [n for n in self.order if self.fires(n) and counts[n].events == 0]
         for name in silent:
             warnings.warn(SpikeccWarning(
@@ -278,7 +281,9 @@ class Simulator:
                 shifted[0] = self._rest(e.src)
                 shifted[1:] = v[:-1]
                 v = shifted
-            ports[e.port] = v if e.port not in ports else ports[e.port] + v
+            # (summed at least in the simulator's dtype: kernels may hand over int8 spikes)
+            ports[e.port] = v if e.port not in ports else \
+                np.add(ports[e.port], v, dtype=np.result_type(ports[e.port], v, self.dtypes[name]))
         return ports
 
     def _rest(self, name: str) -> np.ndarray:
