@@ -3,6 +3,7 @@ file and the key."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -34,3 +35,21 @@ def check_state_dict(sd: Any, expected: Mapping[str, Tensor], source: str, famil
     extra = sorted(set(sd) - set(expected))
     if extra:
         raise CheckpointError(f"{source}: unexpected key '{key_prefix}{extra[0]}' (not a {family} parameter)")
+
+
+def read_torch_file(path: str | os.PathLike) -> Any:
+    """`torch.load(path)` of plain data (weights_only), with one-line CheckpointErrors for a missing file, a
+    directory, and a truncated or non-torch file."""
+    import torch
+
+    source = str(path)
+    if not os.path.exists(source):
+        raise CheckpointError(f"{source}: no such file")
+    if os.path.isdir(source):
+        raise CheckpointError(f"{source}: is a directory, expected a torch checkpoint file")
+    try:
+        return torch.load(source, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types (pickle, zip, EOF, RuntimeError) for bad files
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise CheckpointError(f"{source}: not a readable torch checkpoint (truncated or another format): "
+                              f"{first}") from None
