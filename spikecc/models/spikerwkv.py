@@ -507,18 +507,23 @@ class SpikeRWKV(nn.Module):
         out = self.step_detailed(token_id, state)
         return out.logits, out.state, out.spikes
 
-    @torch.no_grad()
     def firing_rates(self, idx: Tensor) -> dict[str, float]:
         """Mean firing rate per encoder over a batch: spikes / (T * l * C_in * tokens), the paper's fr."""
-        encs = self.encoders()
+        return firing_rates(self, idx)
+
+
+@torch.no_grad()
+def firing_rates(model: nn.Module, idx: Tensor) -> dict[str, float]:
+    """Mean firing rate per encoder of `model.encoders()` over `model(idx)`: spikes / (T * l * C_in * tokens)."""
+    encs = model.encoders()
+    for e in encs.values():
+        e._rate_stats = []
+    try:
+        model(idx)
+        return {n: sum(s for s, _ in e._rate_stats) / sum(m for _, m in e._rate_stats) for n, e in encs.items()}
+    finally:
         for e in encs.values():
-            e._rate_stats = []
-        try:
-            self(idx)
-            return {n: sum(s for s, _ in e._rate_stats) / sum(m for _, m in e._rate_stats) for n, e in encs.items()}
-        finally:
-            for e in encs.values():
-                e._rate_stats = None
+            e._rate_stats = None
 
 
 def encoder_fan(model: SpikeRWKV) -> dict[str, tuple[int, int]]:
@@ -543,11 +548,19 @@ def energy_per_token(
     synop_snn_pj: sum C_in * C_out * fr * T * l * E_AC (every spike reaches C_out synapses);
     synop_ann_pj: sum C_in * C_out * E_MAC (dense real-valued linears).
     """
-    fan = encoder_fan(model)
-    T, levels = model.cfg.T, model.cfg.levels
+    return encoder_energy(model.encoders(), encoder_fan(model), rates, e_ac_pj, e_mac_pj)
+
+
+def encoder_energy(
+    encoders: dict[str, MultiLevelSpikeEncoder], fan: dict[str, tuple[int, int]], rates: dict[str, float],
+    e_ac_pj: float = E_AC_45NM_PJ, e_mac_pj: float = E_MAC_45NM_PJ,
+) -> dict[str, float]:
+    """`energy_per_token` for any set of encoders (each with its own T and l), given the (C_in, C_out) of the
+    linear each feeds and their firing rates."""
     out = {"paper_snn_pj": 0.0, "paper_ann_pj": 0.0, "synop_snn_pj": 0.0, "synop_ann_pj": 0.0}
     for name, (cin, cout) in fan.items():
         fr = rates[name]
+        T, levels = encoders[name].T, encoders[name].levels
         out["paper_snn_pj"] += cin * fr * T * levels * e_ac_pj
         out["paper_ann_pj"] += cin * e_mac_pj
         out["synop_snn_pj"] += cin * cout * fr * T * levels * e_ac_pj
