@@ -426,6 +426,21 @@ def load_rwkv6(path: str | os.PathLike, dtype: torch.dtype = torch.float64) -> R
     return rwkv6_from_state_dict(read_torch_file(path), str(path), dtype)
 
 
+def vocab_beside(path: str | os.PathLike, vocab_size: int) -> str:
+    """The character vocabulary stored beside an x060 checkpoint as `<name>.vocab.json` ({"chars": ...}, as
+    `spikecc.models.spikegpt.save_vocab` writes it): a raw state dict has no room for one."""
+    from spikecc.models.spikegpt import load_vocab
+
+    vp = Path(path).with_suffix(".vocab.json")
+    if not vp.exists():
+        raise CheckpointError(f"{path}: no vocabulary file {vp.name} beside the checkpoint; an RWKV-6 state dict "
+                              'does not store one (write {"chars": "..."} JSON there, ids in character order)')
+    chars = load_vocab(vp).chars
+    if len(chars) != vocab_size:
+        raise CheckpointError(f"{vp}: {len(chars)} characters, but the checkpoint's emb.weight has {vocab_size} rows")
+    return chars
+
+
 def save_rwkv6(model: RWKV6, path: str | os.PathLike) -> None:
     """Write the raw x060 state dict (float32), atomically: readable by BlinkDL's `rwkv` package too."""
     sd = {k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in model.state_dict().items()}

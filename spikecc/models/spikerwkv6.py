@@ -1,0 +1,247 @@
+"""SpikeRWKV as the paper has it: a pretrained RWKV-6 converted to a spiking model without retraining.
+
+Source: Zhang, Shen, Wang, "SpikeRWKV: Energy-efficient Large Language Model with Spiking Neural Network" (2025),
+Sec. 3.1 ("SpikeRWKV is RWKV6 converted"), 3.2 (IF neurons, Eq. 1-2), 3.3-3.4 (spiking flag, multi-level encoding,
+Eq. 3-4), 3.5 (spiking time mixing), 4.1 (the 3L / 4L / 5L settings, T x l = 1 x 3, 1 x 4, 1 x 5), Eq. 5 (energy).
+
+Conversion (`convert`): a copy of the float `spikecc.models.rwkv6.RWKV6` gets a multi-level spike encoder with
+spiking flag (`spikecc.models.spikerwkv.MultiLevelSpikeEncoder`, the paper's Eq. 3-4, whose per-level spike trains
+are those of integrate-and-fire neurons with reset by subtraction, Eq. 1-2) in front of chosen linears. The linears
+and every other weight stay as trained. Each encoder carries l binary levels W_i = W_1 * 2^(1-i) and T steps; its
+range is calibrated on a short text: W_1 is set so that sum_i W_i equals the largest magnitude that encoder's input
+takes over the text in the float model,
+
+    W_1 = a_max / (2 - 2^(1-l)),   so the code covers [-a_max, a_max] in steps of W_l / T, truncating toward 0.
+
+Which linears get encoders (`scope`):
+  "paper" (the default): the receptance, key, value and gate projections of the time mixing, `att.enc_r`,
+      `att.enc_k`, `att.enc_v`, `att.enc_g`. Sec. 3.5 names exactly these: after the ddlerp token shift "the input
+      value is first converted into an input spike signal by Multi-head Spike Encoding ... multiplied by the synaptic
+      weight" to give r, k, v and g, and Sec. 4.3 says spikes replace "the input weighting process".
+  "all": every linear inside the blocks: the four above, the output projection (`att.enc_o`), the low-rank
+      down-projections of the token-shift mix and of the decay (`att.enc_maa`, `att.enc_decay`), and the channel
+      mix's key, receptance and value (`ffn.enc_k`, `ffn.enc_r`, `ffn.enc_v`). A spikecc option beyond the paper.
+Never encoded: the embedding, the head, the low-rank up-projections (their inputs are tanh outputs that feed a
+product with the token difference, not a synaptic weighting of the stream), LayerNorm/GroupNorm, the WKV recurrence.
+`ffn.enc_v` is unsigned (its input relu(.)^2 is never negative, a flag would be constant); every other encoder signed.
+
+Checkpoint (`save_spikerwkv6`): torch.save of {"family": "spikerwkv6", "config": RWKV6Config dict,
+"encoders": {slot name: {"T", "level_weights", "polarity"}}, "conversion": {"levels", "T", "scope",
+"calibration_chars", "calibration_sha256"}, "state_dict": the x060 tensors (float32), "vocab": characters}.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from spikecc.errors import CheckpointError
+from spikecc.models.checkpoint import check_state_dict, read_torch_file
+from spikecc.models.rwkv6 import ATT_SITES, FFN_SITES, RWKV6, RWKV6Config
+from spikecc.models.spikerwkv import (
+    MultiLevelSpikeEncoder,
+    binary_level_weights,
+    encoder_energy,
+    firing_rates,
+    generate,  # noqa: F401  (the family's generate, used by the CLI's --reference)
+)
+
+FAMILY = "spikerwkv6"
+SCOPES = {
+    "paper": {"att": ("enc_r", "enc_k", "enc_v", "enc_g"), "ffn": ()},
+    "all": {"att": tuple(ATT_SITES), "ffn": tuple(FFN_SITES)},
+}
+UNSIGNED_SLOTS = ("ffn.enc_v",)  # inputs that are never negative: no spiking flag
+# A short default calibration text (Shakespeare, Sonnet 18, public domain): plain letters and punctuation, so it
+# fits most character vocabularies. Give your own with --calibration-text for other data.
+DEFAULT_CALIBRATION_TEXT = (
+    "Shall I compare thee to a summer's day?\nThou art more lovely and more temperate:\n"
+    "Rough winds do shake the darling buds of May,\nAnd summer's lease hath all too short a date;\n"
+    "Sometime too hot the eye of heaven shines,\nAnd often is his gold complexion dimm'd;\n"
+    "And every fair from fair sometime declines,\nBy chance or nature's changing course untrimm'd;\n"
+    "But thy eternal summer shall not fade,\nNor lose possession of that fair thou ow'st;\n"
+    "Nor shall death brag thou wander'st in his shade,\nWhen in eternal lines to time thou grow'st:\n"
+    "So long as men can breathe or eyes can see,\nSo long lives this, and this gives life to thee.\n"
+)
+
+
+def site_names(cfg: RWKV6Config, scope: str) -> list[str]:
+    """Full encoder slot names of `scope`, in forward order of the blocks."""
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {sorted(SCOPES)}, got {scope!r}")
+    return [f"blocks.{i}.{half}.{slot}" for i in range(cfg.n_layers) for half in ("att", "ffn")
+            for slot in SCOPES[scope][half]]
+
+
+def all_site_names(cfg: RWKV6Config) -> list[str]:
+    return site_names(cfg, "all")
+
+
+def is_unsigned(name: str) -> bool:
+    return name.endswith(UNSIGNED_SLOTS)
+
+
+def calibrated_level_weights(a_max: float, levels: int) -> list[float]:
+    """Binary level weights W_1 > ... > W_l (W_{i+1} = W_i / 2) whose sum is a_max (1.0 for a silent input)."""
+    scale = a_max if a_max > 0 and math.isfinite(a_max) else 1.0
+    unit = binary_level_weights(levels, 0)  # 1/2, 1/4, ...: sum 1 - 2^-l
+    total = sum(unit)
+    return [scale * w / total for w in unit]
+
+
+class _RangeProbe(nn.Module):
+    """Identity that records the largest |x| (or largest x, for an unsigned slot) it sees."""
+
+    def __init__(self, unsigned: bool) -> None:
+        super().__init__()
+        self.unsigned, self.peak = unsigned, 0.0
+
+    def forward(self, x: Tensor) -> Tensor:
+        m = x.detach().clamp(min=0).max() if self.unsigned else x.detach().abs().max()
+        self.peak = max(self.peak, float(m))
+        return x
+
+
+def _slot(model: RWKV6, name: str) -> tuple[nn.Module, str]:
+    parent, slot = name.rsplit(".", 1)
+    return model.get_submodule(parent), slot
+
+
+@torch.no_grad()
+def calibrate(model: RWKV6, ids: Tensor, names: Sequence[str]) -> dict[str, float]:
+    """The largest input magnitude each slot in `names` sees while the float `model` reads `ids` (1-D)."""
+    probes = {}
+    for name in names:
+        parent, slot = _slot(model, name)
+        probes[name] = _RangeProbe(is_unsigned(name))
+        setattr(parent, slot, probes[name])
+    try:
+        model(ids.reshape(1, -1))
+    finally:
+        for name in names:
+            parent, slot = _slot(model, name)
+            setattr(parent, slot, nn.Identity())
+    return {n: p.peak for n, p in probes.items()}
+
+
+def install_encoders(model: RWKV6, encoders: dict[str, dict[str, Any]]) -> RWKV6:
+    """Put a MultiLevelSpikeEncoder(T, level_weights, polarity) in each named slot (in place); returns model."""
+    valid = set(all_site_names(model.cfg))
+    for name, opts in encoders.items():
+        if name not in valid:
+            raise ValueError(f"'{name}' is not an encoder slot of this model (slots: blocks.N.att.enc_r, ...)")
+        parent, slot = _slot(model, name)
+        setattr(parent, slot, MultiLevelSpikeEncoder(int(opts["T"]), [float(w) for w in opts["level_weights"]],
+                                                     bool(opts["polarity"])))
+    return model
+
+
+def convert(model: RWKV6, calibration_ids: Tensor, levels: int, T: int = 1, scope: str = "paper") -> RWKV6:
+    """A SpikeRWKV-6: a copy of the float `model` with calibrated multi-level encoders (module docstring)."""
+    if levels < 1 or T < 1:
+        raise ValueError(f"levels and steps must be >= 1, got levels={levels}, steps={T}")
+    if model.encoders():
+        raise ValueError("the model already carries spike encoders; convert the float RWKV-6 model")
+    names = site_names(model.cfg, scope)
+    peaks = calibrate(model, calibration_ids, names)
+    spiking = copy.deepcopy(model)
+    spec = {n: {"T": T, "level_weights": calibrated_level_weights(peaks[n], levels), "polarity": not is_unsigned(n)}
+            for n in names}
+    spiking.conversion = {"levels": int(levels), "T": int(T), "scope": scope}
+    return install_encoders(spiking, spec).eval()
+
+
+def encoder_fan(model: RWKV6) -> dict[str, tuple[int, int]]:
+    """Encoder name -> (C_in, C_out) of the linear it feeds (installed encoders only)."""
+    fan = {}
+    for name in model.encoders():
+        parent, slot = _slot(model, name)
+        half = ATT_SITES if name.split(".")[2] == "att" else FFN_SITES
+        target = getattr(parent, half[slot])
+        w = target.weight if isinstance(target, nn.Linear) else target.T  # the LoRA matrices are stored (in, out)
+        fan[name] = (int(w.shape[1]), int(w.shape[0]))
+    return fan
+
+
+def energy_per_token(model: RWKV6, rates: dict[str, float]) -> dict[str, float]:
+    """Paper Eq. 5 summed over the installed encoders (see `spikecc.models.spikerwkv.energy_per_token`)."""
+    return encoder_energy(model.encoders(), encoder_fan(model), rates)
+
+
+def measure_firing_rates(model: RWKV6, idx: Tensor) -> dict[str, float]:
+    """Firing rate fr per encoder (spikes / (T * l * C_in * tokens)) while the model reads idx (B, L)."""
+    return firing_rates(model, idx)
+
+
+# ----------------------------------------------------------------------------------------------------- checkpoints
+
+
+def save_spikerwkv6(model: RWKV6, vocab: str, path: str | os.PathLike, calibration_text: str,
+                    meta: dict | None = None) -> None:
+    """Write a converted model (format in the module docstring), atomically."""
+    if len(vocab) != model.cfg.vocab_size:
+        raise ValueError(f"vocab has {len(vocab)} characters, model expects {model.cfg.vocab_size}")
+    encoders = {n: {"T": e.T, "level_weights": list(e.level_weights), "polarity": e.polarity}
+                for n, e in model.encoders().items()}
+    conv = dict(getattr(model, "conversion", {}), calibration_chars=len(calibration_text),
+                calibration_sha256=hashlib.sha256(calibration_text.encode()).hexdigest())
+    obj = {"family": FAMILY, "config": model.cfg.to_dict(), "encoders": encoders, "conversion": conv,
+           "state_dict": {k: v.detach().to("cpu", torch.float32).clone() for k, v in model.state_dict().items()},
+           "vocab": vocab}
+    if meta is not None:
+        obj["meta"] = meta
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)  # a crash never leaves a half-written checkpoint under the final name
+
+
+def load_spikerwkv6(path: str | os.PathLike, dtype: torch.dtype = torch.float64) -> tuple[RWKV6, str]:
+    """Load a checkpoint written by `save_spikerwkv6`: (model in eval mode and `dtype`, vocab characters).
+    Every problem is a one-line CheckpointError naming the file and the key."""
+    source = str(path)
+    obj = read_torch_file(path)
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{source}: expected a dict with keys family/config/encoders/state_dict/vocab, found "
+                              f"{type(obj).__name__}")
+    for key in ("family", "config", "encoders", "state_dict", "vocab"):
+        if key not in obj:
+            raise CheckpointError(f"{source}: missing key '{key}'")
+    if obj["family"] != FAMILY:
+        raise CheckpointError(f"{source}: key 'family' is {obj['family']!r}, expected {FAMILY!r}")
+    conf = obj["config"]
+    if not isinstance(conf, dict):
+        raise CheckpointError(f"{source}: key 'config' must be a dict, found {type(conf).__name__}")
+    missing = [k for k in RWKV6Config.__dataclass_fields__ if k not in conf]
+    if missing:
+        raise CheckpointError(f"{source}: missing key 'config.{missing[0]}'")
+    try:
+        cfg = RWKV6Config.from_dict(conf)
+        model = RWKV6(cfg)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{source}: key 'config' does not describe a valid model: {exc}") from None
+    vocab = obj["vocab"]
+    if not isinstance(vocab, str) or len(vocab) != cfg.vocab_size:
+        found = len(vocab) if isinstance(vocab, str) else type(vocab).__name__
+        raise CheckpointError(f"{source}: key 'vocab' must be a string of {cfg.vocab_size} characters, found {found}")
+    check_state_dict(obj["state_dict"], model.state_dict(), source, FAMILY)
+    model.load_state_dict(obj["state_dict"])
+    encs = obj["encoders"]
+    if not isinstance(encs, dict):
+        raise CheckpointError(f"{source}: key 'encoders' must be a dict, found {type(encs).__name__}")
+    for name, opts in encs.items():
+        try:
+            install_encoders(model, {name: opts})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{source}: key 'encoders.{name}' is not a valid encoder: {exc}") from None
+    conv = obj.get("conversion", {})
+    model.conversion = {k: conv[k] for k in ("levels", "T", "scope") if k in conv}
+    return model.to(dtype).eval(), vocab
