@@ -1,6 +1,7 @@
 """spikecc's graph IR: NIR nodes plus registered extension ops, over networkx. Needs only numpy,
 networkx, h5py and nir."""
 
+import spikecc.ir.rwkv6_ops  # noqa: F401  (importing registers the RWKV-6 ops)
 import spikecc.ir.spikelm_ops  # noqa: F401  (importing registers the SpikeLM ops)
 import spikecc.ir.spikerwkv_ops  # noqa: F401  (importing registers the SpikeRWKV encoder op)
 from spikecc.ir.graph import DEFAULT_DT, Edge, Graph
