@@ -17,7 +17,14 @@ from dataclasses import dataclass, field
 import nir
 import numpy as np
 
-from spikecc.backends.cpu import lm_ops, loihi_ops, nir_ops, spikelm_ops, spikerwkv_ops  # noqa: F401  (lowerings)
+from spikecc.backends.cpu import (  # noqa: F401  (lowerings)
+    lm_ops,
+    loihi_ops,
+    nir_ops,
+    rwkv6_ops,
+    spikelm_ops,
+    spikerwkv_ops,
+)
 from spikecc.backends.cpu.kernels import BuildContext, Kernel, build_kernel
 from spikecc.errors import GraphError
 from spikecc.ir.graph import Edge, Graph
