@@ -53,3 +53,19 @@ def read_torch_file(path: str | os.PathLike) -> Any:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         raise CheckpointError(f"{source}: not a readable torch checkpoint (truncated or another format): "
                               f"{first}") from None
+
+
+def write_atomically(obj: Any, path: str | os.PathLike) -> None:
+    """torch.save to a temporary name beside `path`, then rename: a crash or a full disk never leaves a
+    half-written file under the final name, nor the temporary one."""
+    import torch
+
+    path = os.fspath(path)
+    tmp = path + ".tmp"
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
