@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from spikecc.errors import CheckpointError
-from spikecc.models.checkpoint import check_state_dict, fmt_shape, read_torch_file
+from spikecc.models.checkpoint import check_state_dict, fmt_shape, read_torch_file, write_atomically
 from spikecc.models.spikerwkv import MultiLevelSpikeEncoder, StepOutput, generate  # noqa: F401  (generate: API)
 
 FAMILY = "rwkv6"
@@ -444,7 +444,4 @@ def vocab_beside(path: str | os.PathLike, vocab_size: int) -> str:
 def save_rwkv6(model: RWKV6, path: str | os.PathLike) -> None:
     """Write the raw x060 state dict (float32), atomically: readable by BlinkDL's `rwkv` package too."""
     sd = {k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in model.state_dict().items()}
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(sd, tmp)
-    os.replace(tmp, path)
+    write_atomically(sd, path)

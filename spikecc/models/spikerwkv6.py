@@ -44,7 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from spikecc.errors import CheckpointError
-from spikecc.models.checkpoint import check_state_dict, read_torch_file
+from spikecc.models.checkpoint import check_state_dict, read_torch_file, write_atomically
 from spikecc.models.rwkv6 import ATT_SITES, FFN_SITES, RWKV6, RWKV6Config
 from spikecc.models.spikerwkv import (
     MultiLevelSpikeEncoder,
@@ -198,10 +198,7 @@ def save_spikerwkv6(model: RWKV6, vocab: str, path: str | os.PathLike, calibrati
            "vocab": vocab}
     if meta is not None:
         obj["meta"] = meta
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)  # a crash never leaves a half-written checkpoint under the final name
+    write_atomically(obj, path)
 
 
 def load_spikerwkv6(path: str | os.PathLike, dtype: torch.dtype = torch.float64) -> tuple[RWKV6, str]:
@@ -245,3 +242,41 @@ def load_spikerwkv6(path: str | os.PathLike, dtype: torch.dtype = torch.float64)
     conv = obj.get("conversion", {})
     model.conversion = {k: conv[k] for k in ("levels", "T", "scope") if k in conv}
     return model.to(dtype).eval(), vocab
+
+
+def convert_file(source: str | os.PathLike, out: str | os.PathLike, levels: int, T: int = 1,
+                 calibration_text: str | os.PathLike | None = None, scope: str = "paper") -> RWKV6:
+    """`spikecc convert`: read an x060 checkpoint (and its vocabulary beside it), convert, write `out`.
+
+    Never overwrites: the input, or any existing file at `out`, is refused with a one-line error; calibration text
+    problems (unreadable, characters outside the vocabulary, fewer than two characters) are InputFileErrors.
+    Returns the converted model (float64)."""
+    from spikecc.errors import InputFileError
+    from spikecc.models.rwkv6 import load_rwkv6, vocab_beside
+
+    source, out = Path(source), Path(out)
+    if out.exists() or out.resolve() == source.resolve():
+        what = "the input checkpoint" if out.resolve() == source.resolve() else "an existing file"
+        raise InputFileError(f"{out}: is {what}; spikecc convert never overwrites, choose another -o path")
+    model = load_rwkv6(source)
+    vocab = vocab_beside(source, model.cfg.vocab_size)
+    if calibration_text is None:
+        text = DEFAULT_CALIBRATION_TEXT
+    else:
+        try:
+            text = Path(calibration_text).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputFileError(f"{calibration_text}: cannot read the calibration text ({type(exc).__name__})") \
+                from None
+    where = calibration_text or "the built-in calibration text"
+    bad = sorted({c for c in text if c not in vocab})
+    if bad:
+        raise InputFileError(f"{where}: characters {''.join(bad)!r} are not in the model's vocabulary; give a "
+                             "calibration text in the model's characters (--calibration-text)")
+    if len(text) < 2:
+        raise InputFileError(f"{where}: {len(text)} characters; the calibration needs a short text, not nothing")
+    index = {c: i for i, c in enumerate(vocab)}
+    ids = torch.tensor([index[c] for c in text], dtype=torch.long)
+    spiking = convert(model, ids, levels, T, scope)
+    save_spikerwkv6(spiking, vocab, out, text, meta={"source": source.name})
+    return spiking
