@@ -144,10 +144,16 @@ def install_encoders(model: RWKV6, encoders: dict[str, dict[str, Any]]) -> RWKV6
     return model
 
 
-def convert(model: RWKV6, calibration_ids: Tensor, levels: int, T: int = 1, scope: str = "paper") -> RWKV6:
-    """A SpikeRWKV-6: a copy of the float `model` with calibrated multi-level encoders (module docstring)."""
+def _check_options(levels: int, T: int, scope: str) -> None:
     if levels < 1 or T < 1:
         raise ValueError(f"levels and steps must be >= 1, got levels={levels}, steps={T}")
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {sorted(SCOPES)}, got {scope!r}")
+
+
+def convert(model: RWKV6, calibration_ids: Tensor, levels: int, T: int = 1, scope: str = "paper") -> RWKV6:
+    """A SpikeRWKV-6: a copy of the float `model` with calibrated multi-level encoders (module docstring)."""
+    _check_options(levels, T, scope)
     if model.encoders():
         raise ValueError("the model already carries spike encoders; convert the float RWKV-6 model")
     names = site_names(model.cfg, scope)
@@ -254,6 +260,7 @@ def convert_file(source: str | os.PathLike, out: str | os.PathLike, levels: int,
     from spikecc.errors import InputFileError
     from spikecc.models.rwkv6 import load_rwkv6, vocab_beside
 
+    _check_options(levels, T, scope)
     source, out = Path(source), Path(out)
     if out.exists() or out.resolve() == source.resolve():
         what = "the input checkpoint" if out.resolve() == source.resolve() else "an existing file"
