@@ -83,3 +83,58 @@ def _assert_checkpoint_error(path: Path, obj, *fragments: str) -> None:
 def checkpoint_error():
     """`checkpoint_error(path, obj, *fragments)`: a bad checkpoint gives one-line errors (see above)."""
     return _assert_checkpoint_error
+
+
+def _reference_run(model, vocab: str, prompt: str, n: int):
+    """Greedy generation through a spike-encoding LM's `step_detailed` (SpikeRWKV, SpikeRWKV-6): (ids fed, logits
+    after each, signed spikes (T*l*C per token, the MultiLevelEncoder op's order) per encoder)."""
+    import numpy as np
+    import torch
+
+    ids = [vocab.index(c) for c in prompt]
+    state = model.init_state()
+    logits, spikes = [], {name: [] for name in model.encoders()}
+    with torch.no_grad():
+        i = 0
+        while True:
+            out = model.step_detailed(ids[i], state)
+            state = out.state
+            logits.append(out.logits.numpy())
+            for name in spikes:
+                spikes[name].append((out.spikes[name] * out.polarity[name]).numpy().reshape(-1))
+            i += 1
+            if i == len(ids):
+                if len(ids) == len(prompt) + n:
+                    break
+                ids.append(int(torch.argmax(out.logits)))
+    return ids, np.stack(logits), {k: np.stack(v) for k, v in spikes.items()}
+
+
+def _compare_with_reference(model, graph, vocab: str, prompt: str, n: int):
+    """Simulate `graph` and the torch `model` on the same greedy run of n tokens after `prompt`; asserts identical
+    tokens and text, returns (max |logit diff|, spike mismatches, spikes fired, negative spikes)."""
+    import numpy as np
+
+    from spikecc.backends.cpu.lm_runner import LMSimulator
+    from spikecc.models.spikerwkv import generate
+
+    run = LMSimulator(graph).generate(prompt, n, record=True)
+    ids, ref_logits, ref_spikes = _reference_run(model, vocab, prompt, n)
+    assert run.token_ids == ids, "generated tokens differ from the torch reference"
+    assert prompt + run.text == prompt + generate(model, vocab, prompt, n)
+    assert set(run.spikes) == set(ref_spikes), "the simulator's spiking nodes are not the reference's encoders"
+    mismatches = fired = negative = 0
+    for name, ref in ref_spikes.items():
+        sim = run.spikes[name][:, 0, :]  # one sub-step per token
+        assert sim.shape == ref.shape, name
+        mismatches += int(np.count_nonzero(sim != ref))
+        fired += int(np.count_nonzero(ref))
+        negative += int(np.count_nonzero(ref < 0))
+    return float(np.abs(run.logits - ref_logits).max()), mismatches, fired, negative
+
+
+@pytest.fixture
+def compare_with_reference():
+    """`compare_with_reference(model, graph, vocab, prompt, n)`: an exported spike-encoding LM simulated by spikecc
+    against its torch reference (see above)."""
+    return _compare_with_reference
