@@ -34,6 +34,8 @@ from spikecc.models.rwkv6 import RWKV6, RWKV6Config, generate, load_rwkv6, save_
 from spikecc.models.spikegpt import save_vocab
 
 PROMPT = "**ROMEO**  \n"
+CALIBRATION_CHARS = 1024  # the short text the conversion calibrates encoder ranges on (end of the training split)
+HELDOUT_CHARS = 8192  # the perplexity table's text: validation split, after the card's validation slice
 DEFAULT_OUT = Path(__file__).resolve().parent / "checkpoints" / "rwkv6-shakespeare.pt"
 
 
@@ -97,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_rwkv6(model, args.out)
     save_vocab(corpus.vocab, args.out.with_suffix(".vocab.json"), corpus_sha256=corpus.sha256)
+    write_texts(corpus, args.out, args.val_windows * args.ctx + 1)
 
     # every figure below comes from the shipped file as loaded (float64), not from the training-time model
     ref = load_rwkv6(args.out)
@@ -112,6 +115,16 @@ def main(argv: list[str] | None = None) -> int:
                                 total_cpu_s, size, sample))
     print(f"card -> {card}")
     return 0
+
+
+def write_texts(corpus, out: Path, val_used: int) -> None:
+    """Beside the checkpoint: <name>.calibration.txt, the last CALIBRATION_CHARS characters of the training split,
+    and <name>.heldout.txt, HELDOUT_CHARS characters of the validation split starting after the first `val_used`
+    (the card's validation slice): text the model never trained on, for benchmarks/bench_spikerwkv6.py."""
+    chars = corpus.vocab.decode
+    out.with_suffix(".calibration.txt").write_text(chars(corpus.train[-CALIBRATION_CHARS:]), encoding="utf-8")
+    out.with_suffix(".heldout.txt").write_text(chars(corpus.val[val_used : val_used + HELDOUT_CHARS]),
+                                               encoding="utf-8")
 
 
 def render_card(args, cfg, n_params, corpus, vy, val64, uni_slice, train_s, total_s, train_cpu_s, total_cpu_s, size,
