@@ -4,7 +4,7 @@ file and the key."""
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from torch import Tensor
@@ -69,3 +69,38 @@ def write_atomically(obj: Any, path: str | os.PathLike) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def load_family_checkpoint(path: str | os.PathLike, family: str, config_keys: Sequence[str],
+                           build: Callable[[dict], Any], extra_keys: Sequence[str] = ()) -> tuple[Any, str, dict]:
+    """Read one of spikecc's own checkpoints, {"family", "config", "state_dict", "vocab", *extra_keys}, and build
+    its model: `build(config dict)` returns the module (raising TypeError/ValueError for a bad config), whose
+    state dict is then checked and loaded. Returns (model, vocab characters, the whole checkpoint dict)."""
+    source = str(path)
+    obj = read_torch_file(path)
+    keys = ("family", "config", "state_dict", "vocab", *extra_keys)
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{source}: expected a dict with keys {'/'.join(keys)}, found {type(obj).__name__} "
+                              f"(a raw state_dict? save it with spikecc's save function for {family})")
+    for key in keys:
+        if key not in obj:
+            raise CheckpointError(f"{source}: missing key '{key}'")
+    if obj["family"] != family:
+        raise CheckpointError(f"{source}: key 'family' is {obj['family']!r}, expected {family!r}")
+    conf = obj["config"]
+    if not isinstance(conf, dict):
+        raise CheckpointError(f"{source}: key 'config' must be a dict, found {type(conf).__name__}")
+    for key in config_keys:
+        if key not in conf:
+            raise CheckpointError(f"{source}: missing key 'config.{key}'")
+    try:
+        model = build(conf)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{source}: key 'config' does not describe a valid model: {exc}") from None
+    vocab, size = obj["vocab"], model.cfg.vocab_size
+    if not isinstance(vocab, str) or len(vocab) != size:
+        found = len(vocab) if isinstance(vocab, str) else type(vocab).__name__
+        raise CheckpointError(f"{source}: key 'vocab' must be a string of {size} characters, found {found}")
+    check_state_dict(obj["state_dict"], model.state_dict(), source, family)
+    model.load_state_dict(obj["state_dict"])
+    return model, vocab, obj
