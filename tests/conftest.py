@@ -138,3 +138,25 @@ def compare_with_reference():
     """`compare_with_reference(model, graph, vocab, prompt, n)`: an exported spike-encoding LM simulated by spikecc
     against its torch reference (see above)."""
     return _compare_with_reference
+
+
+def _tiny_rwkv6(seed: int = 0, vocab_size: int = 30):
+    """A small random float64 RWKV-6 (d_model 32, 2 layers, 4 heads of 8, low-rank sizes 4 and 6), every weight
+    moved well away from its initialisation so that mixes, decays and gates all matter."""
+    import torch
+
+    from spikecc.models.rwkv6 import RWKV6, RWKV6Config
+
+    torch.manual_seed(seed)
+    cfg = RWKV6Config(vocab_size=vocab_size, d_model=32, n_layers=2, head_size=8, d_mix_lora=4, d_decay_lora=6)
+    model = RWKV6(cfg).double().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_rwkv6():
+    """`tiny_rwkv6(seed=0, vocab_size=30)`: a new small random float RWKV-6 model (see above)."""
+    return _tiny_rwkv6

@@ -41,6 +41,7 @@ blocks.{i}.ffn.time_maa_{k,r} (1, 1, C); ffn.key.weight (F, C); ffn.receptance.w
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -55,7 +56,13 @@ from torch import Tensor, nn
 
 from spikecc.errors import CheckpointError
 from spikecc.models.checkpoint import check_state_dict, fmt_shape, read_torch_file, write_atomically
-from spikecc.models.spikerwkv import MultiLevelSpikeEncoder, StepOutput, generate  # noqa: F401  (generate: API)
+from spikecc.models.spikerwkv import (  # noqa: F401  (generate: the family's API)
+    Block,
+    MultiLevelSpikeEncoder,
+    RWKVLanguageModel,
+    StepOutput,
+    generate,
+)
 
 FAMILY = "rwkv6"
 GN_EPS = 64e-5  # GroupNorm eps of x060 models: 1e-5 * head_size_divisor^2 with the trainer's divisor 8
@@ -253,7 +260,15 @@ class ChannelMix(nn.Module):
         for slot in FFN_SITES:
             setattr(self, slot, nn.Identity())
 
-    def forward(self, f: Tensor, df: Tensor, rec: StepOutput | None = None, prefix: str = "") -> Tensor:
+    def forward(self, f: Tensor) -> Tensor:
+        """f (B, T, C) -> the branch output, from a zero state."""
+        return self.mix(f, _token_shift(f) - f)
+
+    def step(self, f: Tensor, prev: Tensor, rec: StepOutput | None, prefix: str) -> Tensor:
+        """One token: f, prev (C,) -> the branch output (C,)."""
+        return self.mix(f, prev - f, rec, prefix)
+
+    def mix(self, f: Tensor, df: Tensor, rec: StepOutput | None = None, prefix: str = "") -> Tensor:
         """f and df = f_prev - f (any leading dims) -> the branch output."""
         xk = f + df * self.time_maa_k.reshape(-1)
         xr = f + df * self.time_maa_r.reshape(-1)
@@ -262,53 +277,14 @@ class ChannelMix(nn.Module):
         return torch.sigmoid(self.receptance(_encoded(self, "enc_r", xr, rec, prefix))) * kv
 
 
-class Block(nn.Module):
-    def __init__(self, cfg: RWKV6Config, layer: int) -> None:
-        super().__init__()
-        C = cfg.d_model
-        if layer == 0:
-            self.ln0 = nn.LayerNorm(C)
-        self.ln1 = nn.LayerNorm(C)
-        self.ln2 = nn.LayerNorm(C)
-        self.att = TimeMix(cfg, layer)
-        self.ffn = ChannelMix(cfg, layer)
-
-    def forward(self, x: Tensor) -> Tensor:
-        if hasattr(self, "ln0"):
-            x = self.ln0(x)
-        x = x + self.att(self.ln1(x))
-        f = self.ln2(x)
-        return x + self.ffn(f, _token_shift(f) - f)
-
-
-class RWKV6(nn.Module):
+class RWKV6(RWKVLanguageModel):
     """RWKV-6 language model. `forward(idx)` is the parallel form; `init_state()` / `step()` the recurrent form;
     both give the same logits up to float rounding. Encoder slots are empty (identity) unless a conversion filled
     them (`spikecc.models.spikerwkv6`)."""
 
     def __init__(self, cfg: RWKV6Config) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
-        self.ln_out = nn.LayerNorm(cfg.d_model)
-        self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
-        nn.init.uniform_(self.emb.weight, -0.1, 0.1)
-        for blk in self.blocks:
-            # residual branches start small so early training sees a near-identity stack (x060 zeroes them)
-            nn.init.normal_(blk.att.output.weight, std=0.02)
-            nn.init.normal_(blk.ffn.value.weight, std=0.02)
-
-    def encoders(self) -> dict[str, MultiLevelSpikeEncoder]:
-        """Installed encoders by full slot name (e.g. "blocks.0.att.enc_r"), in forward order."""
-        return {n: m for n, m in self.named_modules() if isinstance(m, MultiLevelSpikeEncoder)}
-
-    def forward(self, idx: Tensor) -> Tensor:
-        """idx (B, T) int64 -> logits (B, T, vocab)."""
-        x = self.emb(idx)
-        for blk in self.blocks:
-            x = blk(x)
-        return self.head(self.ln_out(x))
+        # x060 zero-initialises att.output and ffn.value; the shared stack's small values are near enough
+        super().__init__(cfg, functools.partial(Block, time_mix=TimeMix, channel_mix=ChannelMix))
 
     def init_state(self) -> tuple[Tensor, Tensor, Tensor]:
         """(previous ln1 output (L, C), WKV states (L, H, N, N), previous ln2 output (L, C)), all zero."""
@@ -333,15 +309,11 @@ class RWKV6(nn.Module):
             new[0][i] = h
             x = x + a
             f = blk.ln2(x)
-            x = x + blk.ffn(f, ffn_prev[i] - f, out, f"blocks.{i}.ffn.")
+            x = x + blk.ffn.step(f, ffn_prev[i], out, f"blocks.{i}.ffn.")
             new[2][i] = f
         out.logits = self.head(self.ln_out(x))
         return out
 
-    def step(self, token_id: int | Tensor, state) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor], dict]:
-        """(logits (vocab,), new state, spikes: encoder name -> (T, l, C_in) 0/1 tensor for this token)."""
-        out = self.step_detailed(token_id, state)
-        return out.logits, out.state, out.spikes
 
 
 # ----------------------------------------------------------------------------------------------------- checkpoints

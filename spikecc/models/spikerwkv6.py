@@ -44,8 +44,8 @@ import torch
 from torch import Tensor, nn
 
 from spikecc.errors import CheckpointError
-from spikecc.models.checkpoint import check_state_dict, read_torch_file, write_atomically
-from spikecc.models.rwkv6 import ATT_SITES, FFN_SITES, RWKV6, RWKV6Config
+from spikecc.models.checkpoint import load_family_checkpoint, write_atomically
+from spikecc.models.rwkv6 import ATT_SITES, CONFIG_KEYS, FFN_SITES, RWKV6, RWKV6Config
 from spikecc.models.spikerwkv import (
     MultiLevelSpikeEncoder,
     binary_level_weights,
@@ -211,32 +211,8 @@ def load_spikerwkv6(path: str | os.PathLike, dtype: torch.dtype = torch.float64)
     """Load a checkpoint written by `save_spikerwkv6`: (model in eval mode and `dtype`, vocab characters).
     Every problem is a one-line CheckpointError naming the file and the key."""
     source = str(path)
-    obj = read_torch_file(path)
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{source}: expected a dict with keys family/config/encoders/state_dict/vocab, found "
-                              f"{type(obj).__name__}")
-    for key in ("family", "config", "encoders", "state_dict", "vocab"):
-        if key not in obj:
-            raise CheckpointError(f"{source}: missing key '{key}'")
-    if obj["family"] != FAMILY:
-        raise CheckpointError(f"{source}: key 'family' is {obj['family']!r}, expected {FAMILY!r}")
-    conf = obj["config"]
-    if not isinstance(conf, dict):
-        raise CheckpointError(f"{source}: key 'config' must be a dict, found {type(conf).__name__}")
-    missing = [k for k in RWKV6Config.__dataclass_fields__ if k not in conf]
-    if missing:
-        raise CheckpointError(f"{source}: missing key 'config.{missing[0]}'")
-    try:
-        cfg = RWKV6Config.from_dict(conf)
-        model = RWKV6(cfg)
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{source}: key 'config' does not describe a valid model: {exc}") from None
-    vocab = obj["vocab"]
-    if not isinstance(vocab, str) or len(vocab) != cfg.vocab_size:
-        found = len(vocab) if isinstance(vocab, str) else type(vocab).__name__
-        raise CheckpointError(f"{source}: key 'vocab' must be a string of {cfg.vocab_size} characters, found {found}")
-    check_state_dict(obj["state_dict"], model.state_dict(), source, FAMILY)
-    model.load_state_dict(obj["state_dict"])
+    model, vocab, obj = load_family_checkpoint(path, FAMILY, CONFIG_KEYS,
+                                               lambda conf: RWKV6(RWKV6Config.from_dict(conf)), ("encoders",))
     encs = obj["encoders"]
     if not isinstance(encs, dict):
         raise CheckpointError(f"{source}: key 'encoders' must be a dict, found {type(encs).__name__}")

@@ -22,7 +22,6 @@ from spikecc.compiler.frontends.spikerwkv import tiled_weight
 from spikecc.ir import BINARY, REAL, Graph, infer_signals, read, ternary, validate, write
 from spikecc.ir.rwkv6_ops import WKV6, GroupNorm, Tanh
 from spikecc.ir.spikerwkv_ops import MultiLevelEncoder
-from spikecc.models.rwkv6 import RWKV6, RWKV6Config
 from spikecc.models.spikerwkv6 import convert
 
 torch.set_num_threads(1)
@@ -32,16 +31,6 @@ SHIPPED = CHECKPOINTS / "rwkv6-shakespeare.pt"
 CALIBRATION = CHECKPOINTS / "rwkv6-shakespeare.calibration.txt"
 VOCAB = "abcdefghijklmnopqrstuvwxyz .,;"
 N_TOKENS = 64
-
-
-def tiny_float(seed: int = 0) -> RWKV6:
-    torch.manual_seed(seed)
-    cfg = RWKV6Config(vocab_size=len(VOCAB), d_model=32, n_layers=2, head_size=8, d_mix_lora=4, d_decay_lora=6)
-    model = RWKV6(cfg).double().eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.3)
-    return model
 
 
 def ids(text: str) -> torch.Tensor:
@@ -130,8 +119,8 @@ def _counts(g: Graph) -> dict[str, int]:
     return out
 
 
-def test_graphs_compose_nir_nodes_and_reuse_the_multilevel_encoder():
-    model = tiny_float()
+def test_graphs_compose_nir_nodes_and_reuse_the_multilevel_encoder(tiny_rwkv6):
+    model = tiny_rwkv6()
     n = model.cfg.n_layers
     g = export_rwkv6(model, VOCAB)
     validate(g)
@@ -182,8 +171,8 @@ def _check(model, graph, vocab, prompt, tmp_path, capsys, label, compare_with_re
 
 @pytest.mark.parametrize("levels,T,scope", [(None, 1, None), (3, 1, "paper"), (5, 1, "paper"), (4, 2, "all")])
 def test_exported_graph_reproduces_reference_over_64_generated_tokens(levels, T, scope, tmp_path, capsys,
-                                                                      compare_with_reference):
-    model = tiny_float(seed=levels or 0)
+                                                                      compare_with_reference, tiny_rwkv6):
+    model = tiny_rwkv6(seed=levels or 0)
     if levels is not None:
         model = convert(model, ids("the quick brown fox jumps over the lazy dog."), levels, T, scope)
     fired, negative = _check(model, export_rwkv6(model, VOCAB), VOCAB, "the quick", tmp_path, capsys,

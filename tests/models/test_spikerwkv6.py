@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from spikecc.cli import main
 from spikecc.errors import CheckpointError
-from spikecc.models.rwkv6 import RWKV6, RWKV6Config, save_rwkv6
+from spikecc.models.rwkv6 import RWKV6, save_rwkv6
 from spikecc.models.spikegpt import random_state_dict as rwkv4_state_dict
 from spikecc.models.spikegpt import save_vocab
 from spikecc.models.spikerwkv import MultiLevelSpikeEncoder
@@ -29,16 +29,6 @@ torch.set_num_threads(1)
 
 VOCAB = "abcdefghijklmnopqrstuvwxyz .,;"
 TEXT = "the quick brown fox jumps over the lazy dog, and then some more; the end."
-
-
-def tiny_float(seed: int = 0) -> RWKV6:
-    torch.manual_seed(seed)
-    cfg = RWKV6Config(vocab_size=len(VOCAB), d_model=32, n_layers=2, head_size=8, d_mix_lora=4, d_decay_lora=6)
-    model = RWKV6(cfg).double().eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.3)
-    return model
 
 
 def ids(text: str) -> torch.Tensor:
@@ -64,8 +54,8 @@ def linear_inputs(model: RWKV6, text: str) -> dict[str, torch.Tensor]:
 # ------------------------------------------------------------------------------------------------ placement, ranges
 
 
-def test_paper_scope_puts_signed_encoders_before_the_time_mix_r_k_v_g_linears_only():
-    model = tiny_float()
+def test_paper_scope_puts_signed_encoders_before_the_time_mix_r_k_v_g_linears_only(tiny_rwkv6):
+    model = tiny_rwkv6()
     spiking = convert(model, ids(TEXT), levels=4)
     encs = spiking.encoders()
     assert list(encs) == [f"blocks.{i}.att.enc_{j}" for i in range(2) for j in "rkvg"]
@@ -75,8 +65,8 @@ def test_paper_scope_puts_signed_encoders_before_the_time_mix_r_k_v_g_linears_on
         assert k == k2 and torch.equal(a, b)  # no retraining: every weight is the float model's
 
 
-def test_all_scope_encodes_every_linear_in_the_blocks_and_leaves_ffn_value_unsigned():
-    spiking = convert(tiny_float(), ids(TEXT), levels=3, T=2, scope="all")
+def test_all_scope_encodes_every_linear_in_the_blocks_and_leaves_ffn_value_unsigned(tiny_rwkv6):
+    spiking = convert(tiny_rwkv6(), ids(TEXT), levels=3, T=2, scope="all")
     encs = spiking.encoders()
     assert len(encs) == 2 * 10
     assert {n for n, e in encs.items() if not e.polarity} == {"blocks.0.ffn.enc_v", "blocks.1.ffn.enc_v"}
@@ -86,8 +76,8 @@ def test_all_scope_encodes_every_linear_in_the_blocks_and_leaves_ffn_value_unsig
 
 
 @pytest.mark.parametrize("levels", [3, 4, 5])
-def test_each_range_is_the_largest_input_on_the_calibration_text(levels):
-    model = tiny_float()
+def test_each_range_is_the_largest_input_on_the_calibration_text(levels, tiny_rwkv6):
+    model = tiny_rwkv6()
     spiking = convert(model, ids(TEXT), levels=levels, scope="all")
     inputs = linear_inputs(model, TEXT)
     feeds = {"att.enc_r": "att.receptance", "att.enc_k": "att.key", "att.enc_v": "att.value", "att.enc_g": "att.gate",
@@ -105,8 +95,8 @@ def test_each_range_is_the_largest_input_on_the_calibration_text(levels):
             assert float((q - (x if enc.polarity else x.clamp(min=0))).abs().max()) <= enc.resolution * (1 + 1e-9)
 
 
-def test_more_levels_track_the_float_model_more_closely():
-    model = tiny_float()
+def test_more_levels_track_the_float_model_more_closely(tiny_rwkv6):
+    model = tiny_rwkv6()
     x = ids(TEXT)[None]
     with torch.no_grad():
         ref = model(x)
@@ -114,8 +104,8 @@ def test_more_levels_track_the_float_model_more_closely():
     assert errs == sorted(errs, reverse=True) and errs[-1] < errs[0] / 20
 
 
-def test_converted_parallel_form_equals_recurrent_form_and_records_spikes():
-    spiking = convert(tiny_float(), ids(TEXT), levels=4, T=3, scope="all")
+def test_converted_parallel_form_equals_recurrent_form_and_records_spikes(tiny_rwkv6):
+    spiking = convert(tiny_rwkv6(), ids(TEXT), levels=4, T=3, scope="all")
     x = ids("a longer sentence than one chunk of sixteen characters")
     with torch.no_grad():
         par = spiking(x[None])[0]
@@ -130,8 +120,8 @@ def test_converted_parallel_form_equals_recurrent_form_and_records_spikes():
     assert set(out.polarity["blocks.1.att.enc_k"].unique().tolist()) == {-1.0, 1.0}
 
 
-def test_conversion_rejects_bad_options():
-    model = tiny_float()
+def test_conversion_rejects_bad_options(tiny_rwkv6):
+    model = tiny_rwkv6()
     with pytest.raises(ValueError, match="levels and steps"):
         convert(model, ids(TEXT), levels=0)
     with pytest.raises(ValueError, match="scope"):
@@ -143,8 +133,8 @@ def test_conversion_rejects_bad_options():
 # ------------------------------------------------------------------------------------------------ energy
 
 
-def test_energy_per_token_is_the_papers_eq5_over_the_encoders():
-    spiking = convert(tiny_float(), ids(TEXT), levels=5, T=2)
+def test_energy_per_token_is_the_papers_eq5_over_the_encoders(tiny_rwkv6):
+    spiking = convert(tiny_rwkv6(), ids(TEXT), levels=5, T=2)
     x = ids(TEXT)[None]
     rates = measure_firing_rates(spiking, x)
     # fr by hand for one encoder: its spikes over the text / (T * l * C_in * tokens)
@@ -165,8 +155,8 @@ def test_energy_per_token_is_the_papers_eq5_over_the_encoders():
 # ------------------------------------------------------------------------------------------------ checkpoints
 
 
-def test_save_and_load_round_trip(tmp_path):
-    spiking = convert(tiny_float(), ids(TEXT), levels=4, T=2, scope="all")
+def test_save_and_load_round_trip(tmp_path, tiny_rwkv6):
+    spiking = convert(tiny_rwkv6(), ids(TEXT), levels=4, T=2, scope="all")
     path = tmp_path / "s.pt"
     save_spikerwkv6(spiking, VOCAB, path, TEXT)
     back, vocab = load_spikerwkv6(path)
@@ -179,8 +169,8 @@ def test_save_and_load_round_trip(tmp_path):
         assert torch.equal(back(x), spiking_f32(x))
 
 
-def test_bad_converted_checkpoints_give_one_line_errors(tmp_path, checkpoint_error):
-    spiking = convert(tiny_float(), ids(TEXT), levels=3)
+def test_bad_converted_checkpoints_give_one_line_errors(tmp_path, checkpoint_error, tiny_rwkv6):
+    spiking = convert(tiny_rwkv6(), ids(TEXT), levels=3)
     path = tmp_path / "s.pt"
     save_spikerwkv6(spiking, VOCAB, path, TEXT)
     obj = torch.load(path, weights_only=True)
@@ -200,8 +190,8 @@ def test_bad_converted_checkpoints_give_one_line_errors(tmp_path, checkpoint_err
 
 
 @pytest.fixture
-def x060_file(tmp_path):
-    model = tiny_float()
+def x060_file(tmp_path, tiny_rwkv6):
+    model = tiny_rwkv6()
     path = tmp_path / "float.pth"
     save_rwkv6(model, path)
     from spikecc.models.data import CharVocab
@@ -218,7 +208,7 @@ def _one_line_error(result, *fragments):
         assert f in lines[0], (f, lines[0])
 
 
-def test_cli_convert_writes_a_model_the_simulator_generates_from(x060_file, tmp_path):
+def test_cli_convert_writes_a_model_the_simulator_generates_from(x060_file, tmp_path, tiny_rwkv6):
     cal = tmp_path / "cal.txt"
     cal.write_text(TEXT, encoding="utf-8")
     out = tmp_path / "spiking.pt"
@@ -227,7 +217,7 @@ def test_cli_convert_writes_a_model_the_simulator_generates_from(x060_file, tmp_
     assert r.exit_code == 0, r.output
     assert "8 encoders" in r.output
     model, vocab = load_spikerwkv6(out)
-    float_model = tiny_float().float().double()
+    float_model = tiny_rwkv6().float().double()
     want = convert(float_model, ids(TEXT), levels=4)
     assert {n: e.level_weights for n, e in model.encoders().items()} == \
         {n: e.level_weights for n, e in want.encoders().items()}
@@ -259,8 +249,8 @@ def test_cli_convert_refuses_to_overwrite_and_reports_bad_input_in_one_line(x060
     assert not out.exists() and not (tmp_path / "o.pt.tmp").exists()
 
 
-def test_encoder_slots_hold_the_existing_multilevel_encoder():
-    spiking = convert(tiny_float(), ids(TEXT), levels=3)
+def test_encoder_slots_hold_the_existing_multilevel_encoder(tiny_rwkv6):
+    spiking = convert(tiny_rwkv6(), ids(TEXT), levels=3)
     assert all(type(e) is MultiLevelSpikeEncoder for e in spiking.encoders().values())
     with pytest.raises(CheckpointError):
         load_spikerwkv6(__file__)
