@@ -32,6 +32,7 @@ DEFAULT = Path(__file__).resolve().parents[1] / "examples" / "checkpoints" / "rw
 # Paper Table 1 (WikiText-103 PPL) and Table 3 (average E in pJ, EE): RWKV, SpikeRWKV-3L/4L/5L
 PAPER = {"float": (12.73, 11776.0, None), 3: (12.90, 2412.3, 4.88), 4: (12.12, 4476.5, 2.63), 5: (12.53, 6551.6, 1.79)}
 PAPER_C_IN = 2560
+CARD_SECTION = "## SpikeRWKV conversion (3L / 4L / 5L)"
 
 
 @torch.no_grad()
@@ -66,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", type=Path, default=DEFAULT)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--write-card", action="store_true",
+                    help="also put the tables in the checkpoint's card (<name>.md), section 'SpikeRWKV conversion'")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -92,33 +95,49 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((f"SpikeRWKV-{levels}L", scope, f"{len(rates)}", loss, sum(rates.values()) / len(rates),
                          clipped_share(spiking, held), e))
 
-    print()
-    print("| model | encoders | T x l | PPL/char | BPC | vs float | mean fr | clipped | E_snn pJ/token | "
-          "E_ann pJ/token | EE |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    lines: list[str] = []
+
+    def out(line: str = "") -> None:
+        print(line)
+        lines.append(line)
+
+    out()
+    out("| model | encoders | T x l | PPL/char | BPC | vs float | mean fr | clipped | E_snn pJ/token | "
+        "E_ann pJ/token | EE |")
+    out("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, scope, n_enc, loss, fr, clip, e in rows:
         ppl = math.exp(loss)
         rel = f"{ppl / math.exp(base) - 1:+.1%}" if e is not None else "-"
         if e is None:
-            print(f"| {name} | - | - | {ppl:.3f} | {loss / math.log(2):.4f} | - | - | - | - | - | - |")
+            out(f"| {name} | - | - | {ppl:.3f} | {loss / math.log(2):.4f} | - | - | - | - | - | - |")
             continue
         tl = f"1 x {name.split('-')[1][0]}"
-        print(f"| {name} | {scope} ({n_enc}) | {tl} | {ppl:.3f} | {loss / math.log(2):.4f} | {rel} | {fr:.3f} | "
-              f"{clip:.2e} | {e['paper_snn_pj']:.0f} | {e['paper_ann_pj']:.0f} | "
-              f"{e['paper_ann_pj'] / e['paper_snn_pj']:.2f}x |")
+        out(f"| {name} | {scope} ({n_enc}) | {tl} | {ppl:.3f} | {loss / math.log(2):.4f} | {rel} | {fr:.3f} | "
+            f"{clip:.2e} | {e['paper_snn_pj']:.0f} | {e['paper_ann_pj']:.0f} | "
+            f"{e['paper_ann_pj'] / e['paper_snn_pj']:.2f}x |")
 
-    print()
-    print("Paper (pretrained RWKV-6, WikiText-103 token PPL, Table 1; energy Table 3 avg, C_in = 2560):")
-    print("| model | PPL | vs float | fr (back-solved) | E_snn pJ | E_ann pJ | EE |")
-    print("|---|---|---|---|---|---|---|")
+    out()
+    out("Paper (pretrained RWKV-6, WikiText-103 token PPL, Table 1; energy Table 3 avg, C_in = 2560):")
+    out()
+    out("| model | PPL | vs float | fr (back-solved) | E_snn pJ | E_ann pJ | EE |")
+    out("|---|---|---|---|---|---|---|")
     ppl0 = PAPER["float"][0]
-    print(f"| RWKV | {ppl0:.2f} | - | - | - | {PAPER['float'][1]:.0f} | - |")
+    out(f"| RWKV | {ppl0:.2f} | - | - | - | {PAPER['float'][1]:.0f} | - |")
     for levels in (3, 4, 5):
         ppl, e, ee = PAPER[levels]
         fr = e / (PAPER_C_IN * levels * 0.9)
-        print(f"| SpikeRWKV-{levels}L | {ppl:.2f} | {ppl / ppl0 - 1:+.1%} | {fr:.3f} | {e:.1f} | "
-              f"{PAPER['float'][1]:.0f} | {ee:.2f}x |")
+        out(f"| SpikeRWKV-{levels}L | {ppl:.2f} | {ppl / ppl0 - 1:+.1%} | {fr:.3f} | {e:.1f} | "
+            f"{PAPER['float'][1]:.0f} | {ee:.2f}x |")
     print(f"\n({time.perf_counter() - t0:.0f} s)")
+    if args.write_card:
+        card = args.checkpoint.with_suffix(".md")
+        head = card.read_text(encoding="utf-8").split(CARD_SECTION)[0].rstrip("\n")
+        intro = (f"Written by `benchmarks/bench_spikerwkv6.py --write-card`: calibrated on `{args.checkpoint.stem}"
+                 f".calibration.txt` ({len(cal_text)} chars, training split), evaluated on `{args.checkpoint.stem}"
+                 f".heldout.txt` ({len(held_text)} chars, validation split, read as one sequence). Per character; "
+                 "energy by the paper's Eq. 5 summed over the encoders (E_AC 0.9 pJ, E_MAC 4.6 pJ).")
+        card.write_text(f"{head}\n\n{CARD_SECTION}\n\n{intro}\n" + "\n".join(lines) + "\n", encoding="utf-8")
+        print(f"card -> {card}")
     return 0
 
 
