@@ -13,6 +13,10 @@ takes over the text in the float model,
 
     W_1 = a_max / (2 - 2^(1-l)),   so the code covers [-a_max, a_max] in steps of W_l / T, truncating toward 0.
 
+With `quantile` q < 1, a_max is instead the q-quantile of the magnitudes (the ceil(q n)-th smallest of the n values
+seen; the largest where that is 0): the few largest inputs saturate, and every other value gets a finer step. The
+paper does not say how its ranges were set; q = 1 (the default) never saturates on the calibration text.
+
 Which linears get encoders (`scope`):
   "paper" (the default): the receptance, key, value and gate projections of the time mixing, `att.enc_r`,
       `att.enc_k`, `att.enc_v`, `att.enc_g`. Sec. 3.5 names exactly these: after the ddlerp token shift "the input
@@ -26,7 +30,7 @@ product with the token difference, not a synaptic weighting of the stream), Laye
 `ffn.enc_v` is unsigned (its input relu(.)^2 is never negative, a flag would be constant); every other encoder signed.
 
 Checkpoint (`save_spikerwkv6`): torch.save of {"family": "spikerwkv6", "config": RWKV6Config dict,
-"encoders": {slot name: {"T", "level_weights", "polarity"}}, "conversion": {"levels", "T", "scope",
+"encoders": {slot name: {"T", "level_weights", "polarity"}}, "conversion": {"levels", "T", "scope", "quantile",
 "calibration_chars", "calibration_sha256"}, "state_dict": the x060 tensors (float32), "vocab": characters}.
 """
 
@@ -59,6 +63,7 @@ SCOPES = {
     "paper": {"att": ("enc_r", "enc_k", "enc_v", "enc_g"), "ffn": ()},
     "all": {"att": tuple(ATT_SITES), "ffn": tuple(FFN_SITES)},
 }
+CONVERSION_KEYS = ("levels", "T", "scope", "quantile")  # the options a converted model records
 UNSIGNED_SLOTS = ("ffn.enc_v",)  # inputs that are never negative: no spiking flag
 # A short default calibration text (Shakespeare, Sonnet 18, public domain): plain letters and punctuation, so it
 # fits most character vocabularies. Give your own with --calibration-text for other data.
@@ -98,16 +103,23 @@ def calibrated_level_weights(a_max: float, levels: int) -> list[float]:
 
 
 class _RangeProbe(nn.Module):
-    """Identity that records the largest |x| (or largest x, for an unsigned slot) it sees."""
+    """Identity that keeps the magnitudes |x| (x clipped at 0 for an unsigned slot) it sees."""
 
     def __init__(self, unsigned: bool) -> None:
         super().__init__()
-        self.unsigned, self.peak = unsigned, 0.0
+        self.unsigned, self.seen = unsigned, []
 
     def forward(self, x: Tensor) -> Tensor:
-        m = x.detach().clamp(min=0).max() if self.unsigned else x.detach().abs().max()
-        self.peak = max(self.peak, float(m))
+        a = x.detach().clamp(min=0) if self.unsigned else x.detach().abs()
+        self.seen.append(a.reshape(-1).double())
         return x
+
+    def quantile(self, q: float) -> float:
+        """The ceil(q * n)-th smallest magnitude (q = 1: the largest), or the largest where that is 0 (a zero range
+        encodes nothing: e.g. relu^2 inputs that are mostly 0); 0.0 if nothing was seen."""
+        a = torch.cat(self.seen) if self.seen else torch.zeros(1, dtype=torch.float64)
+        k = min(a.numel(), max(1, math.ceil(q * a.numel())))
+        return float(a.kthvalue(k).values) or float(a.max())
 
 
 def _slot(model: RWKV6, name: str) -> tuple[nn.Module, str]:
@@ -116,8 +128,9 @@ def _slot(model: RWKV6, name: str) -> tuple[nn.Module, str]:
 
 
 @torch.no_grad()
-def calibrate(model: RWKV6, ids: Tensor, names: Sequence[str]) -> dict[str, float]:
-    """The largest input magnitude each slot in `names` sees while the float `model` reads `ids` (1-D)."""
+def calibrate(model: RWKV6, ids: Tensor, names: Sequence[str], quantile: float = 1.0) -> dict[str, float]:
+    """The q-quantile of the input magnitudes each slot in `names` sees while the float `model` reads `ids` (1-D);
+    q = 1 is the largest magnitude."""
     probes = {}
     for name in names:
         parent, slot = _slot(model, name)
@@ -129,7 +142,7 @@ def calibrate(model: RWKV6, ids: Tensor, names: Sequence[str]) -> dict[str, floa
         for name in names:
             parent, slot = _slot(model, name)
             setattr(parent, slot, nn.Identity())
-    return {n: p.peak for n, p in probes.items()}
+    return {n: p.quantile(quantile) for n, p in probes.items()}
 
 
 def install_encoders(model: RWKV6, encoders: dict[str, dict[str, Any]]) -> RWKV6:
@@ -144,24 +157,28 @@ def install_encoders(model: RWKV6, encoders: dict[str, dict[str, Any]]) -> RWKV6
     return model
 
 
-def _check_options(levels: int, T: int, scope: str) -> None:
+def _check_options(levels: int, T: int, scope: str, quantile: float = 1.0) -> None:
     if levels < 1 or T < 1:
         raise ValueError(f"levels and steps must be >= 1, got levels={levels}, steps={T}")
+    if not 0.0 < quantile <= 1.0:
+        raise ValueError(f"the range quantile must be in (0, 1], got {quantile}")
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {sorted(SCOPES)}, got {scope!r}")
 
 
-def convert(model: RWKV6, calibration_ids: Tensor, levels: int, T: int = 1, scope: str = "paper") -> RWKV6:
-    """A SpikeRWKV-6: a copy of the float `model` with calibrated multi-level encoders (module docstring)."""
-    _check_options(levels, T, scope)
+def convert(model: RWKV6, calibration_ids: Tensor, levels: int, T: int = 1, scope: str = "paper",
+            quantile: float = 1.0) -> RWKV6:
+    """A SpikeRWKV-6: a copy of the float `model` with calibrated multi-level encoders (module docstring); each
+    encoder's range is the `quantile` of its input magnitudes on the calibration text (1: the largest)."""
+    _check_options(levels, T, scope, quantile)
     if model.encoders():
         raise ValueError("the model already carries spike encoders; convert the float RWKV-6 model")
     names = site_names(model.cfg, scope)
-    peaks = calibrate(model, calibration_ids, names)
+    peaks = calibrate(model, calibration_ids, names, quantile)
     spiking = copy.deepcopy(model)
     spec = {n: {"T": T, "level_weights": calibrated_level_weights(peaks[n], levels), "polarity": not is_unsigned(n)}
             for n in names}
-    spiking.conversion = {"levels": int(levels), "T": int(T), "scope": scope}
+    spiking.conversion = {"levels": int(levels), "T": int(T), "scope": scope, "quantile": float(quantile)}
     return install_encoders(spiking, spec).eval()
 
 
@@ -222,12 +239,13 @@ def load_spikerwkv6(path: str | os.PathLike, dtype: torch.dtype = torch.float64)
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{source}: key 'encoders.{name}' is not a valid encoder: {exc}") from None
     conv = obj.get("conversion", {})
-    model.conversion = {k: conv[k] for k in ("levels", "T", "scope") if k in conv}
+    model.conversion = {k: conv[k] for k in CONVERSION_KEYS if k in conv}
     return model.to(dtype).eval(), vocab
 
 
 def convert_file(source: str | os.PathLike, out: str | os.PathLike, levels: int, T: int = 1,
-                 calibration_text: str | os.PathLike | None = None, scope: str = "paper") -> RWKV6:
+                 calibration_text: str | os.PathLike | None = None, scope: str = "paper",
+                 quantile: float = 1.0) -> RWKV6:
     """`spikecc convert`: read an x060 checkpoint (and its vocabulary beside it), convert, write `out`.
 
     Never overwrites: the input, or any existing file at `out`, is refused with a one-line error; calibration text
@@ -236,7 +254,7 @@ def convert_file(source: str | os.PathLike, out: str | os.PathLike, levels: int,
     from spikecc.errors import InputFileError
     from spikecc.models.rwkv6 import load_rwkv6, vocab_beside
 
-    _check_options(levels, T, scope)
+    _check_options(levels, T, scope, quantile)
     source, out = Path(source), Path(out)
     if out.exists() or out.resolve() == source.resolve():
         what = "the input checkpoint" if out.resolve() == source.resolve() else "an existing file"
@@ -260,6 +278,6 @@ def convert_file(source: str | os.PathLike, out: str | os.PathLike, levels: int,
         raise InputFileError(f"{where}: {len(text)} characters; the calibration needs a short text, not nothing")
     index = {c: i for i, c in enumerate(vocab)}
     ids = torch.tensor([index[c] for c in text], dtype=torch.long)
-    spiking = convert(model, ids, levels, T, scope)
+    spiking = convert(model, ids, levels, T, scope, quantile)
     save_spikerwkv6(spiking, vocab, out, text, meta={"source": source.name})
     return spiking

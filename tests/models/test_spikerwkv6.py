@@ -95,6 +95,20 @@ def test_each_range_is_the_largest_input_on_the_calibration_text(levels, tiny_rw
             assert float((q - (x if enc.polarity else x.clamp(min=0))).abs().max()) <= enc.resolution * (1 + 1e-9)
 
 
+@pytest.mark.parametrize("q", [0.5, 0.9, 0.99])
+def test_a_range_quantile_below_one_saturates_that_share_of_the_calibration_inputs(q, tiny_rwkv6):
+    model = tiny_rwkv6()
+    spiking = convert(model, ids(TEXT), levels=4, scope="all", quantile=q)
+    inputs = linear_inputs(model, TEXT)
+    for name, lin in (("blocks.0.att.enc_k", "blocks.0.att.key"), ("blocks.1.ffn.enc_v", "blocks.1.ffn.value")):
+        enc = spiking.encoders()[name]
+        x = inputs[lin].numpy()
+        a = np.sort(np.abs(x) if enc.polarity else np.maximum(x, 0))
+        want = a[math.ceil(q * a.size) - 1] or a[-1]  # the ceil(q n)-th smallest magnitude; the largest if that is 0
+        assert math.isclose(enc.max_value, want, rel_tol=1e-12), name
+        assert np.mean(a > enc.max_value * (1 + 1e-12)) <= 1 - q + 1e-12
+
+
 def test_more_levels_track_the_float_model_more_closely(tiny_rwkv6):
     model = tiny_rwkv6()
     x = ids(TEXT)[None]
@@ -126,6 +140,8 @@ def test_conversion_rejects_bad_options(tiny_rwkv6):
         convert(model, ids(TEXT), levels=0)
     with pytest.raises(ValueError, match="scope"):
         convert(model, ids(TEXT), levels=3, scope="some")
+    with pytest.raises(ValueError, match="quantile"):
+        convert(model, ids(TEXT), levels=3, quantile=0.0)
     with pytest.raises(ValueError, match="already carries"):
         convert(convert(model, ids(TEXT), levels=3), ids(TEXT), levels=3)
 
@@ -160,7 +176,7 @@ def test_save_and_load_round_trip(tmp_path, tiny_rwkv6):
     path = tmp_path / "s.pt"
     save_spikerwkv6(spiking, VOCAB, path, TEXT)
     back, vocab = load_spikerwkv6(path)
-    assert vocab == VOCAB and back.conversion == {"levels": 4, "T": 2, "scope": "all"}
+    assert vocab == VOCAB and back.conversion == {"levels": 4, "T": 2, "scope": "all", "quantile": 1.0}
     assert {n: (e.T, e.level_weights, e.polarity) for n, e in back.encoders().items()} == \
         {n: (e.T, e.level_weights, e.polarity) for n, e in spiking.encoders().items()}
     x = ids(TEXT)[None]
@@ -246,6 +262,8 @@ def test_cli_convert_refuses_to_overwrite_and_reports_bad_input_in_one_line(x060
     _one_line_error(CliRunner().invoke(main, ["convert", str(v4), "--levels", "3", "-o", str(out)]), "RWKV-4")
     _one_line_error(CliRunner().invoke(main, ["convert", str(x060_file), "--levels", "0", "-o", str(out)]),
                     "levels")
+    _one_line_error(CliRunner().invoke(main, ["convert", str(x060_file), "--levels", "3", "--quantile", "1.5", "-o",
+                                              str(out)]), "quantile")
     assert not out.exists() and not (tmp_path / "o.pt.tmp").exists()
 
 

@@ -82,7 +82,7 @@ def export_rwkv6(model, vocab_chars: str, dt: float = 1e-4) -> Graph:
     meta = {"dt": dt, "family": "spikerwkv6" if encoders else "rwkv6", "vocab": str(vocab_chars), "substeps": 1,
             "step": "token", "n_layers": cfg.n_layers, "d_model": C, "dim_att": A, "heads": H,
             "head_size": cfg.head_size, "d_ffn": cfg.d_ffn, "vocab_size": cfg.vocab_size, "encoders": len(encoders)}
-    meta.update({k: conversion[k] for k in ("levels", "T", "scope") if k in conversion})
+    meta.update({k: conversion[k] for k in ("levels", "T", "scope", "quantile") if k in conversion})
     g = Graph(metadata=meta)
     b = LMGraphBuilder(g, dt)
     b.token_input("token", cfg.vocab_size)
