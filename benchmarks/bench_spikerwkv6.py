@@ -5,7 +5,8 @@
 The float RWKV-6 checkpoint is converted (no retraining) at the paper's 3L, 4L and 5L settings (T = 1, l = 3, 4, 5,
 Sec. 4.1), with the encoders where the paper puts them (time-mix r, k, v, g: scope "paper") and, for comparison,
 before every linear in the blocks (scope "all"); every encoder's range is calibrated on the short text beside the
-checkpoint (<name>.calibration.txt, training split). Each model then reads the held-out text (<name>.heldout.txt,
+checkpoint (<name>.calibration.txt, training split): its largest input magnitude there ("max") or the 99% quantile
+of them ("q 0.99"). Each model then reads the held-out text (<name>.heldout.txt,
 validation split) as one sequence; the table gives, per character: cross-entropy as perplexity and bits per
 character, the mean firing rate fr of the encoders (spikes / (T x l x C_in x tokens)), the share of encoder inputs
 beyond the calibrated range (clipped), and the paper's energy per token (Eq. 5, E_snn = sum over encoders of
@@ -33,6 +34,7 @@ DEFAULT = Path(__file__).resolve().parents[1] / "examples" / "checkpoints" / "rw
 PAPER = {"float": (12.73, 11776.0, None), 3: (12.90, 2412.3, 4.88), 4: (12.12, 4476.5, 2.63), 5: (12.53, 6551.6, 1.79)}
 PAPER_C_IN = 2560
 CARD_SECTION = "## SpikeRWKV conversion (3L / 4L / 5L)"
+QUANTILES = (1.0, 0.99)  # encoder range: the largest input on the calibration text, and its 99% quantile
 
 
 @torch.no_grad()
@@ -85,15 +87,17 @@ def main(argv: list[str] | None = None) -> int:
           f"calibration {len(cal_text)} chars, held-out {len(held_text)} chars")
 
     base = nats_per_char(model, held)
-    rows = [("RWKV-6 (float)", "-", "-", base, None, None, None)]
+    rows = [("RWKV-6 (float)", "-", "-", "-", base, None, None, None)]
     for scope in ("paper", "all"):
-        for levels in (3, 4, 5):
-            spiking = convert(model, cal, levels, T=1, scope=scope)
-            loss = nats_per_char(spiking, held)
-            rates = measure_firing_rates(spiking, held[None, :-1])
-            e = energy_per_token(spiking, rates)
-            rows.append((f"SpikeRWKV-{levels}L", scope, f"{len(rates)}", loss, sum(rates.values()) / len(rates),
-                         clipped_share(spiking, held), e))
+        for quantile in QUANTILES:
+            for levels in (3, 4, 5):
+                spiking = convert(model, cal, levels, T=1, scope=scope, quantile=quantile)
+                loss = nats_per_char(spiking, held)
+                rates = measure_firing_rates(spiking, held[None, :-1])
+                e = energy_per_token(spiking, rates)
+                rng = "max" if quantile == 1.0 else f"q {quantile:g}"
+                rows.append((f"SpikeRWKV-{levels}L", scope, f"{len(rates)}", rng, loss,
+                             sum(rates.values()) / len(rates), clipped_share(spiking, held), e))
 
     lines: list[str] = []
 
@@ -102,17 +106,17 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(line)
 
     out()
-    out("| model | encoders | T x l | PPL/char | BPC | vs float | mean fr | clipped | E_snn pJ/token | "
+    out("| model | encoders | range | T x l | PPL/char | BPC | vs float | mean fr | clipped | E_snn pJ/token | "
         "E_ann pJ/token | EE |")
-    out("|---|---|---|---|---|---|---|---|---|---|---|")
-    for name, scope, n_enc, loss, fr, clip, e in rows:
+    out("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, scope, n_enc, rng, loss, fr, clip, e in rows:
         ppl = math.exp(loss)
         rel = f"{ppl / math.exp(base) - 1:+.1%}" if e is not None else "-"
         if e is None:
-            out(f"| {name} | - | - | {ppl:.3f} | {loss / math.log(2):.4f} | - | - | - | - | - | - |")
+            out(f"| {name} | - | - | - | {ppl:.3f} | {loss / math.log(2):.4f} | - | - | - | - | - | - |")
             continue
         tl = f"1 x {name.split('-')[1][0]}"
-        out(f"| {name} | {scope} ({n_enc}) | {tl} | {ppl:.3f} | {loss / math.log(2):.4f} | {rel} | {fr:.3f} | "
+        out(f"| {name} | {scope} ({n_enc}) | {rng} | {tl} | {ppl:.3f} | {loss / math.log(2):.4f} | {rel} | {fr:.3f} | "
             f"{clip:.2e} | {e['paper_snn_pj']:.0f} | {e['paper_ann_pj']:.0f} | "
             f"{e['paper_ann_pj'] / e['paper_snn_pj']:.2f}x |")
 

@@ -161,7 +161,7 @@ it. Trained by `examples/train_rwkv6.py`; reproduce with
 | seed | {args.seed} |
 | threads | {args.threads} (CPU, torch {torch.__version__}, {platform.machine()}) |
 | wall time | {train_s:.0f} s training, {total_s:.0f} s in all (2-core machine shared with other jobs) |
-| CPU time | {train_cpu_s:.0f} s training, {total_cpu_s:.0f} s in all (all threads) |
+| CPU time | {train_cpu_s:.0f} s training, {total_cpu_s:.0f} s in all (all threads; the run's length unshared) |
 | validation slice | {slice_desc} |
 | val loss | **{val64:.4f} nats/char** (float64 reload; {val64 / math.log(2):.3f} bits/char) |
 | unigram baseline | {uni_slice:.4f} nats/char on the same slice |
