@@ -70,7 +70,9 @@ Encoders hold no tensors in the state dict; their options live in the checkpoint
 Interpretation (where the paper is ambiguous)
 ---------------------------------------------
 - The paper says SpikeRWKV is RWKV6 with ddlerp token shift, but only describes encoding the inputs of the linears; we
-  use RWKV-4 time mixing (static mu, no gate g, vector state), like SpikeGPT.
+  use RWKV-4 time mixing (static mu, no gate g, vector state), like SpikeGPT. This module is that RWKV-4 variant
+  (family "spikerwkv", trained with the encoders); the paper's own method, a pretrained RWKV-6 converted without
+  retraining, is spikecc.models.spikerwkv6 (family "spikerwkv6").
 - Which linears are encoded: the paper shows "Spiking Time Mixing" only; we encode every linear input inside the blocks
   (time and channel mix), not the head.
 - How spikes are chosen is not given; greedy truncation matches "the first l digits" and the Fig. 3 example.
