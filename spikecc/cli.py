@@ -548,5 +548,29 @@ def sweep(checkpoint: Path, grid: tuple[str, ...], text: Path, calibration: Path
     console.print(f"wrote {out}/: " + ", ".join(sweeping.OUTPUTS) + ", cache/")
 
 
+@main.command()
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--levels", type=int, required=True, help="spike levels l per encoder (the paper's 3L/4L/5L: 3, 4, 5)")
+@click.option("--steps", type=int, default=1, show_default=True, help="encoder time steps T per token")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="the SpikeRWKV checkpoint to write (never overwrites)")
+@click.option("--calibration-text", type=click.Path(path_type=Path), default=None,
+              help="text whose activations set each encoder's range (default: a short built-in text)")
+@click.option("--scope", type=click.Choice(["paper", "all"]), default="paper", show_default=True,
+              help="paper: encoders before the time-mix r/k/v/g linears; all: before every linear in the blocks")
+@click.option("--quantile", type=float, default=1.0, show_default=True,
+              help="each range is this quantile of the input magnitudes on the text (1: the largest, no clipping)")
+@friendly_errors
+def convert(checkpoint: Path, levels: int, steps: int, output: Path, calibration_text: Path | None,
+            scope: str, quantile: float) -> None:
+    """Convert an RWKV-6 (x060) CHECKPOINT to SpikeRWKV without retraining: multi-level spike encoders with a
+    spiking flag (paper Eq. 3-4) in front of the linears, ranges calibrated on a short text."""
+    from spikecc.models.spikerwkv6 import convert_file
+
+    model = convert_file(checkpoint, output, levels, steps, calibration_text, scope, quantile)
+    encs = model.encoders()
+    console.print(f"wrote {output}: spikerwkv6, {len(encs)} encoders ({scope}), T={steps} x l={levels}")
+
+
 if __name__ == "__main__":
     main()

@@ -41,9 +41,9 @@ import numpy as np
 
 import spikecc
 from spikecc import evaluate, mapping_hooks
-from spikecc.files import atomic_directory, atomic_write_bytes, sha256_file, write_json
 from spikecc.distributed import Executor, InProcess
 from spikecc.errors import InputFileError
+from spikecc.files import atomic_directory, atomic_write_bytes, sha256_file, write_json
 
 OUTPUTS = ("sweep.json", "sweep.txt", "sweep.png")
 

@@ -133,3 +133,80 @@ def _cli_one_line_error(args: list[str]) -> str:
 def one_line_error():
     """`one_line_error(args)`: the CLI's one-line error for `spikecc ARGS` (see above)."""
     return _cli_one_line_error
+
+
+def _reference_run(model, vocab: str, prompt: str, n: int):
+    """Greedy generation through a spike-encoding LM's `step_detailed` (SpikeRWKV, SpikeRWKV-6): (ids fed, logits
+    after each, signed spikes (T*l*C per token, the MultiLevelEncoder op's order) per encoder)."""
+    import numpy as np
+    import torch
+
+    ids = [vocab.index(c) for c in prompt]
+    state = model.init_state()
+    logits, spikes = [], {name: [] for name in model.encoders()}
+    with torch.no_grad():
+        i = 0
+        while True:
+            out = model.step_detailed(ids[i], state)
+            state = out.state
+            logits.append(out.logits.numpy())
+            for name in spikes:
+                spikes[name].append((out.spikes[name] * out.polarity[name]).numpy().reshape(-1))
+            i += 1
+            if i == len(ids):
+                if len(ids) == len(prompt) + n:
+                    break
+                ids.append(int(torch.argmax(out.logits)))
+    return ids, np.stack(logits), {k: np.stack(v) for k, v in spikes.items()}
+
+
+def _compare_with_reference(model, graph, vocab: str, prompt: str, n: int):
+    """Simulate `graph` and the torch `model` on the same greedy run of n tokens after `prompt`; asserts identical
+    tokens and text, returns (max |logit diff|, spike mismatches, spikes fired, negative spikes)."""
+    import numpy as np
+
+    from spikecc.backends.cpu.lm_runner import LMSimulator
+    from spikecc.models.spikerwkv import generate
+
+    run = LMSimulator(graph).generate(prompt, n, record=True)
+    ids, ref_logits, ref_spikes = _reference_run(model, vocab, prompt, n)
+    assert run.token_ids == ids, "generated tokens differ from the torch reference"
+    assert prompt + run.text == prompt + generate(model, vocab, prompt, n)
+    assert set(run.spikes) == set(ref_spikes), "the simulator's spiking nodes are not the reference's encoders"
+    mismatches = fired = negative = 0
+    for name, ref in ref_spikes.items():
+        sim = run.spikes[name][:, 0, :]  # one sub-step per token
+        assert sim.shape == ref.shape, name
+        mismatches += int(np.count_nonzero(sim != ref))
+        fired += int(np.count_nonzero(ref))
+        negative += int(np.count_nonzero(ref < 0))
+    return float(np.abs(run.logits - ref_logits).max()), mismatches, fired, negative
+
+
+@pytest.fixture
+def compare_with_reference():
+    """`compare_with_reference(model, graph, vocab, prompt, n)`: an exported spike-encoding LM simulated by spikecc
+    against its torch reference (see above)."""
+    return _compare_with_reference
+
+
+def _tiny_rwkv6(seed: int = 0, vocab_size: int = 30):
+    """A small random float64 RWKV-6 (d_model 32, 2 layers, 4 heads of 8, low-rank sizes 4 and 6), every weight
+    moved well away from its initialisation so that mixes, decays and gates all matter."""
+    import torch
+
+    from spikecc.models.rwkv6 import RWKV6, RWKV6Config
+
+    torch.manual_seed(seed)
+    cfg = RWKV6Config(vocab_size=vocab_size, d_model=32, n_layers=2, head_size=8, d_mix_lora=4, d_decay_lora=6)
+    model = RWKV6(cfg).double().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_rwkv6():
+    """`tiny_rwkv6(seed=0, vocab_size=30)`: a new small random float RWKV-6 model (see above)."""
+    return _tiny_rwkv6

@@ -2,6 +2,7 @@
 networkx, h5py and nir."""
 
 import spikecc.ir.neurocore_ops  # noqa: F401  (importing registers the neuro-core and boundary ops)
+import spikecc.ir.rwkv6_ops  # noqa: F401  (importing registers the RWKV-6 ops)
 import spikecc.ir.spikelm_ops  # noqa: F401  (importing registers the SpikeLM ops)
 import spikecc.ir.spikerwkv_ops  # noqa: F401  (importing registers the SpikeRWKV encoder op)
 from spikecc.ir.graph import DEFAULT_DT, Edge, Graph

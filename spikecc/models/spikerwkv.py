@@ -71,7 +71,9 @@ Encoders hold no tensors in the state dict; their options live in the checkpoint
 Interpretation (where the paper is ambiguous)
 ---------------------------------------------
 - The paper says SpikeRWKV is RWKV6 with ddlerp token shift, but only describes encoding the inputs of the linears; we
-  use RWKV-4 time mixing (static mu, no gate g, vector state), like SpikeGPT.
+  use RWKV-4 time mixing (static mu, no gate g, vector state), like SpikeGPT. This module is that RWKV-4 variant
+  (family "spikerwkv", trained with the encoders); the paper's own method, a pretrained RWKV-6 converted without
+  retraining, is spikecc.models.spikerwkv6 (family "spikerwkv6").
 - Which linears are encoded: the paper shows "Spiking Time Mixing" only; we encode every linear input inside the blocks
   (time and channel mix), not the head.
 - How spikes are chosen is not given; greedy truncation matches "the first l digits" and the Fig. 3 example.
@@ -97,8 +99,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from spikecc.errors import CheckpointError
-from spikecc.models.checkpoint import check_state_dict
+from spikecc.models.checkpoint import load_family_checkpoint
 
 FAMILY = "spikerwkv"
 ENCODER_NAMES_ATT = ("enc_k", "enc_v", "enc_r", "enc_o")
@@ -421,14 +422,17 @@ class ChannelMix(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: SpikeRWKVConfig, layer: int) -> None:
+    """x + att(ln1(x)), then x + ffn(ln2(x)); block 0 applies ln0 first. `time_mix` / `channel_mix` build the two
+    halves (RWKV-4's here; spikecc.models.rwkv6 passes RWKV-6's)."""
+
+    def __init__(self, cfg: Any, layer: int, time_mix: Any = None, channel_mix: Any = None) -> None:
         super().__init__()
         if layer == 0:
             self.ln0 = nn.LayerNorm(cfg.d_model)
         self.ln1 = nn.LayerNorm(cfg.d_model)
         self.ln2 = nn.LayerNorm(cfg.d_model)
-        self.att = TimeMix(cfg, layer)
-        self.ffn = ChannelMix(cfg, layer)
+        self.att = (time_mix or TimeMix)(cfg, layer)
+        self.ffn = (channel_mix or ChannelMix)(cfg, layer)
 
     def forward(self, x: Tensor) -> Tensor:
         if hasattr(self, "ln0"):
@@ -447,18 +451,18 @@ class StepOutput:
     polarity: dict[str, Tensor]  # encoder name -> (C_in,) of -1/+1 (the spiking flag; flag spike where -1)
 
 
-class SpikeRWKV(nn.Module):
-    """Small SpikeRWKV language model: embedding, RWKV blocks with spike-encoded linears, ln_out, head.
+class RWKVLanguageModel(nn.Module):
+    """Embedding -> blocks -> ln_out -> head: the stack SpikeRWKV and RWKV-6 (spikecc.models.rwkv6) share.
 
-    `forward(idx)` is the parallel (training) form; `init_state()` / `step()` the recurrent form. Both give the
-    same logits (up to float rounding; test in float64).
+    Gives the parallel form `forward(idx)`, the encoder listing, and `step()` on top of the subclass's
+    `step_detailed(token, state) -> StepOutput`. `block(cfg, layer)` builds one block.
     """
 
-    def __init__(self, cfg: SpikeRWKVConfig) -> None:
+    def __init__(self, cfg: Any, block: Any) -> None:
         super().__init__()
         self.cfg = cfg
         self.emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
+        self.blocks = nn.ModuleList(block(cfg, i) for i in range(cfg.n_layers))
         self.ln_out = nn.LayerNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         nn.init.uniform_(self.emb.weight, -0.1, 0.1)
@@ -477,6 +481,25 @@ class SpikeRWKV(nn.Module):
         for blk in self.blocks:
             x = blk(x)
         return self.head(self.ln_out(x))
+
+    def step_detailed(self, token_id: int | Tensor, state: Any) -> StepOutput:
+        raise NotImplementedError
+
+    def step(self, token_id: int | Tensor, state: Any) -> tuple[Tensor, Any, dict[str, Tensor]]:
+        """(logits (vocab,), new state, spikes: encoder name -> (T, l, C_in) 0/1 tensor for this token)."""
+        out = self.step_detailed(token_id, state)
+        return out.logits, out.state, out.spikes
+
+
+class SpikeRWKV(RWKVLanguageModel):
+    """Small SpikeRWKV language model: embedding, RWKV blocks with spike-encoded linears, ln_out, head.
+
+    `forward(idx)` is the parallel (training) form; `init_state()` / `step()` the recurrent form. Both give the
+    same logits (up to float rounding; test in float64).
+    """
+
+    def __init__(self, cfg: SpikeRWKVConfig) -> None:
+        super().__init__(cfg, Block)
 
     def init_state(self) -> Tensor:
         """Recurrent state (n_layers, 5, d_model): rows att prev-h, aa, bb, pp (= -1e30), ffn prev-g."""
@@ -503,23 +526,23 @@ class SpikeRWKV(nn.Module):
             new_state[i, 4] = g
         return StepOutput(self.head(self.ln_out(x)), new_state, spikes, pols)
 
-    def step(self, token_id: int | Tensor, state: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        """(logits (vocab,), new state, spikes: encoder name -> (T, l, C_in) 0/1 tensor for this token)."""
-        out = self.step_detailed(token_id, state)
-        return out.logits, out.state, out.spikes
-
-    @torch.no_grad()
     def firing_rates(self, idx: Tensor) -> dict[str, float]:
         """Mean firing rate per encoder over a batch: spikes / (T * l * C_in * tokens), the paper's fr."""
-        encs = self.encoders()
+        return firing_rates(self, idx)
+
+
+@torch.no_grad()
+def firing_rates(model: nn.Module, idx: Tensor) -> dict[str, float]:
+    """Mean firing rate per encoder of `model.encoders()` over `model(idx)`: spikes / (T * l * C_in * tokens)."""
+    encs = model.encoders()
+    for e in encs.values():
+        e._rate_stats = []
+    try:
+        model(idx)
+        return {n: sum(s for s, _ in e._rate_stats) / sum(m for _, m in e._rate_stats) for n, e in encs.items()}
+    finally:
         for e in encs.values():
-            e._rate_stats = []
-        try:
-            self(idx)
-            return {n: sum(s for s, _ in e._rate_stats) / sum(m for _, m in e._rate_stats) for n, e in encs.items()}
-        finally:
-            for e in encs.values():
-                e._rate_stats = None
+            e._rate_stats = None
 
 
 def encoder_fan(model: SpikeRWKV) -> dict[str, tuple[int, int]]:
@@ -544,11 +567,19 @@ def energy_per_token(
     synop_snn_pj: sum C_in * C_out * fr * T * l * E_AC (every spike reaches C_out synapses);
     synop_ann_pj: sum C_in * C_out * E_MAC (dense real-valued linears).
     """
-    fan = encoder_fan(model)
-    T, levels = model.cfg.T, model.cfg.levels
+    return encoder_energy(model.encoders(), encoder_fan(model), rates, e_ac_pj, e_mac_pj)
+
+
+def encoder_energy(
+    encoders: dict[str, MultiLevelSpikeEncoder], fan: dict[str, tuple[int, int]], rates: dict[str, float],
+    e_ac_pj: float = E_AC_45NM_PJ, e_mac_pj: float = E_MAC_45NM_PJ,
+) -> dict[str, float]:
+    """`energy_per_token` for any set of encoders (each with its own T and l), given the (C_in, C_out) of the
+    linear each feeds and their firing rates."""
     out = {"paper_snn_pj": 0.0, "paper_ann_pj": 0.0, "synop_snn_pj": 0.0, "synop_ann_pj": 0.0}
     for name, (cin, cout) in fan.items():
         fr = rates[name]
+        T, levels = encoders[name].T, encoders[name].levels
         out["paper_snn_pj"] += cin * fr * T * levels * e_ac_pj
         out["paper_ann_pj"] += cin * e_mac_pj
         out["synop_snn_pj"] += cin * cout * fr * T * levels * e_ac_pj
@@ -588,42 +619,8 @@ def load_spikerwkv(path: str | os.PathLike, dtype: torch.dtype = torch.float64) 
     Raises CheckpointError (one line naming the file and the key) for an unreadable, truncated or non-torch file,
     a wrong family, missing/unexpected keys, config values that do not build a model, and wrong tensor shapes.
     """
-    path = Path(path)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such file") from None
-    except Exception as exc:  # torch raises several types for truncated zips and pickles
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"{path}: not a readable torch checkpoint (truncated or another format): {first}"
-        ) from None
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{path}: expected a dict with keys family/config/state_dict/vocab, "
-                              f"found {type(obj).__name__} (a raw state_dict? save with save_spikerwkv)")
-    for key in ("family", "config", "state_dict", "vocab"):
-        if key not in obj:
-            raise CheckpointError(f"{path}: missing key '{key}'")
-    if obj["family"] != FAMILY:
-        raise CheckpointError(f"{path}: key 'family' is {obj['family']!r}, expected {FAMILY!r}")
-    conf = obj["config"]
-    if not isinstance(conf, dict):
-        raise CheckpointError(f"{path}: key 'config' must be a dict, found {type(conf).__name__}")
-    for key in CONFIG_KEYS:
-        if key not in conf:
-            raise CheckpointError(f"{path}: missing key 'config.{key}'")
-    try:
-        cfg = SpikeRWKVConfig.from_dict(conf)
-        model = SpikeRWKV(cfg)
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: key 'config' does not describe a valid model: {exc}") from None
-    vocab = obj["vocab"]
-    if not isinstance(vocab, str) or len(vocab) != cfg.vocab_size:
-        found = len(vocab) if isinstance(vocab, str) else type(vocab).__name__
-        raise CheckpointError(f"{path}: key 'vocab' must be a string of {cfg.vocab_size} characters, found {found}")
-    sd = obj["state_dict"]
-    check_state_dict(sd, model.state_dict(), str(path), FAMILY)
-    model.load_state_dict(sd)
+    model, vocab, _ = load_family_checkpoint(path, FAMILY, CONFIG_KEYS,
+                                             lambda conf: SpikeRWKV(SpikeRWKVConfig.from_dict(conf)))
     return model.to(dtype).eval(), vocab
 
 

@@ -171,7 +171,7 @@ def test_generate_matches_reference_and_reports_bad_prompts(tmp_path):
     assert_one_line_error(run("generate", bad, "--prompt", "a"), "bad.pt")
 
 
-@pytest.mark.parametrize("family", ["spikegpt", "spikelm", "spikerwkv"])
+@pytest.mark.parametrize("family", ["spikegpt", "spikelm", "spikerwkv", "rwkv6"])
 def test_shipped_lm_generates_the_reference_text_from_checkpoint_and_exported_file(family, examples_dir, tmp_path):
     ckpt = examples_dir / "checkpoints" / f"{family}-shakespeare.pt"
     prompt = "JULIET:\n"

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 
-from spikecc.backends.cpu.lm_runner import LMSimulator
 from spikecc.backends.cpu.simulator import Simulator
 from spikecc.backends.cpu.spikerwkv_ops import multilevel_encode
 from spikecc.compiler.frontends import load_lm
@@ -27,7 +26,6 @@ from spikecc.models.spikerwkv import (
     SpikeRWKV,
     SpikeRWKVConfig,
     binary_level_weights,
-    generate,
     radix_level_weights,
     save_spikerwkv,
 )
@@ -142,45 +140,6 @@ def small_model() -> SpikeRWKV:
     return _tiny()
 
 
-def reference_run(model: SpikeRWKV, vocab: str, prompt: str, n: int):
-    """Greedy generation through step_detailed: (ids fed, logits after each, signed spikes per encoder)."""
-    ids = [vocab.index(c) for c in prompt]
-    state = model.init_state()
-    logits, spikes = [], {name: [] for name in model.encoders()}
-    with torch.no_grad():
-        i = 0
-        while True:
-            out = model.step_detailed(ids[i], state)
-            state = out.state
-            logits.append(out.logits.numpy())
-            for name in spikes:
-                spikes[name].append(_signed(out.spikes[name], out.polarity[name]))
-            i += 1
-            if i == len(ids):
-                if len(ids) == len(prompt) + n:
-                    break
-                ids.append(int(torch.argmax(out.logits)))
-    return ids, np.stack(logits), {k: np.stack(v) for k, v in spikes.items()}
-
-
-def compare_with_reference(model: SpikeRWKV, graph: Graph, vocab: str, prompt: str, n: int = N_TOKENS):
-    """Simulate `graph` and the torch model on the same greedy run; returns (max |logit diff|, spike mismatches,
-    spikes fired, negative spikes)."""
-    run = LMSimulator(graph).generate(prompt, n, record=True)
-    ids, ref_logits, ref_spikes = reference_run(model, vocab, prompt, n)
-    assert run.token_ids == ids, "generated tokens differ from the torch reference"
-    assert prompt + run.text == prompt + generate(model, vocab, prompt, n)
-    assert set(run.spikes) == set(ref_spikes), "the simulator's spiking nodes are not the reference's encoders"
-    mismatches = fired = negative = 0
-    for name, ref in ref_spikes.items():
-        sim = run.spikes[name][:, 0, :]  # one sub-step per token
-        assert sim.shape == ref.shape, name
-        mismatches += int(np.count_nonzero(sim != ref))
-        fired += int(np.count_nonzero(ref))
-        negative += int(np.count_nonzero(ref < 0))
-    return float(np.abs(run.logits - ref_logits).max()), mismatches, fired, negative
-
-
 # ------------------------------------------------------------------------------------------------ graph
 
 
@@ -231,7 +190,8 @@ def test_graph_uses_nir_nodes_where_they_fit_and_extension_ops_elsewhere(small_m
     (3, binary_level_weights(4, 1), True),  # several encoder steps, T not a power of two: the general greedy path
     (2, binary_level_weights(5, 2), False),  # unsigned everywhere
 ])
-def test_exported_graph_reproduces_reference_over_64_generated_tokens(T, weights, polarity, tmp_path, capsys):
+def test_exported_graph_reproduces_reference_over_64_generated_tokens(T, weights, polarity, tmp_path, capsys,
+                                                                      compare_with_reference):
     model = small = _tiny(T, weights, polarity, seed=T)
     g = export_spikerwkv(small, VOCAB)
     path = tmp_path / "rwkv.nir"
@@ -242,7 +202,7 @@ def test_exported_graph_reproduces_reference_over_64_generated_tokens(T, weights
             back = g2.nodes[name]
             assert isinstance(back, MultiLevelEncoder) and (back.channels, back.T, back.polarity) == \
                 (op.channels, op.T, op.polarity) and np.array_equal(back.level_weights, op.level_weights)
-    diff, mismatches, fired, negative = compare_with_reference(model, g2, VOCAB, "the quick brown fox")
+    diff, mismatches, fired, negative = compare_with_reference(model, g2, VOCAB, "the quick brown fox", N_TOKENS)
     with capsys.disabled():
         print(f"\n[spikerwkv small T={T} polarity={polarity}] max |logit diff| over {N_TOKENS} tokens: {diff:.3g}, "
               f"spike mismatches {mismatches} of {fired} spikes")
@@ -252,7 +212,7 @@ def test_exported_graph_reproduces_reference_over_64_generated_tokens(T, weights
     assert diff < 1e-9  # float64 on both sides: far tighter than required
 
 
-def test_shipped_checkpoint_reproduces_reference_over_64_generated_tokens(tmp_path, capsys):
+def test_shipped_checkpoint_reproduces_reference_over_64_generated_tokens(tmp_path, capsys, compare_with_reference):
     if not SHIPPED.exists():
         pytest.fail(f"{SHIPPED} is missing: the trained example checkpoint must ship with the repository")
     t0 = time.perf_counter()
@@ -261,7 +221,7 @@ def test_shipped_checkpoint_reproduces_reference_over_64_generated_tokens(tmp_pa
     write(lm.graph, tmp_path / "shipped.nir")
     g = read(tmp_path / "shipped.nir")
     vocab = g.metadata["vocab"]
-    diff, mismatches, fired, negative = compare_with_reference(lm.model, g, vocab, "ROMEO:\n")
+    diff, mismatches, fired, negative = compare_with_reference(lm.model, g, vocab, "ROMEO:\n", N_TOKENS)
     with capsys.disabled():
         print(f"\n[spikerwkv-shakespeare] {len(g.nodes)} nodes, {len(g.edges)} edges; max |logit diff| over "
               f"{N_TOKENS} tokens: {diff:.3g}; spike mismatches {mismatches} of {fired} spikes ({negative} negative); "

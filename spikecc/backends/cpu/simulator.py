@@ -28,6 +28,7 @@ from spikecc.backends.cpu import (  # noqa: F401  (importing registers the lower
     loihi_ops,
     neurocore_ops,
     nir_ops,
+    rwkv6_ops,
     spikelm_ops,
     spikerwkv_ops,
 )

@@ -7,6 +7,8 @@ model. Families are recognised from the file itself:
     raw state dict with `emb.weight`, `blocks.0.att.time_decay`   SpikeGPT (published layout)
     dict with "family": "spikelm"                                 SpikeLM causal LM (spikecc's format)
     dict with "family": "spikerwkv"                               SpikeRWKV (spikecc's format)
+    raw state dict with `blocks.0.att.time_maa_x`                 RWKV-6 x060 (public layout; vocab beside it)
+    dict with "family": "spikerwkv6"                              SpikeRWKV-6, converted (spikecc convert)
     state dict with `bert.encoder.layer.*`                        SpikeLM BERT encoder (no generation)
 """
 
@@ -44,11 +46,13 @@ def _sniff(path: Path) -> tuple[str, Any]:
     check_finite(obj, str(path))
     if isinstance(obj, dict) and isinstance(obj.get("family"), str):
         return obj["family"], obj
+    if isinstance(obj, dict) and "blocks.0.att.time_maa_x" in obj:
+        return "rwkv6", obj
     if isinstance(obj, dict) and "emb.weight" in obj and any(k.startswith("blocks.") for k in obj):
         return "spikegpt", obj
     if isinstance(obj, dict) and any(".encoder.layer." in k or k.startswith("encoder.layer.") for k in obj):
         return "spikelm-bert", obj
-    raise CheckpointError(f"{path}: not a checkpoint of a supported family (SpikeGPT, SpikeLM, SpikeRWKV); "
+    raise CheckpointError(f"{path}: not a checkpoint of a supported family (SpikeGPT, SpikeLM, SpikeRWKV, RWKV-6); "
                           "expected SpikeGPT keys like 'emb.weight' or a dict with a 'family' entry")
 
 
@@ -102,8 +106,26 @@ def _spikelm_bert(path: Path, obj: Any) -> LoadedLM:
     return LoadedLM(BERT_FAMILY, graph, encoder, str(path))
 
 
+def _rwkv6(path: Path, obj: Any) -> LoadedLM:
+    from spikecc.compiler.frontends.rwkv6 import export_rwkv6
+    from spikecc.models.rwkv6 import rwkv6_from_state_dict, vocab_beside
+
+    model = rwkv6_from_state_dict(obj, str(path))  # float64, eval mode; one-line CheckpointErrors for bad layouts
+    vocab = vocab_beside(path, model.cfg.vocab_size)
+    return LoadedLM("rwkv6", export_rwkv6(model, vocab), model, str(path))
+
+
+def _spikerwkv6(path: Path, obj: Any) -> LoadedLM:
+    from spikecc.compiler.frontends.rwkv6 import export_rwkv6
+    from spikecc.models.spikerwkv6 import load_spikerwkv6
+
+    model, vocab = load_spikerwkv6(path)  # float64, eval mode, every key validated
+    return LoadedLM("spikerwkv6", export_rwkv6(model, vocab), model, str(path))
+
+
 LOADERS: dict[str, Callable[[Path, Any], LoadedLM]] = {"spikegpt": _spikegpt, "spikerwkv": _spikerwkv,
-                                                        "spikelm": _spikelm, "spikelm-bert": _spikelm_bert}
+                                                        "spikelm": _spikelm, "spikelm-bert": _spikelm_bert,
+                                                        "rwkv6": _rwkv6, "spikerwkv6": _spikerwkv6}
 
 
 def load_lm(path: str | os.PathLike) -> LoadedLM:
