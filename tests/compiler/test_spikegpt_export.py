@@ -5,6 +5,7 @@ from __future__ import annotations
 import resource
 import time
 
+import nir
 import numpy as np
 import pytest
 import torch
@@ -50,7 +51,7 @@ def greedy_ids(model: SpikeGPT, prompt: list[int], n: int) -> list[int]:
 @pytest.fixture(scope="module")
 def small_model() -> SpikeGPT:
     sd = random_state_dict(n_layer=2, d_model=48, vocab=VOCAB.size, seed=3, dtype=torch.float64)
-    return load_spikegpt(sd).double().eval()
+    return load_spikegpt(sd, embedding="binary").double().eval()
 
 
 def test_graph_uses_nir_nodes_where_they_fit_and_extension_ops_elsewhere(small_model):
@@ -159,3 +160,37 @@ def test_activity_statistics_count_spikes_and_the_work_they_cause(small_model):
     # LIF spikes feed a residual sum one to one (one accumulate each); the embedding feeds LayerNorm (host).
     assert rows["blocks.0.att_lif"].synops_per_token == pytest.approx(rows["blocks.0.att_lif"].spikes_per_token)
     assert rows["emb"].synops_per_token == 0
+
+
+@pytest.mark.parametrize("embedding,inference", [("real", "rescaled"), ("binary", "rescaled"), ("real", "training")])
+def test_options_export_and_simulate_like_the_authors_script(embedding, inference, tmp_path):
+    """Seven blocks (the sixth is halved, the seventh rescaled): the .nir file simulated token by token equals the
+    reference written from the authors' run.py (tests/authors_ref), spikes and logits."""
+    from authors_ref.spikegpt_run import RunPy
+
+    sd = random_state_dict(n_layer=7, d_model=32, vocab=120, seed=11, dtype=torch.float64)
+    model = load_spikegpt(sd, embedding=embedding, inference=inference)
+    g = export_spikegpt(model)
+    assert (g.metadata["embedding"], g.metadata["inference"]) == (embedding, inference)
+    assert isinstance(g.nodes["blocks.5.res2"], nir.Scale)
+    assert np.all(g.nodes["blocks.5.res2"].scale == (0.5 if inference == "rescaled" else 1.0))
+    assert infer_signals(g)["emb"].kind == ("binary" if embedding == "binary" else "real")
+    g.metadata["vocab"] = "".join(chr(0x100 + i) for i in range(120))
+    write(g, tmp_path / "m.nir")
+    sim = LMSimulator(read(tmp_path / "m.nir"))
+    meta = read(tmp_path / "m.nir").metadata
+    assert (meta["embedding"], meta["inference"]) == (embedding, inference)  # recorded in the file
+    tokens = [5, 17, 99, 3, 3, 64, 0, 119, 42, 8] * 3
+    rec = {n: [] for n in sim.spiking}
+    sim.sim.start()
+    logits = np.stack([sim.feed(t, rec) for t in tokens])
+    ref = RunPy(sd, rescale_layer=6 if inference == "rescaled" else None, binary=embedding == "binary")
+    ref_logits, ref_spikes = ref.run(tokens)
+    assert np.abs(logits - ref_logits.numpy()).max() < 1e-6
+    assert set(ref_spikes) == set(sim.spiking)
+    fired = 0
+    for name, want in ref_spikes.items():
+        got = np.stack(rec[name])[:, 0, :]
+        assert np.array_equal(got, want.numpy()), name
+        fired += int(want.sum())
+    assert fired > 0
