@@ -36,3 +36,15 @@ class BudgetError(SpikeccError):
 
 class BackendError(SpikeccError):
     """A backend cannot run the graph it was given (unsupported parameters, missing runtime)."""
+
+
+class SpikeccWarning(UserWarning):
+    """Something the user should know about a result that is still produced (values clipped, weights rounded
+    to zero, a layer that never fires). The CLI prints each as one line `warning: ...` on stderr."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message, whole (a library's message cut mid-sentence helps
+    nobody), or the exception's type name when it has no message."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[0] if lines else type(exc).__name__

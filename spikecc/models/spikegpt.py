@@ -819,21 +819,24 @@ def load_spikegpt(
     v_threshold: float = 1.0,
     embedding: str | None = None,
     inference: str = "training",
+    vocab_file: str | os.PathLike | None = None,
 ) -> SpikeGPT:
     """Build a :class:`SpikeGPT` from a published-layout checkpoint file or state dict.
 
-    ``embedding`` None picks it with `resolve_embedding` (the sidecar ``<file>.vocab.json`` of a file, else the
-    authors' rule: binary only at vocabulary 77); ``inference`` is "training" or "rescaled" (module docstring).
+    ``embedding`` None picks it with `resolve_embedding` from the character-vocabulary sidecar ``vocab_file``
+    (default for a file: ``<file>.vocab.json``), else by the authors' rule: binary only at vocabulary 77.
+    ``inference`` is "training" or "rescaled" (module docstring).
     The model takes the dtype of ``emb.weight`` (float32 for released files); call ``.double()`` for
     float64.  No copy is made where the dtype already matches: the parameters share storage with the
     given state dict (training the model changes those tensors).  Every problem is a one-line
     :class:`CheckpointError` naming the file and the key.
     """
-    sidecar = None
+    sidecar = vocab_file
     if isinstance(path_or_state_dict, Mapping):
         source, sd = "<state dict>", path_or_state_dict
     else:
-        sidecar = Path(path_or_state_dict).with_suffix(".vocab.json")
+        if sidecar is None:
+            sidecar = Path(path_or_state_dict).with_suffix(".vocab.json")
         source = str(path_or_state_dict)
         if not os.path.exists(source):
             raise CheckpointError(f"{source}: no such checkpoint file")

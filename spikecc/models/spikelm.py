@@ -932,15 +932,17 @@ def load_spikelm_bert(
     num_heads: int | None = None,
     threshold_mode: ThresholdMode = "code",
     dtype: torch.dtype = torch.float64,
+    config: Mapping[str, Any] | None = None,
 ) -> SpikeBertEncoder:
     """Build the SpikeLM BERT encoder from a checkpoint file (or state dict) in Hugging Face BERT key layout.
 
     Layers, hidden, intermediate, vocabulary, positions, token types and T come from the keys and shapes;
-    ``num_heads`` defaults to hidden // 64 (BERT's head size). ``threshold_mode`` defaults to "code": the published
-    SpikeLM checkpoints come from the code. Loaded alphas count as calibrated (frozen; clamped to >= 1e-5 like the
-    code). Keys ignored: ``cls.*`` / ``classifier.*`` / ``qa_outputs.*`` heads, ``*position_ids``, ``*token_type_ids``
-    and ``*.weight_clip_val`` (an unused buffer of the code's `SpikeLinear`). Any other unknown key, a missing key
-    or a wrong shape raises `CheckpointError` naming the file and the key.
+    ``num_heads`` comes from ``config`` (a Hugging Face config.json: ``num_attention_heads``, also
+    ``layer_norm_eps``) where given, else defaults to hidden // 64 (BERT's head size). ``threshold_mode`` defaults
+    to "code": the published SpikeLM checkpoints come from the code. Loaded alphas count as calibrated (frozen;
+    clamped to >= 1e-5 like the code). Keys ignored: ``cls.*`` / ``classifier.*`` / ``qa_outputs.*`` heads,
+    ``*position_ids``, ``*token_type_ids`` and ``*.weight_clip_val`` (an unused buffer of the code's `SpikeLinear`).
+    Any other unknown key, a missing key or a wrong shape raises `CheckpointError` naming the file and the key.
     """
     if isinstance(source, Mapping):
         name, obj = "<state_dict>", source
@@ -983,11 +985,15 @@ def load_spikelm_bert(
     if T == 0:
         hint = " (a plain BERT without SpikeLM spike thresholds?)" if f"{L0}attention.self.query.weight" in sd else ""
         raise CheckpointError(f"{name}: missing key '{L0}attention.self.clip_key.0'{hint}")
+    config = dict(config or {})
+    if num_heads is None and "num_attention_heads" in config:
+        num_heads = _config_int(config, "num_attention_heads", name)
     heads = num_heads if num_heads is not None else max(1, hidden // 64)
+    eps = float(config.get("layer_norm_eps", 1e-12))
     try:
         cfg = SpikeBertConfig(
             vocab_size=vocab_size, hidden=hidden, n_layer=n_layer, num_heads=heads, intermediate=intermediate,
-            max_pos=max_pos, type_vocab=type_vocab, T=T, threshold_mode=threshold_mode,
+            max_pos=max_pos, type_vocab=type_vocab, T=T, threshold_mode=threshold_mode, layer_norm_eps=eps,
             pooler=f"{prefix}pooler.dense.weight" in sd,
         )  # fmt: skip
     except ValueError as e:
@@ -1022,6 +1028,14 @@ def load_spikelm_bert(
             own[k_] = torch.tensor(True)
     model.load_state_dict(own)
     return model.to(dtype).eval()
+
+
+def _config_int(config: Mapping[str, Any], key: str, source: str) -> int:
+    """An integer entry of a config.json, or a one-line CheckpointError naming it."""
+    value = config.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise CheckpointError(f"{source}: config.json entry '{key}' is {value!r}, expected a positive integer")
+    return value
 
 
 def random_bert_state_dict(

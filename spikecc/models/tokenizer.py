@@ -34,6 +34,7 @@ __all__ = [
     "find_tokenizer",
     "from_metadata",
     "load_tokenizer",
+    "require_tokenizer",
 ]
 
 #: File names looked for beside a checkpoint, in this order (``{stem}`` is the checkpoint's name without suffix).
@@ -181,3 +182,12 @@ def from_metadata(meta: Mapping[str, Any]) -> Tokenizer | None:
     if isinstance(meta.get("vocab"), str):
         return CharTokenizer(meta["vocab"])
     return None
+
+
+def require_tokenizer(meta: Mapping[str, Any], what: str) -> Tokenizer:
+    """`from_metadata`, or a one-line `InputFileError` that says how to give ``what`` (a graph, a file) a tokenizer."""
+    tok = from_metadata(meta)
+    if tok is None:
+        raise InputFileError(f"{what} has no tokenizer: pass --tokenizer FILE (a Hugging Face tokenizer.json) or put "
+                             "tokenizer.json beside the checkpoint (a character model: its .vocab.json)")
+    return tok

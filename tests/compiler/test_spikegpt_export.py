@@ -93,6 +93,8 @@ def test_shipped_checkpoint_generates_the_reference_text(examples_dir):
     if not ckpt.exists():
         pytest.fail(f"{ckpt} is missing: the trained example checkpoint must ship with the repository")
     lm = load_lm(ckpt)
+    # trained by spikecc's script with the training code's binary embedding: its .vocab.json sidecar says so
+    assert (lm.graph.metadata["embedding"], lm.model.cfg.embedding) == ("binary", "binary")
     prompt = "ROMEO:\n"
     run = LMSimulator(lm.graph).generate(prompt, 64, record=True)
     vocab = CharVocab(lm.graph.metadata["vocab"])
@@ -124,14 +126,20 @@ def test_published_216m_shape_loads_exports_and_validates(capsys):
               f"peak RSS of the test process {peak_rss_kib / 2**20:.2f} GiB")
 
 
-def test_vocab_missing_beside_raw_checkpoint_is_a_one_line_error(small_model, tmp_path):
-    from spikecc.errors import CheckpointError
+def test_no_tokenizer_beside_a_raw_checkpoint_is_a_one_line_error_when_generating(small_model, tmp_path):
+    from click.testing import CliRunner
+
+    from spikecc.cli import main
     from spikecc.models.spikegpt import save_spikegpt
 
     path = tmp_path / "model.pt"
     save_spikegpt(small_model, path)
-    with pytest.raises(CheckpointError, match="vocab.json"):
-        load_lm(path)
+    lm = load_lm(path)  # exporting needs no tokenizer (a BPE model can be exported and inspected without one)
+    assert "vocab" not in lm.graph.metadata and "tokenizer" not in lm.graph.metadata
+    result = CliRunner().invoke(main, ["generate", str(path), "--prompt", "ab", "--tokens", "2"])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "no tokenizer" in lines[0] and "--tokenizer" in lines[0] and ".vocab.json" in lines[0]
 
 
 def test_lm_graph_reads_back_with_metadata(small_model, tmp_path):

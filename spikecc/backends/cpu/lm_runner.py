@@ -3,10 +3,11 @@ and per-layer activity statistics.
 
 An LM graph (written by a frontend in spikecc.compiler.frontends) says in its metadata:
     family     "spikegpt" | "spikelm" | "spikerwkv"
-    vocab      the characters, in id order
+    vocab      the characters, in id order (character models), or
+    tokenizer  the text of a Hugging Face tokenizer.json (BPE models; spikecc.models.tokenizer)
     substeps   simulator steps per token (1 for SpikeGPT, whose SNN time axis is the token axis; SpikeLM's T)
 and has one Input (the token id, fed at every sub-step of its token) and one Output (the logits, read at
-the token's last sub-step).
+the token's last sub-step). Prompts are encoded and generated ids decoded by that tokenizer (`encode`, `decode`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 from spikecc.backends.cpu.simulator import NodeCounts, Simulator
 from spikecc.errors import GraphError, InputFileError
 from spikecc.ir import Graph
+from spikecc.models.tokenizer import Tokenizer, require_tokenizer
 
 
 @dataclass
@@ -42,18 +44,33 @@ class LayerActivity:
     synops_per_token: float  # synaptic operations these spikes cause in the synapses they feed, per token
 
 
+def graph_tokenizer(graph: Graph) -> Tokenizer:
+    """The tokenizer an LM graph carries in its metadata; a one-line error when it is not an LM or has none."""
+    meta = graph.metadata
+    if "family" not in meta:
+        raise GraphError("graph metadata lacks 'family': it is not a spiking LM exported by spikecc (export a "
+                         "checkpoint with `spikecc export` or pass the checkpoint itself)")
+    return require_tokenizer(meta, f"this {meta['family']} graph")
+
+
+def prompt_ids(tokenizer: Tokenizer, prompt: str) -> list[int]:
+    """The ids of a non-empty prompt (a generation needs at least one token to start from)."""
+    if not prompt:
+        raise InputFileError("the prompt is empty; give at least one character")
+    ids = tokenizer.encode(prompt)
+    if not ids:
+        raise InputFileError(f"the prompt {prompt!r} encodes to no tokens")
+    return ids
+
+
 class LMSimulator:
     """A Simulator plus the token protocol of LM graphs."""
 
     def __init__(self, graph: Graph) -> None:
         meta = graph.metadata
-        missing = [k for k in ("family", "vocab") if k not in meta]
-        if missing:
-            raise GraphError(f"graph metadata lacks {', '.join(missing)}: it is not a spiking LM exported by "
-                             "spikecc (export a checkpoint with `spikecc export` or pass the checkpoint itself)")
+        self.tokenizer = graph_tokenizer(graph)
         self.graph = graph
         self.family = str(meta["family"])
-        self.vocab = str(meta["vocab"])
         self.substeps = int(meta.get("substeps", 1))
         (self.input,) = graph.inputs()
         (self.output,) = graph.outputs()
@@ -62,10 +79,12 @@ class LMSimulator:
                         if self.sim.signals[n].is_spiking and not isinstance(op, (nir.Input, nir.Output))]
 
     def encode(self, text: str) -> list[int]:
-        bad = sorted({c for c in text if c not in self.vocab})
-        if bad:
-            raise InputFileError(f"prompt characters {bad!r} are not in the model's vocabulary of {len(self.vocab)}")
-        return [self.vocab.index(c) for c in text]
+        """Token ids of `text` (the graph's tokenizer)."""
+        return self.tokenizer.encode(text)
+
+    def decode(self, ids) -> str:
+        """Text of token ids (the graph's tokenizer; special tokens skipped)."""
+        return self.tokenizer.decode(ids)
 
     def feed(self, token: int, record: dict[str, list] | None = None) -> np.ndarray:
         """Present one token for `substeps` steps; returns the logits after it."""
@@ -87,9 +106,7 @@ class LMSimulator:
         past it they re-read the last `context` characters from a fresh state for every new token, as the
         torch reference's `generate` does (spikes are recorded only in the incremental part).
         """
-        if not prompt:
-            raise InputFileError("the prompt is empty; give at least one character")
-        ids = self.encode(prompt)
+        ids = prompt_ids(self.tokenizer, prompt)
         context = int(self.graph.metadata.get("context", 0)) or None
         self.sim.start()
         rec: dict[str, list] | None = {n: [] for n in self.spiking} if record else None
@@ -113,7 +130,7 @@ class LMSimulator:
                 else:
                     stepping = False
         spikes = {n: np.stack(v) for n, v in rec.items() if v} if rec else {}
-        return LMRun(prompt=prompt, text="".join(self.vocab[i] for i in generated), token_ids=ids,
+        return LMRun(prompt=prompt, text=self.decode(generated), token_ids=ids,
                      logits=np.stack(logits), spikes=spikes, counts=self.sim.step_counts())
 
     def caused_synops(self, name: str) -> int:
@@ -144,3 +161,8 @@ class LMSimulator:
                 negative=c.negative / max(1, c.neurons * steps),
                 spikes_per_token=c.events / n_tok, synops_per_token=downstream / n_tok))
         return rows
+
+
+def open_lm_simulator(graph: Graph) -> LMSimulator:
+    """The runner for an LM graph: `LMSimulator` (decoder-only families)."""
+    return LMSimulator(graph)

@@ -1,13 +1,21 @@
 """Frontends: turn a checkpoint (or another tool's file) into spikecc's IR.
 
 `load_lm(path)` accepts a spiking-LM checkpoint of any supported family or a `.nir` file a frontend wrote,
-and returns the IR graph (with its vocabulary in the metadata) plus, for checkpoints, the torch reference
+and returns the IR graph (with its tokenizer in the metadata) plus, for checkpoints, the torch reference
 model. Families are recognised from the file itself:
 
     raw state dict with `emb.weight`, `blocks.0.att.time_decay`   SpikeGPT (published layout)
-    dict with "family": "spikelm"                                 SpikeLM causal LM (spikecc's format)
+    dict with "family": "spikelm"                                 SpikeLM-style causal decoder (spikecc's format)
     dict with "family": "spikerwkv"                               SpikeRWKV (spikecc's format)
     state dict with `bert.encoder.layer.*`                        SpikeLM BERT encoder (no generation)
+    state dict with `model.decoder.layers.*.encoder_attn.*`       SpikeLM BART encoder-decoder (Hugging Face keys)
+
+A checkpoint is a file (`torch.save`) or a Hugging Face `save_pretrained` directory: `config.json` with
+`model.safetensors` or `pytorch_model.bin` (sizes and head counts are then read from `config.json`).
+
+Tokenizer: the `tokenizer` argument (a Hugging Face tokenizer.json or a character vocabulary file), else the one the
+checkpoint holds (the characters of spikecc's SpikeLM and SpikeRWKV checkpoints, a SpikeGPT's `.vocab.json`
+sidecar), else a tokenizer file found beside it (`spikecc.models.tokenizer.find_tokenizer`).
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from spikecc.errors import CheckpointError
+from spikecc.errors import CheckpointError, first_line
 from spikecc.ir import Graph, read
 
 
@@ -30,9 +38,20 @@ class LoadedLM:
     source: str = ""
 
 
+@dataclass
+class Pretrained:
+    """A Hugging Face `save_pretrained` directory: its state dict and its config.json (empty if absent)."""
+
+    state_dict: dict
+    config: dict
+    weights: Path
+
+
 def _sniff(path: Path) -> tuple[str, Any]:
     import torch
 
+    if path.is_dir():
+        return _sniff_pretrained(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for bad files (zip, pickle, EOF)
@@ -41,31 +60,82 @@ def _sniff(path: Path) -> tuple[str, Any]:
             from None
     if isinstance(obj, dict) and isinstance(obj.get("family"), str):
         return obj["family"], obj
-    if isinstance(obj, dict) and "emb.weight" in obj and any(k.startswith("blocks.") for k in obj):
-        return "spikegpt", obj
-    if isinstance(obj, dict) and any(".encoder.layer." in k or k.startswith("encoder.layer.") for k in obj):
-        return "spikelm-bert", obj
+    return _family_of(obj, path), obj
+
+
+def _family_of(obj: Any, path: Path, config: dict | None = None) -> str:
+    """The family of a raw state dict, from its keys (and a config.json's `model_type`)."""
+    keys = [k for k in obj if isinstance(k, str)] if isinstance(obj, dict) else []
+    model_type = str((config or {}).get("model_type", ""))
+    if "emb.weight" in keys and any(k.startswith("blocks.") for k in keys):
+        return "spikegpt"
+    if model_type in ("bart", "mbart") or any(".encoder_attn." in k for k in keys):
+        return "spikelm-bart"
+    if model_type == "bert" or any(".encoder.layer." in k or k.startswith("encoder.layer.") for k in keys):
+        return "spikelm-bert"
     raise CheckpointError(f"{path}: not a checkpoint of a supported family (SpikeGPT, SpikeLM, SpikeRWKV); "
-                          "expected SpikeGPT keys like 'emb.weight' or a dict with a 'family' entry")
+                          "expected SpikeGPT keys like 'emb.weight', Hugging Face BERT/BART keys or a dict with a "
+                          "'family' entry")
 
 
-def _spikegpt(path: Path, obj: Any) -> LoadedLM:
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def _sniff_pretrained(path: Path) -> tuple[str, Pretrained]:
+    """A `save_pretrained` directory: config.json plus model.safetensors or pytorch_model.bin."""
+    import json
+
+    import torch
+
+    weights = next((path / n for n in WEIGHT_FILES if (path / n).is_file()), None)
+    if weights is None:
+        sharded = sorted(p.name for p in path.glob("*.index.json"))
+        hint = (f" (found {sharded[0]}: sharded checkpoints are not supported; save with a larger max_shard_size)"
+                if sharded else "")
+        raise CheckpointError(f"{path}: a directory without {' or '.join(WEIGHT_FILES)}{hint}; give a "
+                              "save_pretrained directory or a checkpoint file")
+    config: dict = {}
+    if (path / "config.json").is_file():
+        try:
+            config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise CheckpointError(f"{path / 'config.json'}: not a JSON file ({first_line(exc)})") from None
+        if not isinstance(config, dict):
+            raise CheckpointError(f"{path / 'config.json'}: expected a JSON object, found {type(config).__name__}")
+    try:
+        if weights.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            sd = load_file(str(weights))
+        else:
+            sd = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as exc:  # safetensors and torch raise many types for truncated or foreign files
+        raise CheckpointError(f"{weights}: not a readable {weights.suffix[1:]} checkpoint (truncated or another "
+                              f"format): {first_line(exc)}") from None
+    if not isinstance(sd, dict):
+        raise CheckpointError(f"{weights}: expected a state dict, found {type(sd).__name__}")
+    return _family_of(sd, weights, config), Pretrained(sd, config, weights)
+
+
+
+def _spikegpt(path: Path, obj: Any, reference: bool = True, embedding: str | None = None,
+              inference: str | None = None) -> LoadedLM:
     from spikecc.compiler.frontends.spikegpt import export_spikegpt
     from spikecc.models.spikegpt import load_spikegpt, load_vocab
 
-    model = load_spikegpt(obj if isinstance(obj, dict) else path).double()
-    model.eval()
-    graph = export_spikegpt(model)
-    vocab_path = path.with_suffix(".vocab.json")
-    if vocab_path.exists():
-        graph.metadata["vocab"] = load_vocab(vocab_path).chars
-    elif model.cfg.vocab_size <= 256:
-        raise CheckpointError(f"{path}: no vocabulary file {vocab_path.name} beside the checkpoint; SpikeGPT's raw "
-                              "state dict does not store one")
-    return LoadedLM("spikegpt", graph, model, str(path))
+    sd = obj.state_dict if isinstance(obj, Pretrained) else obj
+    sidecar = path.with_suffix(".vocab.json") if path.is_file() else path / "vocab.json"
+    model = load_spikegpt(sd, embedding=embedding, inference=inference or "training", vocab_file=sidecar)
+    # export from the stored dtype (float32 -> float64 is exact), so a 216M model never exists twice in float64
+    graph = export_spikegpt(model.eval())
+    if sidecar.is_file():
+        graph.metadata["vocab"] = load_vocab(sidecar).chars
+    if isinstance(sd, dict):
+        sd.clear()  # the model holds the tensors it needs; let the float32 copies go when it is cast below
+    return LoadedLM("spikegpt", graph, model.double() if reference else None, str(path))
 
 
-def _spikerwkv(path: Path, obj: Any) -> LoadedLM:
+def _spikerwkv(path: Path, obj: Any, reference: bool = True) -> LoadedLM:
     from spikecc.compiler.frontends.spikerwkv import export_spikerwkv
     from spikecc.models.spikerwkv import load_spikerwkv
 
@@ -74,7 +144,7 @@ def _spikerwkv(path: Path, obj: Any) -> LoadedLM:
     return LoadedLM("spikerwkv", export_spikerwkv(model, vocab), model, str(path))
 
 
-def _spikelm(path: Path, obj: Any) -> LoadedLM:
+def _spikelm(path: Path, obj: Any, reference: bool = True) -> LoadedLM:
     from spikecc.compiler.frontends.spikelm import export_spikelm
     from spikecc.models.spikelm import load_spikelm
 
@@ -83,48 +153,114 @@ def _spikelm(path: Path, obj: Any) -> LoadedLM:
     return LoadedLM("spikelm", export_spikelm(model, vocab.chars), model, str(path))
 
 
-def _spikelm_bert(path: Path, obj: Any) -> LoadedLM:
+def _spikelm_bert(path: Path, obj: Any, reference: bool = True) -> LoadedLM:
     from spikecc.compiler.frontends.spikelm import BERT_FAMILY, BERT_SEQ_LEN, export_spikelm_bert
     from spikecc.models.spikelm import load_spikelm_bert
 
+    config = obj.config if isinstance(obj, Pretrained) else {}
+    sd = obj.state_dict if isinstance(obj, Pretrained) else obj
+    where = obj.weights if isinstance(obj, Pretrained) else path
     # Build from the state dict already read (a BERT-base file is 440 MB: no second read), naming the file in errors.
     try:
-        encoder = load_spikelm_bert(obj)  # float64, eval mode, code thresholds (the published checkpoints')
+        encoder = load_spikelm_bert(sd, config=config)  # float64, eval mode, code thresholds (the published ones)
     except (CheckpointError, ValueError) as exc:
         msg = str(exc).removeprefix("<state_dict>: ")
-        raise CheckpointError(f"{path}: {msg}") from None
-    if isinstance(obj, dict):
-        obj.clear()  # the encoder holds its own copies; free the raw tensors before the export copies the weights
+        raise CheckpointError(f"{where}: {msg}") from None
+    if isinstance(sd, dict):
+        sd.clear()  # the encoder holds its own copies; free the raw tensors before the export copies the weights
     graph = export_spikelm_bert(encoder, min(BERT_SEQ_LEN, encoder.config.max_pos))
-    return LoadedLM(BERT_FAMILY, graph, encoder, str(path))
+    return LoadedLM(BERT_FAMILY, graph, encoder if reference else None, str(path))
 
 
-LOADERS: dict[str, Callable[[Path, Any], LoadedLM]] = {"spikegpt": _spikegpt, "spikerwkv": _spikerwkv,
-                                                        "spikelm": _spikelm, "spikelm-bert": _spikelm_bert}
+def _spikelm_bart(path: Path, obj: Any, reference: bool = True) -> LoadedLM:
+    from spikecc.compiler.frontends.spikelm_bart import BART_FAMILY, export_spikelm_bart
+    from spikecc.models.spikelm_bart import load_spikelm_bart
+
+    config = obj.config if isinstance(obj, Pretrained) else {}
+    sd = obj.state_dict if isinstance(obj, Pretrained) else obj
+    where = obj.weights if isinstance(obj, Pretrained) else path
+    try:
+        model = load_spikelm_bart(sd, config=config, source=str(where))  # float64, eval mode
+    except ValueError as exc:
+        raise CheckpointError(f"{where}: {exc}") from None
+    if isinstance(sd, dict):
+        sd.clear()
+    return LoadedLM(BART_FAMILY, export_spikelm_bart(model), model if reference else None, str(path))
 
 
-def load_lm(path: str | os.PathLike) -> LoadedLM:
-    """A spiking LM from a checkpoint or an exported `.nir` file (see the module docstring)."""
+LOADERS: dict[str, Callable[..., LoadedLM]] = {"spikegpt": _spikegpt, "spikerwkv": _spikerwkv, "spikelm": _spikelm,
+                                               "spikelm-bert": _spikelm_bert, "spikelm-bart": _spikelm_bart}
+#: Families without a language-model head: they encode, they cannot generate text.
+ENCODER_ONLY = frozenset({"spikelm-bert"})
+
+
+def load_lm(path: str | os.PathLike, tokenizer: str | os.PathLike | None = None, *, reference: bool = True,
+            embedding: str | None = None, inference: str | None = None) -> LoadedLM:
+    """A spiking LM from a checkpoint or an exported `.nir` file (see the module docstring).
+
+    ``tokenizer``: a tokenizer file that overrides the checkpoint's own (stored in the graph metadata).
+    ``reference=False`` drops the torch reference model once the graph is exported (less memory: a caller that only
+    simulates). ``embedding`` / ``inference``: SpikeGPT's options (`spikecc.models.spikegpt`); None = its defaults.
+    """
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f"{path}: no such file; give a checkpoint (.pt) or an exported .nir file")
+        raise CheckpointError(f"{path}: no such file; give a checkpoint (.pt), a save_pretrained directory or an "
+                              "exported .nir file")
+    options = {"embedding": embedding, "inference": inference}
     if path.suffix == ".nir":
         graph = read(path)
         if "family" not in graph.metadata:
             raise CheckpointError(f"{path}: a NIR graph without language-model metadata; export a checkpoint "
                                   "with `spikecc export CHECKPOINT -o FILE.nir` first")
-        return LoadedLM(str(graph.metadata["family"]), graph, None, str(path))
+        given = [k for k, v in options.items() if v is not None]
+        if given:
+            raise CheckpointError(f"{path}: --{given[0]} applies when loading a checkpoint; an exported graph keeps "
+                                  f"the {given[0]} it was exported with ({graph.metadata.get(given[0], 'none')})")
+        return _with_tokenizer(LoadedLM(str(graph.metadata["family"]), graph, None, str(path)), path, tokenizer)
     family, obj = _sniff(path)
     if family not in LOADERS:
         raise CheckpointError(f"{path}: family '{family}' has no frontend; supported: {', '.join(sorted(LOADERS))}")
-    return LOADERS[family](path, obj)
+    if family == "spikegpt":
+        lm = _spikegpt(path, obj, reference, **options)
+    else:
+        given = [k for k, v in options.items() if v is not None]
+        if given:
+            raise CheckpointError(f"{path}: --{given[0]} is an option of SpikeGPT checkpoints; this is {family}")
+        lm = LOADERS[family](path, obj, reference)
+    return _with_tokenizer(lm, path, tokenizer)
+
+
+def _with_tokenizer(lm: LoadedLM, path: Path, tokenizer: str | os.PathLike | None) -> LoadedLM:
+    """Store the tokenizer in the graph metadata: the one given, else the model's own, else one beside the file."""
+    from spikecc.models.tokenizer import find_tokenizer, from_metadata, load_tokenizer
+
+    meta = lm.graph.metadata
+    if tokenizer is None:
+        if from_metadata(meta) is not None:
+            return lm
+        tokenizer = find_tokenizer(path)
+        if tokenizer is None:
+            return lm
+    tok = load_tokenizer(tokenizer)
+    if "vocab_size" in meta:
+        tok.check_model(int(meta["vocab_size"]), str(tokenizer))
+    meta.pop("vocab", None)
+    meta.pop("tokenizer", None)
+    meta.update(tok.to_metadata())
+    return lm
 
 
 def reference_generate(lm: LoadedLM, prompt: str, n_tokens: int) -> str:
-    """Greedy generation with the torch reference model of `lm` (the `--reference` path of the CLI)."""
+    """Greedy generation with the torch reference model of `lm` (the `--reference` path of the CLI), through the
+    graph's tokenizer."""
     import importlib
 
-    from spikecc.models.data import CharVocab
+    from spikecc.errors import InputFileError
+    from spikecc.models.tokenizer import CharTokenizer, require_tokenizer
 
-    module = importlib.import_module(f"spikecc.models.{lm.family}")
-    return module.generate(lm.model, CharVocab(lm.graph.metadata["vocab"]), prompt, n_tokens)
+    tok = require_tokenizer(lm.graph.metadata, lm.source)
+    if lm.family == "spikerwkv" and not isinstance(tok, CharTokenizer):
+        raise InputFileError(f"{lm.source}: SpikeRWKV checkpoints generate with their character vocabulary only")
+    module = importlib.import_module(f"spikecc.models.{lm.family.replace('-', '_')}")
+    return module.generate(lm.model, tok, prompt, n_tokens)
+
