@@ -83,3 +83,25 @@ def _assert_checkpoint_error(path: Path, obj, *fragments: str) -> None:
 def checkpoint_error():
     """`checkpoint_error(path, obj, *fragments)`: a bad checkpoint gives one-line errors (see above)."""
     return _assert_checkpoint_error
+
+
+def _train_bpe(vocab_size: int = 400, chars: int = 100_000):
+    """A byte-level BPE tokenizer (GPT-2 / GPT-NeoX style, `tokenizers` library) trained on the first `chars`
+    characters of the offline Shakespeare corpus; deterministic."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from spikecc.models.data import shakespeare_text
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator([shakespeare_text()[:chars]], trainer=trainer)
+    return tok
+
+
+@pytest.fixture(scope="session")
+def train_bpe():
+    """`train_bpe(vocab_size=400, chars=100_000)`: a BPE `tokenizers.Tokenizer` trained here, no download."""
+    return _train_bpe

@@ -46,8 +46,13 @@ class RunPy:
     only), ``blocks.{i}.att_lif``, ``blocks.{i}.ffn_lif``.
     """
 
-    def __init__(self, sd: dict[str, torch.Tensor], rescale_layer: int | None = 6, binary: bool | None = None):
-        w = {k: v.detach().to(torch.float64).clone() for k, v in sd.items()}
+    def __init__(self, sd: dict[str, torch.Tensor], rescale_layer: int | None = 6, binary: bool | None = None,
+                 consume: bool = False):
+        """``consume=True`` empties ``sd`` while converting it (one float64 copy of a 216M model, not two)."""
+        w = {}
+        for k in list(sd):
+            v = sd.pop(k) if consume else sd[k]
+            w[k] = v.detach().to(torch.float64).clone()
         self.n_layer = 1 + max(int(k.split(".")[1]) for k in w if k.startswith("blocks."))
         self.vocab, self.d = w["emb.weight"].shape
         self.rescale = rescale_layer
