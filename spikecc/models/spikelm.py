@@ -917,6 +917,18 @@ def _bert_key_map(cfg: SpikeBertConfig, prefix: str = "bert.") -> list[tuple[str
     return rows
 
 
+def _need(sd: Mapping[str, Any], key: str, ndim: int, name: str) -> Tensor:
+    """``sd[key]``, a tensor of ``ndim`` dimensions, or a one-line CheckpointError naming ``name`` and the key."""
+    if key not in sd:
+        raise CheckpointError(f"{name}: missing key '{key}'")
+    v = sd[key]
+    if not isinstance(v, Tensor):
+        raise CheckpointError(f"{name}: key '{key}' is a {type(v).__name__}, expected a tensor")
+    if v.dim() != ndim:
+        raise CheckpointError(f"{name}: key '{key}' has shape {fmt_shape(v.shape)}, expected a {ndim}-d tensor")
+    return v
+
+
 def _unwrap_bert(obj: Any, name: str) -> dict[str, Any]:
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{name}: expected a state dict, found {type(obj).__name__}")
@@ -961,14 +973,7 @@ def load_spikelm_bert(
         prefix = ""  # a bare BertModel state dict
 
     def need(key: str, ndim: int) -> Tensor:
-        if key not in sd:
-            raise CheckpointError(f"{name}: missing key '{key}'")
-        v = sd[key]
-        if not isinstance(v, Tensor):
-            raise CheckpointError(f"{name}: key '{key}' is a {type(v).__name__}, expected a tensor")
-        if v.dim() != ndim:
-            raise CheckpointError(f"{name}: key '{key}' has shape {fmt_shape(v.shape)}, expected a {ndim}-d tensor")
-        return v
+        return _need(sd, key, ndim, name)
 
     word = need(f"{prefix}embeddings.word_embeddings.weight", 2)
     vocab_size, hidden = word.shape
@@ -1030,12 +1035,26 @@ def load_spikelm_bert(
     return model.to(dtype).eval()
 
 
-def _config_int(config: Mapping[str, Any], key: str, source: str) -> int:
-    """An integer entry of a config.json, or a one-line CheckpointError naming it."""
-    value = config.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise CheckpointError(f"{source}: config.json entry '{key}' is {value!r}, expected a positive integer")
+def _config_int(config: Mapping[str, Any], key: str, source: str, default: int | None = None, minimum: int = 1) -> int:
+    """An integer entry of a config.json (``default`` when absent), or a one-line CheckpointError naming it."""
+    value = config.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise CheckpointError(f"{source}: config.json entry '{key}' is {value!r}, expected an integer >= {minimum}")
     return value
+
+
+@torch.no_grad()
+def bert_init(model: nn.Module, g: torch.Generator) -> None:
+    """BERT's initialisation, in parameter order from one generator: LayerNorm weight 1 and bias 0, other biases 0,
+    other weights N(0, 0.02)."""
+    norms = {id(p) for m in model.modules() if isinstance(m, nn.LayerNorm) for p in m.parameters()}
+    for name, p in model.named_parameters():
+        if id(p) in norms:
+            p.fill_(1.0 if name.endswith("weight") else 0.0)
+        elif name.endswith("bias"):
+            p.zero_()
+        else:
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.02)
 
 
 def random_bert_state_dict(
@@ -1062,14 +1081,8 @@ def random_bert_state_dict(
         intermediate=intermediate, max_pos=max_pos, type_vocab=type_vocab, T=T, k=k,
     )  # fmt: skip
     model = SpikeBertEncoder(cfg)
+    bert_init(model, g)
     with torch.no_grad():
-        for name, p in model.named_parameters():
-            if ".ln." in name or name.startswith("embeddings.ln"):
-                p.fill_(1.0 if name.endswith("weight") else 0.0)
-            elif name.endswith("bias"):
-                p.zero_()
-            else:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
         ids = torch.randint(0, vocab, (1, min(16, max_pos)), generator=g)
         model(ids)  # calibrates every neuron on this first batch
     sd = model.to_bert_state_dict()
