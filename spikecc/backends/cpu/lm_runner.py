@@ -134,35 +134,51 @@ class LMSimulator:
                      logits=np.stack(logits), spikes=spikes, counts=self.sim.step_counts())
 
     def caused_synops(self, name: str) -> int:
-        """Synaptic operations the spikes of `name` caused since the run started: each spike of neuron i
-        costs the fan-out of i in every synapse it feeds (host ops such as LayerNorm cost none here)."""
-        events = self.sim.neuron_events[name]
-        total = 0
-        for edge in self.graph.out_edges(name):
-            kernel = self.sim.kernels[edge.dst]
-            per_port = getattr(kernel, "port_synops", None)  # ops that count per input (attention's K, V)
-            fan = getattr(kernel, "fanout", None)
-            if per_port is not None and edge.port in per_port:
-                total += per_port[edge.port]
-            elif fan is not None and len(fan) == len(events):
-                total += int(events @ fan)
-        return total
+        """Synaptic operations the spikes of `name` caused since the run started (`caused_synops`)."""
+        return caused_synops(self.sim, self.graph, name)
 
     def activity(self, run: LMRun) -> list[LayerActivity]:
-        n_tok = max(1, len(run.token_ids))
-        steps = n_tok * self.substeps
-        rows = []
-        for name in self.spiking:
-            c = run.counts[name]
-            downstream = self.caused_synops(name)
-            rows.append(LayerActivity(
-                layer=name, neurons=c.neurons, rate=c.rate(steps),
-                positive=(c.events - c.negative) / max(1, c.neurons * steps),
-                negative=c.negative / max(1, c.neurons * steps),
-                spikes_per_token=c.events / n_tok, synops_per_token=downstream / n_tok))
-        return rows
+        return layer_activity(self.sim, self.graph, self.spiking, run.counts, len(run.token_ids), self.substeps)
 
 
-def open_lm_simulator(graph: Graph) -> LMSimulator:
-    """The runner for an LM graph: `LMSimulator` (decoder-only families)."""
+def caused_synops(sim: Simulator, graph: Graph, name: str) -> int:
+    """Synaptic operations the spikes of `name` caused since `sim` started: each spike of neuron i costs the
+    fan-out of i in every synapse it feeds (host ops such as LayerNorm cost none here)."""
+    events = sim.neuron_events[name]
+    total = 0
+    for edge in graph.out_edges(name):
+        kernel = sim.kernels[edge.dst]
+        per_port = getattr(kernel, "port_synops", None)  # ops that count per input (attention's K, V)
+        fan = getattr(kernel, "fanout", None)
+        if per_port is not None and edge.port in per_port:
+            total += per_port[edge.port]
+        elif fan is not None and len(fan) == len(events):
+            total += int(events @ fan)
+    return total
+
+
+def layer_activity(sim: Simulator, graph: Graph, spiking: list[str], counts: dict[str, NodeCounts], tokens: int,
+                   substeps: int, steps: int | None = None) -> list[LayerActivity]:
+    """One row per spiking layer of a run of `tokens` tokens, `substeps` simulator steps each (or `steps` in all:
+    an encoder sees its whole source in one presentation)."""
+    n_tok = max(1, tokens)
+    steps = n_tok * substeps if steps is None else steps
+    rows = []
+    for name in spiking:
+        c = counts[name]
+        rows.append(LayerActivity(
+            layer=name, neurons=c.neurons, rate=c.rate(steps),
+            positive=(c.events - c.negative) / max(1, c.neurons * steps),
+            negative=c.negative / max(1, c.neurons * steps),
+            spikes_per_token=c.events / n_tok, synops_per_token=caused_synops(sim, graph, name) / n_tok))
+    return rows
+
+
+def open_lm_simulator(graph: Graph):
+    """The runner for an LM graph: `Seq2SeqSimulator` for encoder-decoder graphs (metadata ``seq2seq``), else
+    `LMSimulator`. Both offer `encode`, `decode`, `generate` and `activity`."""
+    if "seq2seq" in graph.metadata:
+        from spikecc.backends.cpu.seq2seq_runner import Seq2SeqSimulator
+
+        return Seq2SeqSimulator(graph)
     return LMSimulator(graph)
