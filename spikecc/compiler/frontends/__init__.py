@@ -153,7 +153,7 @@ def _spikelm(path: Path, obj: Any, reference: bool = True) -> LoadedLM:
     return LoadedLM("spikelm", export_spikelm(model, vocab.chars), model, str(path))
 
 
-def _spikelm_bert(path: Path, obj: Any, reference: bool = True) -> LoadedLM:
+def _spikelm_bert(path: Path, obj: Any, reference: bool = True, seq_len: int | None = None) -> LoadedLM:
     from spikecc.compiler.frontends.spikelm import BERT_FAMILY, BERT_SEQ_LEN, export_spikelm_bert
     from spikecc.models.spikelm import load_spikelm_bert
 
@@ -168,24 +168,25 @@ def _spikelm_bert(path: Path, obj: Any, reference: bool = True) -> LoadedLM:
         raise CheckpointError(f"{where}: {msg}") from None
     if isinstance(sd, dict):
         sd.clear()  # the encoder holds its own copies; free the raw tensors before the export copies the weights
-    graph = export_spikelm_bert(encoder, min(BERT_SEQ_LEN, encoder.config.max_pos))
+    graph = export_spikelm_bert(encoder, min(seq_len or BERT_SEQ_LEN, encoder.config.max_pos))
     return LoadedLM(BERT_FAMILY, graph, encoder if reference else None, str(path))
 
 
-def _spikelm_bart(path: Path, obj: Any, reference: bool = True) -> LoadedLM:
-    from spikecc.compiler.frontends.spikelm_bart import BART_FAMILY, export_spikelm_bart
+def _spikelm_bart(path: Path, obj: Any, reference: bool = True, seq_len: int | None = None) -> LoadedLM:
+    from spikecc.compiler.frontends.spikelm_bart import BART_FAMILY, BART_SOURCE_LEN, export_spikelm_bart
     from spikecc.models.spikelm_bart import load_spikelm_bart
 
     config = obj.config if isinstance(obj, Pretrained) else {}
     sd = obj.state_dict if isinstance(obj, Pretrained) else obj
     where = obj.weights if isinstance(obj, Pretrained) else path
     try:
-        model = load_spikelm_bart(sd, config=config, source=str(where))  # float64, eval mode
-    except ValueError as exc:
-        raise CheckpointError(f"{where}: {exc}") from None
+        model = load_spikelm_bart(sd, config=config)  # float64, eval mode
+    except (CheckpointError, ValueError) as exc:
+        raise CheckpointError(f"{where}: {str(exc).removeprefix('<state_dict>: ')}") from None
     if isinstance(sd, dict):
         sd.clear()
-    return LoadedLM(BART_FAMILY, export_spikelm_bart(model), model if reference else None, str(path))
+    graph = export_spikelm_bart(model, seq_len or BART_SOURCE_LEN)
+    return LoadedLM(BART_FAMILY, graph, model if reference else None, str(path))
 
 
 LOADERS: dict[str, Callable[..., LoadedLM]] = {"spikegpt": _spikegpt, "spikerwkv": _spikerwkv, "spikelm": _spikelm,
@@ -194,40 +195,45 @@ LOADERS: dict[str, Callable[..., LoadedLM]] = {"spikegpt": _spikegpt, "spikerwkv
 ENCODER_ONLY = frozenset({"spikelm-bert"})
 
 
+#: The load options each family takes (beyond the tokenizer and `reference`).
+OPTIONS = {"spikegpt": ("embedding", "inference"), "spikelm-bert": ("seq_len",), "spikelm-bart": ("seq_len",)}
+
+
 def load_lm(path: str | os.PathLike, tokenizer: str | os.PathLike | None = None, *, reference: bool = True,
-            embedding: str | None = None, inference: str | None = None) -> LoadedLM:
+            embedding: str | None = None, inference: str | None = None, seq_len: int | None = None) -> LoadedLM:
     """A spiking LM from a checkpoint or an exported `.nir` file (see the module docstring).
 
     ``tokenizer``: a tokenizer file that overrides the checkpoint's own (stored in the graph metadata).
     ``reference=False`` drops the torch reference model once the graph is exported (less memory: a caller that only
-    simulates). ``embedding`` / ``inference``: SpikeGPT's options (`spikecc.models.spikegpt`); None = its defaults.
+    simulates). Family options (None = the family's default): SpikeGPT's ``embedding`` and ``inference``
+    (`spikecc.models.spikegpt`); ``seq_len``, the sequence length an encoder graph is exported for (SpikeLM BERT:
+    128; SpikeLM BART: the source, 64; never more than the learned positions).
     """
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such file; give a checkpoint (.pt), a save_pretrained directory or an "
                               "exported .nir file")
-    options = {"embedding": embedding, "inference": inference}
+    given = {k: v for k, v in {"embedding": embedding, "inference": inference, "seq_len": seq_len}.items()
+             if v is not None}
     if path.suffix == ".nir":
         graph = read(path)
         if "family" not in graph.metadata:
             raise CheckpointError(f"{path}: a NIR graph without language-model metadata; export a checkpoint "
                                   "with `spikecc export CHECKPOINT -o FILE.nir` first")
-        given = [k for k, v in options.items() if v is not None]
         if given:
-            raise CheckpointError(f"{path}: --{given[0]} applies when loading a checkpoint; an exported graph keeps "
-                                  f"the {given[0]} it was exported with ({graph.metadata.get(given[0], 'none')})")
+            key = next(iter(given))
+            raise CheckpointError(f"{path}: --{key.replace('_', '-')} applies when loading a checkpoint; an exported "
+                                  f"graph keeps the one it was exported with ({graph.metadata.get(key, 'none')})")
         return _with_tokenizer(LoadedLM(str(graph.metadata["family"]), graph, None, str(path)), path, tokenizer)
     family, obj = _sniff(path)
     if family not in LOADERS:
         raise CheckpointError(f"{path}: family '{family}' has no frontend; supported: {', '.join(sorted(LOADERS))}")
-    if family == "spikegpt":
-        lm = _spikegpt(path, obj, reference, **options)
-    else:
-        given = [k for k, v in options.items() if v is not None]
-        if given:
-            raise CheckpointError(f"{path}: --{given[0]} is an option of SpikeGPT checkpoints; this is {family}")
-        lm = LOADERS[family](path, obj, reference)
-    return _with_tokenizer(lm, path, tokenizer)
+    foreign = [k for k in given if k not in OPTIONS.get(family, ())]
+    if foreign:
+        takers = [f for f, keys in OPTIONS.items() if foreign[0] in keys]
+        raise CheckpointError(f"{path}: --{foreign[0].replace('_', '-')} is an option of {' and '.join(takers)} "
+                              f"checkpoints; this is {family}")
+    return _with_tokenizer(LOADERS[family](path, obj, reference, **given), path, tokenizer)
 
 
 def _with_tokenizer(lm: LoadedLM, path: Path, tokenizer: str | os.PathLike | None) -> LoadedLM:
