@@ -91,8 +91,7 @@ def test_published_216m_shape_with_a_bpe_tokenizer_generates_from_the_cli(tmp_pa
     the text of the authors'-script reference (real-valued embedding: vocabulary != 77). The tokenizer: 1000 BPE
     tokens trained here plus added tokens up to 50277, so that every id the model can pick decodes to text."""
     t0 = time.perf_counter()
-    tok = train_bpe(vocab_size=1000, chars=200_000)
-    tok.add_tokens([f"<t{i}>" for i in range(50277 - tok.get_vocab_size())])
+    tok = train_bpe(vocab_size=1000, chars=200_000, pad_to=50277)
     assert tok.get_vocab_size() == 50277
     tok.save(str(tmp_path / "tokenizer.json"))
     ckpt = tmp_path / "spikegpt-216m.pt"

@@ -108,9 +108,9 @@ class Seq2SeqSimulator:
         return outs[self.parts["logits"]].copy()
 
     def generate(self, prompt: str, n_tokens: int, record: bool = False) -> LMRun:
-        """Greedy decoding of `prompt` (module docstring). `token_ids` of the result are the decoder's inputs (the
-        start token, then every generated token fed back); `spikes` hold both parts' layers: encoder layers shaped
-        (1, T, source_len * features), decoder layers (decoder tokens, T, features)."""
+        """Greedy decoding of `prompt` (module docstring). `token_ids` of the result are the start token and the
+        generated ids; `logits` one row per token fed (all of them but the last generated); `spikes` hold both parts'
+        layers: encoder layers shaped (1, T, source_len * features), decoder layers (tokens fed, T, features)."""
         ids = prompt_ids(self.tokenizer, prompt)
         enc_rec = {n: [] for n in self.spiking["encoder"]} if record else None
         dec_rec = {n: [] for n in self.spiking["decoder"]} if record else None
