@@ -1,12 +1,14 @@
 """SpikeLM (Xing et al., ICML 2024): elastic bi-spiking transformers, torch reference.
 
-Two models share one neuron, `ElasticBiSpike`:
+Two models share one neuron, `ElasticBiSpike` (a third, SpikeLM's BART encoder-decoder, is
+`spikecc.models.spikelm_bart`):
 
-* `SpikeLM`, a small causal (decoder-only) character LM that spikes like SpikeLM and can generate text, with an
+* `SpikeLM`, a SpikeLM-style causal decoder: spikecc's own design, not a model of the paper (whose generative models
+  are BART encoder-decoders), a small character LM that spikes like SpikeLM and can generate text, with an
   incremental mode (`init_state` / `step`, KV cache) that reproduces the full causal forward exactly; saved in
   spikecc's own checkpoint format (`save_spikelm` / `load_spikelm`).
 * `SpikeBertEncoder`, the bidirectional BERT encoder of the published SpikeLM code, built from a SpikeLM checkpoint in
-  Hugging Face BERT key layout (`load_spikelm_bert`, `random_bert_state_dict`).
+  Hugging Face BERT key layout (`load_spikelm_bert`, `random_bert_state_dict`), with token types and a padding mask.
 
 How SpikeLM spikes (paper Sec. 3.1, 4 and App. A.1; published code `spikeLM-BERT/spiking.py`, `spike_bert.py`):
 
@@ -392,7 +394,8 @@ class SpikeLMState:
 
 
 class SpikeLM(nn.Module):
-    """Causal character LM built from elastic bi-spiking neurons (pre-LN GPT layout, SpikeLM spiking).
+    """SpikeLM-style causal decoder: a character LM built from elastic bi-spiking neurons (pre-LN GPT layout,
+    SpikeLM spiking); spikecc's design, not an architecture of the SpikeLM paper.
 
     ``h_0 = E_tok[x] + E_pos[p]`` repeated over T steps; per layer (`_Block`) causal spiking attention and spiking MLP;
     ``logits = W_head LN_f(mean_t h_L[t]) + b`` (the last regression stays real, as in the paper).
@@ -962,7 +965,8 @@ def load_spikelm_bert(
         name, obj = str(source), _torch_load(source)
     if isinstance(obj, Mapping) and obj.get("family") == FAMILY:
         raise CheckpointError(
-            f"{name}: this is a spikecc causal SpikeLM checkpoint (key 'family'); load it with load_spikelm"
+            f"{name}: this is a spikecc SpikeLM-style causal decoder checkpoint (key 'family'); load it with "
+            "load_spikelm"
         )
     sd = _unwrap_bert(obj, name)
     foreign = _foreign_family(sd)

@@ -118,6 +118,12 @@ def test_small_bart_from_the_cli(small_dir, tmp_path):
     assert again.stdout == sim.stdout
     shown = CliRunner().invoke(main, ["inspect", str(d), "--prompt", PROMPT, "--tokens", "3"])
     assert shown.exit_code == 0 and "decoder.layers.1.encoder_attn.k_spike" in shown.stdout
+    assert "SpikeLM BART encoder-decoder: activity" in shown.stdout
+    short = CliRunner().invoke(main, [*args, "--seq-len", "8"])  # the prompt does not fit a source of 8 tokens
+    assert short.exit_code == 1 and "at most 8" in short.stderr and len(short.stderr.splitlines()) == 1
+    wrong = CliRunner().invoke(main, [*args, "--inference", "rescaled"])
+    assert wrong.exit_code == 1 and "--inference is an option of spikegpt checkpoints; this is spikelm-bart" \
+        in wrong.stderr
 
 
 def test_prompt_longer_than_the_source_and_bad_directories(small_dir, tmp_path):

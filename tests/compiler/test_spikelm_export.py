@@ -450,6 +450,37 @@ def test_padded_batch_of_sentence_pairs_equals_the_reference_on_the_unpadded_tok
     assert np.abs(off - res.outputs["hidden"][7].reshape(L, 64)[:23]).max() > 1e-3
 
 
+def test_save_pretrained_directory_reads_the_head_count_from_config_json(tmp_path):
+    """A BERT checkpoint saved like Hugging Face's save_pretrained (config.json + model.safetensors) with 2 heads of
+    32 features: the head count comes from config.json (hidden // 64 would say 1), and the exported graph equals the
+    2-head reference."""
+    import json
+
+    from safetensors.torch import save_file
+
+    d = tmp_path / "spikelm-bert"
+    d.mkdir()
+    sd = random_bert_state_dict(n_layer=2, hidden=64, intermediate=256, vocab=300, max_pos=40, seed=4, num_heads=2)
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(d / "model.safetensors"))
+    (d / "config.json").write_text(json.dumps({"model_type": "bert", "num_attention_heads": 2,
+                                               "layer_norm_eps": 1e-12, "hidden_size": 64}))
+    lm = load_lm(d, seq_len=12)
+    assert lm.family == "spikelm-bert" and lm.model.config.num_heads == 2
+    assert {op.n_head for op in lm.graph.nodes.values() if isinstance(op, SelfAttention)} == {2}
+    ids = torch.randint(0, 300, (1, 12), generator=torch.Generator().manual_seed(2))
+    x = np.tile(ids.numpy().astype(np.float64), (4, 1))
+    feeds = {"input_ids": x, "token_type_ids": np.zeros_like(x), "attention_mask": np.ones_like(x)}
+    hidden = Simulator(lm.graph).run(feeds).outputs["hidden"][3].reshape(12, 64)
+    with torch.no_grad():
+        want = lm.model(ids)[0].numpy()
+        one_head = load_spikelm_bert(sd)(ids)[0].numpy()  # no config: hidden // 64 = 1 head
+    assert np.abs(hidden - want).max() < 1e-9
+    assert np.abs(one_head - want).max() > 1e-3
+    (d / "config.json").write_text(json.dumps({"num_attention_heads": 3}))
+    with pytest.raises(SpikeccError, match="multiple of num_heads"):
+        load_lm(d)
+
+
 def test_bert_base_layout_loads_exports_and_validates(tmp_path, capsys):
     path = tmp_path / "bert_base.pt"
     torch.save(random_bert_state_dict(), path)  # 12 layers, hidden 768, vocab 30522, 512 positions
@@ -504,6 +535,12 @@ def test_bad_bert_checkpoints_give_one_line_errors(small_bert_file, tmp_path, ch
 def test_bert_graph_cannot_generate(small_bert_file):
     result = CliRunner().invoke(main, ["generate", str(small_bert_file), "--prompt", "ab", "--tokens", "4"])
     assert result.exit_code == 1 and "cannot generate" in result.output and len(result.output.splitlines()) == 1
+    assert "SpikeLM BERT encoder" in result.output
+
+
+def test_the_causal_model_is_called_a_spikelm_style_causal_decoder(examples_dir):
+    result = CliRunner().invoke(main, ["inspect", str(SHIPPED), "--prompt", "ROMEO", "--tokens", "2"])
+    assert result.exit_code == 0 and "SpikeLM-style causal decoder: activity over" in result.stdout
 
 
 def test_attention_shape_errors():

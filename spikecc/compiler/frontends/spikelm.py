@@ -1,4 +1,5 @@
-"""SpikeLM -> IR graph: the causal LM (`export_spikelm`) and the BERT-layout encoder (`export_spikelm_bert`).
+"""SpikeLM -> IR graph: the SpikeLM-style causal decoder (`export_spikelm`) and the BERT-layout encoder
+(`export_spikelm_bert`); the BART encoder-decoder is in `spikelm_bart`.
 
 ONE SIMULATOR STEP = ONE SPIKE STEP. SpikeLM presents every token for T spike steps and restarts its neurons at
 every token, so a token occupies T consecutive simulator steps (metadata ``substeps = T``); the token id (or the
@@ -8,7 +9,8 @@ the spike step t = step mod T are SpikeLM's own (spikecc.ir.spikelm_ops): `Elast
 nodes (`nir.Affine` for every linear, bias included; `nir.Scale` of ones as a residual sum: edges into one port are
 summed) and spikecc's `Embedding`, `LayerNorm`, `GELU`.
 
-Causal LM (`SpikeLM`, pre-LN), per layer i with x the residual stream (``emb`` = tok_emb + pos_emb before layer 0):
+SpikeLM-style causal decoder (`SpikeLM`, pre-LN), per layer i with x the residual stream (``emb`` = tok_emb + pos_emb
+before layer 0):
 
     a  = layers.i.ln1(x)
     s  = layers.i.attn.in_spike(a)                                    # ElasticBiSpike, beta = leak
@@ -78,7 +80,8 @@ def _check_calibrated(model) -> None:
 
 
 def export_spikelm(model, vocab_chars: str, dt: float = 1e-4) -> Graph:
-    """Build the IR graph of a causal `spikecc.models.spikelm.SpikeLM` (see the module docstring for the layout).
+    """Build the IR graph of a SpikeLM-style causal decoder (`spikecc.models.spikelm.SpikeLM`; see the module
+    docstring for the layout).
 
     Input ``token`` (one id, fed at each of the T steps of its token); Output ``logits`` (vocab,), valid at the
     token's last step. Positions advance every T steps; past ``context`` tokens the graph raises
