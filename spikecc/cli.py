@@ -93,15 +93,18 @@ def lm_options(fn):
         click.option("--inference", type=click.Choice(["training", "rescaled"]), default=None,
                      help="SpikeGPT: the training code's equations (default) or the authors' run.py "
                           "(RWKV_RESCALE_LAYER = 6: branch outputs / 2^(i//6), x / 2 every 6 blocks)"),
+        click.option("--seq-len", type=click.IntRange(min=1), default=None,
+                     help="SpikeLM BERT / BART: the sequence (source) length the graph is exported for "
+                          "(default 128 / 64)"),
     ]):
         fn = option(fn)
     return fn
 
 
-def _load(file: Path, tokenizer: Path | None, embedding: str | None, inference: str | None, reference: bool = True):
+def _load(file: Path, options: dict, reference: bool = True):
     from spikecc.compiler.frontends import load_lm
 
-    return load_lm(file, tokenizer, reference=reference, embedding=embedding, inference=inference)
+    return load_lm(file, options.pop("tokenizer"), reference=reference, **options)
 
 
 @main.command()
@@ -111,16 +114,15 @@ def _load(file: Path, tokenizer: Path | None, embedding: str | None, inference: 
               help="for language models: tokens to generate after the prompt when measuring activity")
 @lm_options
 @friendly_errors
-def inspect(file: Path, prompt: str | None, tokens: int, tokenizer: Path | None, embedding: str | None,
-            inference: str | None) -> None:
+def inspect(file: Path, prompt: str | None, tokens: int, **options) -> None:
     """Show the nodes of a NIR FILE (type, shape, signal kind, parameters); for a spiking-LM checkpoint or
     exported LM, also the per-layer activity (firing rate, +/- split, spikes and synaptic ops per token)."""
     from spikecc.compiler.frontends import ENCODER_ONLY
     from spikecc.ir import read
 
     is_lm = file.suffix in LM_SUFFIXES or file.is_dir()
-    if is_lm or tokenizer is not None:
-        g = _load(file, tokenizer, embedding, inference, reference=False).graph
+    if is_lm or options["tokenizer"] is not None:
+        g = _load(file, options, reference=False).graph
         is_lm = True
     else:
         g = read(file)
@@ -164,7 +166,9 @@ def _print_lm_activity(g, prompt: str, tokens: int) -> None:
 
     lm = open_lm_simulator(g)
     run = lm.generate(prompt, tokens)
-    table = Table(title=f"{lm.family}: activity over {len(run.token_ids)} tokens "
+    from spikecc.compiler.frontends import family_name
+
+    table = Table(title=f"{family_name(lm.family)}: activity over {len(run.token_ids)} tokens "
                         f"({lm.substeps} step{'s' if lm.substeps > 1 else ''} per token), prompt {prompt!r}")
     for col in ("spiking layer", "neurons", "rate", "+ rate", "- rate", "spikes/token", "synops/token"):
         table.add_column(col, justify="left" if col == "spiking layer" else "right")
@@ -281,16 +285,15 @@ def compile_cmd(file: Path, out_dir: Path, float_mode: bool, spike_inputs: bool)
 @click.option("--reference", is_flag=True, help="run the torch reference model instead of the simulator")
 @lm_options
 @friendly_errors
-def generate(checkpoint: Path, prompt: str, tokens: int, reference: bool, tokenizer: Path | None,
-             embedding: str | None, inference: str | None) -> None:
+def generate(checkpoint: Path, prompt: str, tokens: int, reference: bool, **options) -> None:
     """Generate text from a spiking-LM CHECKPOINT (a file, a save_pretrained directory or an exported .nir) with
     spikecc's simulator (greedy)."""
     from spikecc.backends.cpu.lm_runner import open_lm_simulator
-    from spikecc.compiler.frontends import ENCODER_ONLY, reference_generate
+    from spikecc.compiler.frontends import ENCODER_ONLY, family_name, reference_generate
 
-    lm = _load(checkpoint, tokenizer, embedding, inference, reference=reference)
+    lm = _load(checkpoint, options, reference=reference)
     if lm.family in ENCODER_ONLY:
-        raise InputFileError(f"{checkpoint}: a {lm.family} model is an encoder without an LM head, "
+        raise InputFileError(f"{checkpoint}: a {family_name(lm.family)} is an encoder without an LM head, "
                              "so it cannot generate text; use `spikecc inspect` or `spikecc export`")
     if reference:
         if lm.model is None:
@@ -307,15 +310,15 @@ def generate(checkpoint: Path, prompt: str, tokens: int, reference: bool, tokeni
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="the .nir file to write")
 @lm_options
 @friendly_errors
-def export(checkpoint: Path, output: Path, tokenizer: Path | None, embedding: str | None,
-           inference: str | None) -> None:
+def export(checkpoint: Path, output: Path, **options) -> None:
     """Export a spiking-LM CHECKPOINT to a .nir file (NIR nodes + spikecc extension ops, tokenizer included)."""
+    from spikecc.compiler.frontends import family_name
     from spikecc.ir import validate, write
 
-    lm = _load(checkpoint, tokenizer, embedding, inference, reference=False)
+    lm = _load(checkpoint, options, reference=False)
     validate(lm.graph)
     write(lm.graph, output)
-    console.print(f"wrote {output}: {lm.family}, {len(lm.graph.nodes)} nodes")
+    console.print(f"wrote {output}: {family_name(lm.family)} ({lm.family}), {len(lm.graph.nodes)} nodes")
 
 
 if __name__ == "__main__":

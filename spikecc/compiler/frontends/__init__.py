@@ -193,6 +193,13 @@ LOADERS: dict[str, Callable[..., LoadedLM]] = {"spikegpt": _spikegpt, "spikerwkv
                                                "spikelm-bert": _spikelm_bert, "spikelm-bart": _spikelm_bart}
 #: Families without a language-model head: they encode, they cannot generate text.
 ENCODER_ONLY = frozenset({"spikelm-bert"})
+#: What each family is, in words (the CLI's wording).
+FAMILY_NAMES = {"spikegpt": "SpikeGPT", "spikelm": "SpikeLM-style causal decoder", "spikerwkv": "SpikeRWKV",
+                "spikelm-bert": "SpikeLM BERT encoder", "spikelm-bart": "SpikeLM BART encoder-decoder"}
+
+
+def family_name(family: str) -> str:
+    return FAMILY_NAMES.get(family, family)
 
 
 #: The load options each family takes (beyond the tokenizer and `reference`).
