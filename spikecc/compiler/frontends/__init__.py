@@ -50,7 +50,7 @@ class Pretrained:
 def _sniff(path: Path) -> tuple[str, Any]:
     import torch
 
-    if path.is_dir():
+    if path.is_dir() or path.suffix == ".safetensors":
         return _sniff_pretrained(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -82,12 +82,14 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 def _sniff_pretrained(path: Path) -> tuple[str, Pretrained]:
-    """A `save_pretrained` directory: config.json plus model.safetensors or pytorch_model.bin."""
+    """A `save_pretrained` directory (config.json plus model.safetensors or pytorch_model.bin), or a .safetensors
+    file (with the config.json beside it, if any)."""
     import json
 
     import torch
 
-    weights = next((path / n for n in WEIGHT_FILES if (path / n).is_file()), None)
+    folder = path if path.is_dir() else path.parent
+    weights = next((path / n for n in WEIGHT_FILES if (path / n).is_file()), None) if path.is_dir() else path
     if weights is None:
         sharded = sorted(p.name for p in path.glob("*.index.json"))
         hint = (f" (found {sharded[0]}: sharded checkpoints are not supported; save with a larger max_shard_size)"
@@ -95,13 +97,13 @@ def _sniff_pretrained(path: Path) -> tuple[str, Pretrained]:
         raise CheckpointError(f"{path}: a directory without {' or '.join(WEIGHT_FILES)}{hint}; give a "
                               "save_pretrained directory or a checkpoint file")
     config: dict = {}
-    if (path / "config.json").is_file():
+    if (folder / "config.json").is_file():
         try:
-            config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+            config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise CheckpointError(f"{path / 'config.json'}: not a JSON file ({first_line(exc)})") from None
+            raise CheckpointError(f"{folder / 'config.json'}: not a JSON file ({first_line(exc)})") from None
         if not isinstance(config, dict):
-            raise CheckpointError(f"{path / 'config.json'}: expected a JSON object, found {type(config).__name__}")
+            raise CheckpointError(f"{folder / 'config.json'}: expected a JSON object, found {type(config).__name__}")
     try:
         if weights.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -115,7 +117,6 @@ def _sniff_pretrained(path: Path) -> tuple[str, Pretrained]:
     if not isinstance(sd, dict):
         raise CheckpointError(f"{weights}: expected a state dict, found {type(sd).__name__}")
     return _family_of(sd, weights, config), Pretrained(sd, config, weights)
-
 
 
 def _spikegpt(path: Path, obj: Any, reference: bool = True, embedding: str | None = None,
