@@ -68,6 +68,9 @@ class LMSimulator:
 
     def __init__(self, graph: Graph) -> None:
         meta = graph.metadata
+        if "seq2seq" in meta:
+            raise GraphError(f"a {meta.get('family')} graph is an encoder-decoder; run it with open_lm_simulator "
+                             "(the seq2seq runner), not LMSimulator")
         self.tokenizer = graph_tokenizer(graph)
         self.graph = graph
         self.family = str(meta["family"])
