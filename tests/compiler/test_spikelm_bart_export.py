@@ -127,10 +127,17 @@ def test_small_bart_from_the_cli(small_dir, tmp_path):
 
 
 def test_prompt_longer_than_the_source_and_bad_directories(small_dir, tmp_path):
+    from spikecc.backends.cpu.lm_runner import LMSimulator
+    from spikecc.errors import GraphError
+
     d, _ = small_dir
-    sim = open_lm_simulator(load_lm(d, reference=False).graph)
+    lm = load_lm(d / "model.safetensors", reference=False)  # the weights file alone: config.json beside it is read
+    assert lm.family == "spikelm-bart" and lm.graph.metadata["decoder_heads"] == 4
+    sim = open_lm_simulator(lm.graph)
     with pytest.raises(InputFileError, match="at most 40"):
         sim.generate(PROMPT * 8, 2)
+    with pytest.raises(GraphError, match="encoder-decoder"):
+        LMSimulator(lm.graph)
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(CheckpointError, match="without model.safetensors or pytorch_model.bin"):
