@@ -163,11 +163,10 @@ def _print_nodes(g, title: str, compact: bool) -> None:
 
 def _print_lm_activity(g, prompt: str, tokens: int) -> None:
     from spikecc.backends.cpu.lm_runner import open_lm_simulator
+    from spikecc.compiler.frontends import family_name
 
     lm = open_lm_simulator(g)
     run = lm.generate(prompt, tokens)
-    from spikecc.compiler.frontends import family_name
-
     table = Table(title=f"{family_name(lm.family)}: activity over {len(run.token_ids)} tokens "
                         f"({lm.substeps} step{'s' if lm.substeps > 1 else ''} per token), prompt {prompt!r}")
     for col in ("spiking layer", "neurons", "rate", "+ rate", "- rate", "spikes/token", "synops/token"):
