@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Train the small causal SpikeLM on the offline Shakespeare corpus; write the checkpoint and its model card.
+"""Train the small SpikeLM-style causal decoder on the offline Shakespeare corpus; write the checkpoint and its model
+card.
 
     .venv/bin/python examples/train_spikelm.py --steps 1200 --threads 2 \
         --out examples/checkpoints/spikelm-shakespeare.pt
@@ -115,13 +116,14 @@ def rate_table(meter: FiringRateMeter) -> list[str]:
 def write_card(path: Path, info: dict, cfg: SpikeLMConfig, corpus: CharCorpus) -> None:
     a = info["args"]
     lines = [
-        "# spikelm-shakespeare: a small causal SpikeLM (elastic bi-spiking transformer)",
+        "# spikelm-shakespeare: a small SpikeLM-style causal decoder (elastic bi-spiking transformer)",
         "",
         "Written by `examples/train_spikelm.py`; load with `spikecc.models.spikelm.load_spikelm`.",
         "",
         "| field | value |",
         "| --- | --- |",
-        "| family | `spikelm` (causal decoder; spikecc checkpoint format) |",
+        "| family | `spikelm`: a SpikeLM-style causal decoder, spikecc's own design (SpikeLM's generative models are "
+        "BART encoder-decoders, `spikelm-bart`); spikecc checkpoint format |",
         f"| threshold_mode | `{cfg.threshold_mode}` |",
         f"| k (alpha = k * mean\\|m\\|, Eq. 10) | {cfg.k:g} |",
         "| alpha calibration | first batch; "

@@ -126,7 +126,34 @@ def main() -> None:
     and verify them with an event-driven CPU simulator."""
 
 
-LM_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+LM_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
+
+
+def lm_options(fn):
+    """The options of commands that load a language model: --tokenizer, and SpikeGPT's --embedding / --inference."""
+    for option in reversed([
+        click.option("--tokenizer", type=click.Path(path_type=Path), default=None,
+                     help="a Hugging Face tokenizer.json (BPE models) or character vocabulary; default: the "
+                          "checkpoint's own, else tokenizer.json beside it"),
+        click.option("--embedding", type=click.Choice(["binary", "real"]), default=None,
+                     help="SpikeGPT: binary (training code) or real-valued embedding; default: the authors' rule "
+                          "(binary only for a 77-token vocabulary) unless the .vocab.json sidecar says"),
+        click.option("--inference", type=click.Choice(["training", "rescaled"]), default=None,
+                     help="SpikeGPT: the training code's equations (default) or the authors' run.py "
+                          "(RWKV_RESCALE_LAYER = 6: branch outputs / 2^(i//6), x / 2 every 6 blocks)"),
+        click.option("--seq-len", type=click.IntRange(min=1), default=None,
+                     help="SpikeLM BERT / BART: the sequence (source) length the graph is exported for "
+                          "(default 128 / 64)"),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def _load(file: Path, options: dict, reference: bool = True):
+    from spikecc.compiler.frontends import load_lm
+
+    return load_lm(file, options.pop("tokenizer"), reference=reference, **options)
+
 
 dt_option = click.option(
     "--dt", type=float, default=None, metavar="SECONDS",
@@ -140,26 +167,30 @@ dt_option = click.option(
 @click.option("--tokens", type=click.IntRange(min=0), default=32, show_default=True,
               help="for language models: tokens to generate after the prompt when measuring activity")
 @dt_option
+@lm_options
 @friendly_errors
-def inspect(file: Path, prompt: str | None, tokens: int, dt: float | None) -> None:
+def inspect(file: Path, prompt: str | None, tokens: int, dt: float | None, **options) -> None:
     """Show the nodes of a NIR FILE (type, shape, signal kind, parameters); for a spiking-LM checkpoint or
     exported LM, also the per-layer activity (firing rate, +/- split, spikes and synaptic ops per token)."""
+    from spikecc.compiler.frontends import ENCODER_ONLY
     from spikecc.ir import read
 
-    is_lm = file.suffix in LM_SUFFIXES
-    if is_lm:
-        from spikecc.compiler.frontends import load_lm
-
+    is_lm = file.suffix in LM_SUFFIXES or file.is_dir()
+    if is_lm or options["tokenizer"] is not None:
         if dt is not None:
             raise InputFileError(f"{file}: --dt applies to NIR files; a language-model checkpoint runs in its own "
                                  "step units")
-        g = load_lm(file).graph
+        g = _load(file, options, reference=False).graph
+        is_lm = True
     else:
         g = read(file, dt=dt)
         is_lm = "family" in g.metadata
     _print_nodes(g, str(file), compact=is_lm)
-    if is_lm and "vocab" in g.metadata:  # encoder-only models (SpikeLM BERT) have no text to run
-        _print_lm_activity(g, prompt if prompt is not None else "To be, or not to be", tokens)
+    if is_lm and g.metadata.get("family") not in ENCODER_ONLY:  # encoders (SpikeLM BERT) have no text to run
+        if "vocab" in g.metadata or "tokenizer" in g.metadata:
+            _print_lm_activity(g, prompt if prompt is not None else "To be, or not to be", tokens)
+        else:
+            console.print("no tokenizer, so no activity run: pass --tokenizer FILE (a Hugging Face tokenizer.json)")
 
 
 def _print_nodes(g, title: str, compact: bool) -> None:
@@ -197,11 +228,12 @@ def _dt_text(g) -> str:
 
 
 def _print_lm_activity(g, prompt: str, tokens: int) -> None:
-    from spikecc.backends.cpu.lm_runner import LMSimulator
+    from spikecc.backends.cpu.lm_runner import open_lm_simulator
+    from spikecc.compiler.frontends import family_name
 
-    lm = LMSimulator(g)
+    lm = open_lm_simulator(g)
     run = lm.generate(prompt, tokens)
-    table = Table(title=f"{lm.family}: activity over {len(run.token_ids)} tokens "
+    table = Table(title=f"{family_name(lm.family)}: activity over {len(run.token_ids)} tokens "
                         f"({lm.substeps} step{'s' if lm.substeps > 1 else ''} per token), prompt {prompt!r}")
     for col in ("spiking layer", "neurons", "rate", "+ rate", "- rate", "spikes/token", "synops/token"):
         table.add_column(col, justify="left" if col == "spiking layer" else "right")
@@ -346,18 +378,20 @@ def compile_cmd(file: Path, out_dir: Path, float_mode: bool, spike_inputs: bool,
 
 @main.command()
 @click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.option("--prompt", required=True, help="text to start from (characters of the model's vocabulary)")
-@click.option("--tokens", type=click.IntRange(min=1), default=64, show_default=True, help="characters to generate")
+@click.option("--prompt", required=True, help="text to start from (encoded by the model's tokenizer)")
+@click.option("--tokens", type=click.IntRange(min=1), default=64, show_default=True, help="tokens to generate")
 @click.option("--reference", is_flag=True, help="run the torch reference model instead of the simulator")
+@lm_options
 @friendly_errors
-def generate(checkpoint: Path, prompt: str, tokens: int, reference: bool) -> None:
-    """Generate text from a spiking-LM CHECKPOINT (or an exported .nir) with spikecc's simulator (greedy)."""
-    from spikecc.backends.cpu.lm_runner import LMSimulator
-    from spikecc.compiler.frontends import load_lm, reference_generate
+def generate(checkpoint: Path, prompt: str, tokens: int, reference: bool, **options) -> None:
+    """Generate text from a spiking-LM CHECKPOINT (a file, a save_pretrained directory or an exported .nir) with
+    spikecc's simulator (greedy)."""
+    from spikecc.backends.cpu.lm_runner import open_lm_simulator
+    from spikecc.compiler.frontends import ENCODER_ONLY, family_name, reference_generate
 
-    lm = load_lm(checkpoint)
-    if "vocab" not in lm.graph.metadata:
-        raise InputFileError(f"{checkpoint}: a {lm.family} model is an encoder without a vocabulary or LM head, "
+    lm = _load(checkpoint, options, reference=reference)
+    if lm.family in ENCODER_ONLY:
+        raise InputFileError(f"{checkpoint}: a {family_name(lm.family)} is an encoder without an LM head, "
                              "so it cannot generate text; use `spikecc inspect` or `spikecc export`")
     if reference:
         if lm.model is None:
@@ -365,25 +399,26 @@ def generate(checkpoint: Path, prompt: str, tokens: int, reference: bool) -> Non
         text = reference_generate(lm, prompt, tokens)
     else:
         with console.status(f"generating {tokens} tokens in the simulator"):
-            text = LMSimulator(lm.graph).generate(prompt, tokens).text
+            text = open_lm_simulator(lm.graph).generate(prompt, tokens).text
     click.echo(prompt + text)
 
 
 @main.command()
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="the .nir file to write")
+@lm_options
 @friendly_errors
-def export(checkpoint: Path, output: Path) -> None:
-    """Export a spiking-LM CHECKPOINT to a .nir file (NIR nodes + spikecc extension ops, vocabulary included)."""
-    from spikecc.compiler.frontends import load_lm
+def export(checkpoint: Path, output: Path, **options) -> None:
+    """Export a spiking-LM CHECKPOINT to a .nir file (NIR nodes + spikecc extension ops, tokenizer included)."""
+    from spikecc.compiler.frontends import family_name
     from spikecc.files import check_output_file
     from spikecc.ir import validate, write
 
     check_output_file(output, inputs=[checkpoint])
-    lm = load_lm(checkpoint)
+    lm = _load(checkpoint, options, reference=False)
     validate(lm.graph)
     write(lm.graph, output)
-    console.print(f"wrote {output}: {lm.family}, {len(lm.graph.nodes)} nodes")
+    console.print(f"wrote {output}: {family_name(lm.family)} ({lm.family}), {len(lm.graph.nodes)} nodes")
 
 
 @main.command()

@@ -210,3 +210,29 @@ def _tiny_rwkv6(seed: int = 0, vocab_size: int = 30):
 def tiny_rwkv6():
     """`tiny_rwkv6(seed=0, vocab_size=30)`: a new small random float RWKV-6 model (see above)."""
     return _tiny_rwkv6
+
+
+def _train_bpe(vocab_size: int = 400, chars: int = 100_000, pad_to: int | None = None):
+    """A byte-level BPE tokenizer (GPT-2 / GPT-NeoX style, `tokenizers` library) trained on the first `chars`
+    characters of the offline Shakespeare corpus; deterministic. `pad_to`: added tokens ``<t0>``, ``<t1>`` ... up to
+    that many ids, so that every id of a large random model decodes to text."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from spikecc.models.data import shakespeare_text
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator([shakespeare_text()[:chars]], trainer=trainer)
+    if pad_to is not None:
+        tok.add_tokens([f"<t{i}>" for i in range(pad_to - tok.get_vocab_size())])
+    return tok
+
+
+@pytest.fixture(scope="session")
+def train_bpe():
+    """`train_bpe(vocab_size=400, chars=100_000, pad_to=None)`: a BPE `tokenizers.Tokenizer` trained here, no
+    download."""
+    return _train_bpe

@@ -7,7 +7,9 @@ steps they have run since the simulator started, so the token id is fed at every
 
 * `ElasticBiSpike`: the elastic bi-spiking neuron (ternary spikes {-alpha_t, 0, +alpha_t}, one alpha per step).
 * `CausalSelfAttention`: causal softmax attention over tokens with a KV cache per spike step (decoder).
-* `SelfAttention`: bidirectional softmax attention over a whole sequence presented at once (BERT encoder).
+* `SelfAttention`: bidirectional softmax attention over a whole sequence presented at once (BERT and BART encoders),
+  with an optional padding mask.
+* `CrossAttention`: a decoder token's query attending to a presented sequence (BART's encoder-decoder attention).
 * `PositionEmbedding`: learned absolute positions, for a token stream (decoder) or a whole sequence (encoder).
 * `TokenMean`: running mean over the T spike steps of a token (SpikeLM's read-out, ``mean_t h[t]``).
 
@@ -118,25 +120,70 @@ class CausalSelfAttention(ExtensionOp):
         return _check_heads("CausalSelfAttention", in_shapes, int(self.n_head))
 
 
+def _check_mask(name: str, in_shapes: dict[str, tuple[int, ...]], keys: tuple[int, ...]) -> None:
+    mask = in_shapes.get("mask")
+    n_keys = int(keys[0]) if len(keys) > 1 else 1
+    if mask is not None and int(np.prod(mask)) != n_keys:
+        raise ShapeError(f"{name}: port mask has shape {mask}, expected one value per key ({n_keys})")
+
+
 @register_op
 @dataclass(eq=False)
 class SelfAttention(ExtensionOp):
-    """Bidirectional multi-head softmax attention over a sequence presented at once (BERT encoder, no mask).
+    """Bidirectional multi-head softmax attention over a sequence presented at once (BERT and BART encoders).
 
-    Ports q, k, v: (L, d) with d = n_head * d_head (head h holds features h*d_head .. (h+1)*d_head - 1). Per step
-    and head h, with Q_h, K_h, V_h the (L, d_head) column blocks:
+    Ports q, k, v: (L, d) with d = n_head * d_head (head h holds features h*d_head .. (h+1)*d_head - 1); with
+    ``masked``, port mask: (L,), 1 for a token to attend to and 0 for padding (Hugging Face's ``attention_mask``).
+    Per step and head h, with Q_h, K_h, V_h the (L, d_head) column blocks:
 
-        Y_h = softmax(Q_h K_h^T / sqrt(d_head)) V_h                  (softmax over the L keys, row by row)
+        Y_h = softmax(Q_h K_h^T / sqrt(d_head) + M) V_h              (softmax over the L keys, row by row)
+        M_j = (1 - mask_j) * min_float                               (0 without a mask)
 
-    output (L, d), heads concatenated. No state: every step is one spike step of the whole sequence.
+    M is Hugging Face's extended attention mask (``(1.0 - mask) * torch.finfo(dtype).min``, added to the scores), as
+    the SpikeLM code adds it (``spikeLM-BERT/spike_bert.py``): padded keys get weight exactly 0, so the rows of the
+    real tokens equal those of the unpadded sequence. Output (L, d), heads concatenated. No state: every step is
+    one spike step of the whole sequence.
+    """
+
+    n_head: int
+    masked: bool = False
+
+    @property
+    def input_ports(self) -> tuple[str, ...]:  # type: ignore[override]
+        return ("q", "k", "v", "mask") if self.masked else ("q", "k", "v")
+
+    def output_shape(self, in_shapes):
+        shape = _check_heads("SelfAttention", in_shapes, int(self.n_head))
+        _check_mask("SelfAttention", in_shapes, shape)
+        return shape
+
+
+@register_op
+@dataclass(eq=False)
+class CrossAttention(ExtensionOp):
+    """Multi-head softmax attention of one decoder token's query over a presented sequence (BART's encoder-decoder
+    attention, ``encoder_attn``), with a padding mask.
+
+    Ports q: (d,), the decoder token's query; k, v: (L, d), the encoder sequence's keys and values; mask: (L,), 1 for
+    a source token and 0 for padding. Per step and head h:
+
+        y_h = softmax(q_h K_h^T / sqrt(d_head) + M) V_h               M_j = (1 - mask_j) * min_float
+
+    output (d,), heads concatenated. No state: the keys and values arrive at every step.
     """
 
     n_head: int
 
-    input_ports: ClassVar[tuple[str, ...]] = ("q", "k", "v")
+    input_ports: ClassVar[tuple[str, ...]] = ("q", "k", "v", "mask")
 
     def output_shape(self, in_shapes):
-        return _check_heads("SelfAttention", in_shapes, int(self.n_head))
+        q, k, v = (tuple(in_shapes[p]) for p in ("q", "k", "v"))
+        if tuple(k) != tuple(v) or len(k) != 2 or int(np.prod(q)) != int(k[1]):
+            raise ShapeError(f"CrossAttention: ports q, k, v have shapes {q}, {k}, {v}; expected (d,), (L, d), (L, d)")
+        if int(k[1]) % int(self.n_head):
+            raise ShapeError(f"CrossAttention: {k[1]} features do not split into {self.n_head} heads")
+        _check_mask("CrossAttention", in_shapes, k)
+        return (int(k[1]),)
 
 
 @register_op
@@ -209,4 +256,4 @@ class TokenMean(ExtensionOp):
         return REAL
 
 
-SPIKELM_OPS = (ElasticBiSpike, CausalSelfAttention, SelfAttention, PositionEmbedding, TokenMean)
+SPIKELM_OPS = (ElasticBiSpike, CausalSelfAttention, SelfAttention, CrossAttention, PositionEmbedding, TokenMean)

@@ -6,11 +6,27 @@ checked against, so it spells out the equations and keeps the published checkpoi
 Model (one forward pass over a token sequence ``idx[0..T-1]``; the SNN time axis IS the token axis):
 
     x_t     = Theta(E[idx_t])                       binary embedding, Theta(z) = 1 if z >= 0 else 0
+                                                    (embedding="real": x_t = E[idx_t], see below)
     x_t     = ln0(x_t)                              block 0 only
     for each block i:
         x_t = x_t + LIF_att(att(ln1(x_t)))          spiking RWKV (time-mix)
         x_t = x_t + LIF_ffn(ffn(ln2(x_t)))          spiking RFFN (channel-mix)
     logits_t = head(ln_out(x_t))
+
+Two options choose between the authors' training code and their inference script (ridgerchu/SpikeGPT):
+
+* ``embedding``: "binary" (the training code, ``src/model.py``: ``x = self.atan(self.emb(idx))``, whose forward is
+  Theta) or "real" (x_t = E[idx_t]). The inference script ``src/model_run.py`` binarizes only when
+  ``vocab_size == 77`` (the BookCorpus character model); the 216M BPE model reads the real-valued embedding (paper
+  Sec. 4.1: "remove the binary embedding but use the first layer neurons for encoding"). `authors_embedding` is that
+  rule; `load_spikegpt` applies it unless told otherwise.
+* ``inference``: "training" (default; the equations above, the training code's) or "rescaled", the inference
+  script's ``RWKV_RESCALE_LAYER = 6``: it divides ``att.output.weight`` and ``ffn.value.weight`` of block i by
+  2^(i // 6) and halves x after every sixth block (``if (i+1) % 6 == 0: x = x / 2``). For RWKV without spikes this
+  only rescales the residual stream (LayerNorm undoes it), but here the LIFs between see inputs divided by 2^(i // 6)
+  and their unit spikes are not scaled, so for L > 6 (both released checkpoints: L18 and L24) the two modes are
+  different networks. Pick "training" to run what the training code trained (and what its losses measure); pick
+  "rescaled" to reproduce the text the authors' ``run.py`` prints for a released checkpoint. For L <= 6 they agree.
 
 LIF neuron (spikingjelly ``LIFNode``: tau = 2, v_threshold = 1, v_reset = 0, decay_input = True), one step
 per token, membrane V carried from token to token and starting at 0:
@@ -59,11 +75,13 @@ from torch import Tensor, nn
 
 from spikecc.errors import CheckpointError
 from spikecc.models.data import CharVocab
+from spikecc.models.tokenizer import Tokenizer
 
 __all__ = [
     "ATAN_ALPHA",
     "SpikeGPT",
     "SpikeGPTConfig",
+    "authors_embedding",
     "expected_shapes",
     "config_from_state_dict",
     "generate",
@@ -73,6 +91,7 @@ __all__ = [
     "load_spikegpt",
     "load_vocab",
     "random_state_dict",
+    "resolve_embedding",
     "save_spikegpt",
     "save_vocab",
     "spike_fn",
@@ -86,6 +105,14 @@ ATAN_ALPHA = 2.0
 #: Initial running max ``pp`` of the wkv state: "minus infinity" that stays finite so that
 #: ``pp - p`` and ``pp + w`` never produce inf - inf = nan (RWKV-4 uses -1e30 as well).
 PP_INIT = -1e30
+#: Embedding options: the training code's Heaviside spikes, or the real-valued rows.
+EMBEDDINGS = ("binary", "real")
+#: Inference options: the training code's equations, or the authors' inference script's rescaling.
+INFERENCE_MODES = ("training", "rescaled")
+#: ``RWKV_RESCALE_LAYER`` of the authors' ``src/model_run.py``: "set x=x/2 every X layer".
+RESCALE_LAYER = 6
+#: Vocabulary size at which the authors' ``model_run.py`` binarizes the embedding (the BookCorpus character model).
+BINARY_EMBEDDING_VOCAB = 77
 
 
 # --------------------------------------------------------------------------------------------------
@@ -324,6 +351,11 @@ class _WKVSequence(torch.autograd.Function):
         return gw, gu, gk, gv
 
 
+def _scaled(x: Tensor, scale: float) -> Tensor:
+    """``x * scale``, skipped for 1 (the training code has no multiplication there)."""
+    return x if scale == 1.0 else x * scale
+
+
 def _shift(x: Tensor) -> Tensor:
     """Token shift of (B, T, C): row t gets row t-1, row 0 gets zeros (``nn.ZeroPad2d((0, 0, 1, -1))``)."""
     return F.pad(x, (0, 0, 1, -1))
@@ -345,6 +377,29 @@ class SpikeGPTConfig:
     d_ffn: int
     tau: float = 2.0
     v_threshold: float = 1.0
+    embedding: str = "binary"  # "binary" | "real" (module docstring)
+    inference: str = "training"  # "training" | "rescaled" (module docstring)
+
+    def __post_init__(self) -> None:
+        if self.embedding not in EMBEDDINGS:
+            raise ValueError(f"embedding must be one of {EMBEDDINGS}, got {self.embedding!r}")
+        if self.inference not in INFERENCE_MODES:
+            raise ValueError(f"inference must be one of {INFERENCE_MODES}, got {self.inference!r}")
+
+    def branch_scale(self, i: int) -> float:
+        """Factor on block i's LIF inputs: 2^-(i // 6) in "rescaled" mode (``model_run.py`` divides
+        ``att.output.weight`` and ``ffn.value.weight`` by 2^(i // 6); a power of two, so scaling the product
+        instead of the weights gives the same floats), else 1."""
+        return 2.0 ** -(i // RESCALE_LAYER) if self.inference == "rescaled" else 1.0
+
+    def halves_after(self, i: int) -> bool:
+        """Whether x is halved after block i ("rescaled" mode: ``if (i+1) % RWKV_RESCALE_LAYER == 0: x = x / 2``)."""
+        return self.inference == "rescaled" and (i + 1) % RESCALE_LAYER == 0
+
+
+def authors_embedding(vocab_size: int) -> str:
+    """The authors' inference rule (``src/model_run.py``): "binary" for the 77-character model, else "real"."""
+    return "binary" if vocab_size == BINARY_EMBEDDING_VOCAB else "real"
 
 
 class TimeMix(nn.Module):
@@ -422,8 +477,8 @@ class SpikeGPT(nn.Module):
     """SpikeGPT in two equivalent modes: :meth:`forward` (whole sequence, layer by layer, for training)
     and :meth:`step` (one token through all layers, the way a neuromorphic chip runs it).
 
-    Spiking layers, in evaluation order, are named ``"emb"``, then ``"blocks.{i}.att_lif"`` and
-    ``"blocks.{i}.ffn_lif"`` for each block; :meth:`spiking_layers` lists them.
+    Spiking layers, in evaluation order, are named ``"emb"`` (binary embedding only), then
+    ``"blocks.{i}.att_lif"`` and ``"blocks.{i}.ffn_lif"`` for each block; :meth:`spiking_layers` lists them.
     """
 
     def __init__(self, cfg: SpikeGPTConfig, *, init: bool = True) -> None:
@@ -475,7 +530,7 @@ class SpikeGPT(nn.Module):
     # ---- names ----
     def spiking_layers(self) -> list[str]:
         """Names of every spiking layer in evaluation order (keys of the ``spikes`` dicts)."""
-        names = ["emb"]
+        names = ["emb"] if self.cfg.embedding == "binary" else []
         for i in range(self.cfg.n_layer):
             names += [f"blocks.{i}.att_lif", f"blocks.{i}.ffn_lif"]
         return names
@@ -489,18 +544,28 @@ class SpikeGPT(nn.Module):
         """Logits (B, T, V) and every spiking layer's spike train (B, T, D) for token ids ``idx`` (B, T)."""
         cfg = self.cfg
         spikes: dict[str, Tensor] = {}
-        x = spike_fn(self.emb(idx))
-        spikes["emb"] = x
+        x = self._embed(idx, spikes)
         for i, blk in enumerate(self.blocks):
             if i == 0:
                 x = blk.ln0(x)
-            s, _ = lif_sequence(blk.att(blk.ln1(x)), cfg.tau, cfg.v_threshold)
+            scale = cfg.branch_scale(i)
+            s, _ = lif_sequence(_scaled(blk.att(blk.ln1(x)), scale), cfg.tau, cfg.v_threshold)
             spikes[f"blocks.{i}.att_lif"] = s
             x = x + s
-            s, _ = lif_sequence(blk.ffn(blk.ln2(x)), cfg.tau, cfg.v_threshold)
+            s, _ = lif_sequence(_scaled(blk.ffn(blk.ln2(x)), scale), cfg.tau, cfg.v_threshold)
             spikes[f"blocks.{i}.ffn_lif"] = s
             x = x + s
+            if cfg.halves_after(i):
+                x = x / 2
         return self.head(self.ln_out(x)), spikes
+
+    def _embed(self, idx: Tensor, spikes: dict[str, Tensor]) -> Tensor:
+        """Theta(E[idx]) (recorded as the "emb" spikes) or, with ``embedding="real"``, E[idx]."""
+        if self.cfg.embedding == "real":
+            return self.emb(idx)
+        x = spike_fn(self.emb(idx))
+        spikes["emb"] = x
+        return x
 
     def forward(self, idx: Tensor) -> Tensor:
         """Logits (B, T, V) for token ids (B, T); every recurrent state starts empty at t = 0."""
@@ -535,26 +600,28 @@ class SpikeGPT(nn.Module):
         cfg = self.cfg
         new: State = {}
         spikes: dict[str, Tensor] = {}
-        x = spike_fn(self.emb(token_ids))
-        spikes["emb"] = x
+        x = self._embed(token_ids, spikes)
         for i, blk in enumerate(self.blocks):
             p = f"blocks.{i}"
             if i == 0:
                 x = blk.ln0(x)
+            scale = cfg.branch_scale(i)
             xa = blk.ln1(x)
             a, new[f"{p}.att.aa"], new[f"{p}.att.bb"], new[f"{p}.att.pp"] = blk.att.step(
                 xa, state[f"{p}.att.shift"], state[f"{p}.att.aa"], state[f"{p}.att.bb"], state[f"{p}.att.pp"]
             )
             new[f"{p}.att.shift"] = xa
-            s, new[f"{p}.att_lif.v"] = lif_step(a, state[f"{p}.att_lif.v"], cfg.tau, cfg.v_threshold)
+            s, new[f"{p}.att_lif.v"] = lif_step(_scaled(a, scale), state[f"{p}.att_lif.v"], cfg.tau, cfg.v_threshold)
             spikes[f"{p}.att_lif"] = s
             x = x + s
             xf = blk.ln2(x)
             f = blk.ffn.mix(xf, state[f"{p}.ffn.shift"])
             new[f"{p}.ffn.shift"] = xf
-            s, new[f"{p}.ffn_lif.v"] = lif_step(f, state[f"{p}.ffn_lif.v"], cfg.tau, cfg.v_threshold)
+            s, new[f"{p}.ffn_lif.v"] = lif_step(_scaled(f, scale), state[f"{p}.ffn_lif.v"], cfg.tau, cfg.v_threshold)
             spikes[f"{p}.ffn_lif"] = s
             x = x + s
+            if cfg.halves_after(i):
+                x = x / 2
         return self.head(self.ln_out(x)), new, spikes
 
 
@@ -652,7 +719,8 @@ def _looks_like_bert(keys: list[str]) -> bool:
 
 
 def config_from_state_dict(
-    sd: Mapping[str, object], source: str = "<state dict>", *, tau: float = 2.0, v_threshold: float = 1.0
+    sd: Mapping[str, object], source: str = "<state dict>", *, tau: float = 2.0, v_threshold: float = 1.0,
+    embedding: str = "binary", inference: str = "training",
 ) -> SpikeGPTConfig:
     """Read L, D, vocabulary and FFN width from the tensor shapes and validate the whole layout.
 
@@ -701,7 +769,8 @@ def config_from_state_dict(
         )
     layer_ids = {int(m.group(1)) for k in keys if (m := re.match(r"blocks\.(\d+)\.", k))}
     n_layer = max(layer_ids) + 1
-    cfg = SpikeGPTConfig(n_layer, int(d), int(vocab), int(fk.shape[0]), tau=tau, v_threshold=v_threshold)
+    cfg = SpikeGPTConfig(n_layer, int(d), int(vocab), int(fk.shape[0]), tau=tau, v_threshold=v_threshold,
+                         embedding=embedding, inference=inference)
     shapes = expected_shapes(cfg)
     missing = [k for k in shapes if k not in sd]
     if missing:
@@ -723,22 +792,51 @@ def config_from_state_dict(
     return cfg
 
 
+def resolve_embedding(vocab_size: int, sidecar: str | os.PathLike | None = None) -> str:
+    """The embedding a checkpoint was trained with, when nobody says:
+
+    * the ``"embedding"`` entry of its character-vocabulary sidecar (``.vocab.json``, `save_vocab`), if any;
+    * "binary" for any other such sidecar: spikecc's training script writes it, and trains with the training code's
+      binary embedding;
+    * otherwise the authors' inference rule (`authors_embedding`): binary only for a 77-token vocabulary.
+    """
+    if sidecar is not None and Path(sidecar).is_file():
+        try:
+            entry = json.loads(Path(sidecar).read_text(encoding="utf-8")).get("embedding", "binary")
+        except (OSError, ValueError, AttributeError) as exc:
+            raise CheckpointError(f"{sidecar}: not a vocabulary file ({type(exc).__name__}: {_one_line(exc)})") \
+                from None
+        if entry not in EMBEDDINGS:
+            raise CheckpointError(f"{sidecar}: key 'embedding' is {entry!r}, expected one of {EMBEDDINGS}")
+        return str(entry)
+    return authors_embedding(vocab_size)
+
+
 def load_spikegpt(
     path_or_state_dict: str | os.PathLike | Mapping[str, Tensor],
     *,
     tau: float = 2.0,
     v_threshold: float = 1.0,
+    embedding: str | None = None,
+    inference: str = "training",
+    vocab_file: str | os.PathLike | None = None,
 ) -> SpikeGPT:
     """Build a :class:`SpikeGPT` from a published-layout checkpoint file or state dict.
 
+    ``embedding`` None picks it with `resolve_embedding` from the character-vocabulary sidecar ``vocab_file``
+    (default for a file: ``<file>.vocab.json``), else by the authors' rule: binary only at vocabulary 77.
+    ``inference`` is "training" or "rescaled" (module docstring).
     The model takes the dtype of ``emb.weight`` (float32 for released files); call ``.double()`` for
     float64.  No copy is made where the dtype already matches: the parameters share storage with the
     given state dict (training the model changes those tensors).  Every problem is a one-line
     :class:`CheckpointError` naming the file and the key.
     """
+    sidecar = vocab_file
     if isinstance(path_or_state_dict, Mapping):
         source, sd = "<state dict>", path_or_state_dict
     else:
+        if sidecar is None:
+            sidecar = Path(path_or_state_dict).with_suffix(".vocab.json")
         source = str(path_or_state_dict)
         if not os.path.exists(source):
             raise CheckpointError(f"{source}: no such checkpoint file")
@@ -751,7 +849,12 @@ def load_spikegpt(
                 f"{source}: not a readable torch checkpoint (truncated or another format): "
                 f"{type(exc).__name__}: {_one_line(exc)[:200]}"
             ) from None
-    cfg = config_from_state_dict(sd, source, tau=tau, v_threshold=v_threshold)
+    if inference not in INFERENCE_MODES:
+        raise CheckpointError(f"{source}: inference must be one of {INFERENCE_MODES}, got {inference!r}")
+    if embedding is not None and embedding not in EMBEDDINGS:
+        raise CheckpointError(f"{source}: embedding must be one of {EMBEDDINGS}, got {embedding!r}")
+    cfg = config_from_state_dict(sd, source, tau=tau, v_threshold=v_threshold, inference=inference)
+    cfg.embedding = embedding if embedding is not None else resolve_embedding(cfg.vocab_size, sidecar)
     dtype = sd["emb.weight"].dtype
     d = cfg.d_model
     fixed = {k: (v.reshape(1, 1, d) if ".time_mix_" in k else v.reshape(d) if ".time_" in k else v).to(dtype)
@@ -769,7 +872,8 @@ def save_spikegpt(model: SpikeGPT, path: str | os.PathLike) -> None:
 
 
 def save_vocab(vocab: CharVocab, path: str | os.PathLike, **extra: object) -> None:
-    """Store a :class:`CharVocab` next to a checkpoint (the raw state dict has no room for it)."""
+    """Store a :class:`CharVocab` next to a checkpoint (the raw state dict has no room for it). ``extra`` entries
+    are stored too; ``embedding="binary"|"real"`` tells `load_spikegpt` how the model was trained."""
     Path(path).write_text(json.dumps({"chars": vocab.chars, **extra}, ensure_ascii=False, indent=1) + "\n",
                           encoding="utf-8")
 
@@ -795,24 +899,30 @@ def load_vocab(path: str | os.PathLike) -> CharVocab:
 
 @torch.no_grad()
 def generate(
-    model: SpikeGPT, vocab: CharVocab, prompt: str, n_tokens: int, greedy: bool = True, seed: int = 0
+    model: SpikeGPT, vocab: CharVocab | Tokenizer, prompt: str, n_tokens: int, greedy: bool = True, seed: int = 0
 ) -> str:
-    """Feed ``prompt`` through :meth:`SpikeGPT.step`, then produce ``n_tokens`` more characters.
+    """Feed ``prompt`` through :meth:`SpikeGPT.step`, then produce ``n_tokens`` more tokens.
 
+    ``vocab`` is a character vocabulary or any `spikecc.models.tokenizer.Tokenizer` (e.g. a BPE tokenizer.json).
     Greedy decoding takes the argmax (ties -> lowest id), so it is deterministic; ``greedy=False`` samples
-    from the softmax with a generator seeded by ``seed``.  Returns only the generated continuation
-    (``len(result) == n_tokens``).
+    from the softmax with a generator seeded by ``seed``.  Returns only the generated continuation, decoded
+    (``n_tokens`` characters for a character vocabulary).
     """
     if not prompt:
         raise ValueError("generate needs a non-empty prompt")
-    if vocab.size != model.cfg.vocab_size:
+    if isinstance(vocab, Tokenizer):
+        vocab.check_model(model.cfg.vocab_size, "generate")
+    elif vocab.size != model.cfg.vocab_size:
         raise ValueError(f"vocabulary has {vocab.size} characters, the model {model.cfg.vocab_size}")
+    ids = [int(t) for t in vocab.encode(prompt)]
+    if not ids:
+        raise ValueError(f"the prompt {prompt!r} encodes to no tokens")
     gen = torch.Generator().manual_seed(seed)
     dev = model.emb.weight.device
     state = model.init_state(1)
     logits = None
-    for tok in vocab.encode(prompt):
-        logits, state, _ = model.step(torch.tensor([int(tok)], device=dev), state)
+    for tok in ids:
+        logits, state, _ = model.step(torch.tensor([tok], device=dev), state)
     out: list[int] = []
     for _ in range(n_tokens):
         assert logits is not None

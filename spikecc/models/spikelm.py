@@ -1,12 +1,14 @@
 """SpikeLM (Xing et al., ICML 2024): elastic bi-spiking transformers, torch reference.
 
-Two models share one neuron, `ElasticBiSpike`:
+Two models share one neuron, `ElasticBiSpike` (a third, SpikeLM's BART encoder-decoder, is
+`spikecc.models.spikelm_bart`):
 
-* `SpikeLM`, a small causal (decoder-only) character LM that spikes like SpikeLM and can generate text, with an
+* `SpikeLM`, a SpikeLM-style causal decoder: spikecc's own design, not a model of the paper (whose generative models
+  are BART encoder-decoders), a small character LM that spikes like SpikeLM and can generate text, with an
   incremental mode (`init_state` / `step`, KV cache) that reproduces the full causal forward exactly; saved in
   spikecc's own checkpoint format (`save_spikelm` / `load_spikelm`).
 * `SpikeBertEncoder`, the bidirectional BERT encoder of the published SpikeLM code, built from a SpikeLM checkpoint in
-  Hugging Face BERT key layout (`load_spikelm_bert`, `random_bert_state_dict`).
+  Hugging Face BERT key layout (`load_spikelm_bert`, `random_bert_state_dict`), with token types and a padding mask.
 
 How SpikeLM spikes (paper Sec. 3.1, 4 and App. A.1; published code `spikeLM-BERT/spiking.py`, `spike_bert.py`):
 
@@ -392,7 +394,8 @@ class SpikeLMState:
 
 
 class SpikeLM(nn.Module):
-    """Causal character LM built from elastic bi-spiking neurons (pre-LN GPT layout, SpikeLM spiking).
+    """SpikeLM-style causal decoder: a character LM built from elastic bi-spiking neurons (pre-LN GPT layout,
+    SpikeLM spiking); spikecc's design, not an architecture of the SpikeLM paper.
 
     ``h_0 = E_tok[x] + E_pos[p]`` repeated over T steps; per layer (`_Block`) causal spiking attention and spiking MLP;
     ``logits = W_head LN_f(mean_t h_L[t]) + b`` (the last regression stays real, as in the paper).
@@ -917,6 +920,18 @@ def _bert_key_map(cfg: SpikeBertConfig, prefix: str = "bert.") -> list[tuple[str
     return rows
 
 
+def _need(sd: Mapping[str, Any], key: str, ndim: int, name: str) -> Tensor:
+    """``sd[key]``, a tensor of ``ndim`` dimensions, or a one-line CheckpointError naming ``name`` and the key."""
+    if key not in sd:
+        raise CheckpointError(f"{name}: missing key '{key}'")
+    v = sd[key]
+    if not isinstance(v, Tensor):
+        raise CheckpointError(f"{name}: key '{key}' is a {type(v).__name__}, expected a tensor")
+    if v.dim() != ndim:
+        raise CheckpointError(f"{name}: key '{key}' has shape {fmt_shape(v.shape)}, expected a {ndim}-d tensor")
+    return v
+
+
 def _unwrap_bert(obj: Any, name: str) -> dict[str, Any]:
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{name}: expected a state dict, found {type(obj).__name__}")
@@ -932,15 +947,17 @@ def load_spikelm_bert(
     num_heads: int | None = None,
     threshold_mode: ThresholdMode = "code",
     dtype: torch.dtype = torch.float64,
+    config: Mapping[str, Any] | None = None,
 ) -> SpikeBertEncoder:
     """Build the SpikeLM BERT encoder from a checkpoint file (or state dict) in Hugging Face BERT key layout.
 
     Layers, hidden, intermediate, vocabulary, positions, token types and T come from the keys and shapes;
-    ``num_heads`` defaults to hidden // 64 (BERT's head size). ``threshold_mode`` defaults to "code": the published
-    SpikeLM checkpoints come from the code. Loaded alphas count as calibrated (frozen; clamped to >= 1e-5 like the
-    code). Keys ignored: ``cls.*`` / ``classifier.*`` / ``qa_outputs.*`` heads, ``*position_ids``, ``*token_type_ids``
-    and ``*.weight_clip_val`` (an unused buffer of the code's `SpikeLinear`). Any other unknown key, a missing key
-    or a wrong shape raises `CheckpointError` naming the file and the key.
+    ``num_heads`` comes from ``config`` (a Hugging Face config.json: ``num_attention_heads``, also
+    ``layer_norm_eps``) where given, else defaults to hidden // 64 (BERT's head size). ``threshold_mode`` defaults
+    to "code": the published SpikeLM checkpoints come from the code. Loaded alphas count as calibrated (frozen;
+    clamped to >= 1e-5 like the code). Keys ignored: ``cls.*`` / ``classifier.*`` / ``qa_outputs.*`` heads,
+    ``*position_ids``, ``*token_type_ids`` and ``*.weight_clip_val`` (an unused buffer of the code's `SpikeLinear`).
+    Any other unknown key, a missing key or a wrong shape raises `CheckpointError` naming the file and the key.
     """
     if isinstance(source, Mapping):
         name, obj = "<state_dict>", source
@@ -948,7 +965,8 @@ def load_spikelm_bert(
         name, obj = str(source), _torch_load(source)
     if isinstance(obj, Mapping) and obj.get("family") == FAMILY:
         raise CheckpointError(
-            f"{name}: this is a spikecc causal SpikeLM checkpoint (key 'family'); load it with load_spikelm"
+            f"{name}: this is a spikecc SpikeLM-style causal decoder checkpoint (key 'family'); load it with "
+            "load_spikelm"
         )
     sd = _unwrap_bert(obj, name)
     foreign = _foreign_family(sd)
@@ -959,14 +977,7 @@ def load_spikelm_bert(
         prefix = ""  # a bare BertModel state dict
 
     def need(key: str, ndim: int) -> Tensor:
-        if key not in sd:
-            raise CheckpointError(f"{name}: missing key '{key}'")
-        v = sd[key]
-        if not isinstance(v, Tensor):
-            raise CheckpointError(f"{name}: key '{key}' is a {type(v).__name__}, expected a tensor")
-        if v.dim() != ndim:
-            raise CheckpointError(f"{name}: key '{key}' has shape {fmt_shape(v.shape)}, expected a {ndim}-d tensor")
-        return v
+        return _need(sd, key, ndim, name)
 
     word = need(f"{prefix}embeddings.word_embeddings.weight", 2)
     vocab_size, hidden = word.shape
@@ -983,11 +994,15 @@ def load_spikelm_bert(
     if T == 0:
         hint = " (a plain BERT without SpikeLM spike thresholds?)" if f"{L0}attention.self.query.weight" in sd else ""
         raise CheckpointError(f"{name}: missing key '{L0}attention.self.clip_key.0'{hint}")
+    config = dict(config or {})
+    if num_heads is None and "num_attention_heads" in config:
+        num_heads = _config_int(config, "num_attention_heads", name)
     heads = num_heads if num_heads is not None else max(1, hidden // 64)
+    eps = float(config.get("layer_norm_eps", 1e-12))
     try:
         cfg = SpikeBertConfig(
             vocab_size=vocab_size, hidden=hidden, n_layer=n_layer, num_heads=heads, intermediate=intermediate,
-            max_pos=max_pos, type_vocab=type_vocab, T=T, threshold_mode=threshold_mode,
+            max_pos=max_pos, type_vocab=type_vocab, T=T, threshold_mode=threshold_mode, layer_norm_eps=eps,
             pooler=f"{prefix}pooler.dense.weight" in sd,
         )  # fmt: skip
     except ValueError as e:
@@ -1024,6 +1039,28 @@ def load_spikelm_bert(
     return model.to(dtype).eval()
 
 
+def _config_int(config: Mapping[str, Any], key: str, source: str, default: int | None = None, minimum: int = 1) -> int:
+    """An integer entry of a config.json (``default`` when absent), or a one-line CheckpointError naming it."""
+    value = config.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise CheckpointError(f"{source}: config.json entry '{key}' is {value!r}, expected an integer >= {minimum}")
+    return value
+
+
+@torch.no_grad()
+def bert_init(model: nn.Module, g: torch.Generator) -> None:
+    """BERT's initialisation, in parameter order from one generator: LayerNorm weight 1 and bias 0, other biases 0,
+    other weights N(0, 0.02)."""
+    norms = {id(p) for m in model.modules() if isinstance(m, nn.LayerNorm) for p in m.parameters()}
+    for name, p in model.named_parameters():
+        if id(p) in norms:
+            p.fill_(1.0 if name.endswith("weight") else 0.0)
+        elif name.endswith("bias"):
+            p.zero_()
+        else:
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.02)
+
+
 def random_bert_state_dict(
     n_layer: int = 12,
     hidden: int = 768,
@@ -1048,14 +1085,8 @@ def random_bert_state_dict(
         intermediate=intermediate, max_pos=max_pos, type_vocab=type_vocab, T=T, k=k,
     )  # fmt: skip
     model = SpikeBertEncoder(cfg)
+    bert_init(model, g)
     with torch.no_grad():
-        for name, p in model.named_parameters():
-            if ".ln." in name or name.startswith("embeddings.ln"):
-                p.fill_(1.0 if name.endswith("weight") else 0.0)
-            elif name.endswith("bias"):
-                p.zero_()
-            else:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
         ids = torch.randint(0, vocab, (1, min(16, max_pos)), generator=g)
         model(ids)  # calibrates every neuron on this first batch
     sd = model.to_bert_state_dict()

@@ -378,10 +378,11 @@ def test_small_bert_encoder_reproduces_reference(mode, L, small_bert_file, tmp_p
     gen = torch.Generator().manual_seed(5)
     seqs = [torch.randint(0, 300, (1, L), generator=gen) for _ in range(2)]
     x = np.concatenate([np.tile(s.numpy().astype(np.float64), (4, 1)) for s in seqs])
+    feeds = {"input_ids": x, "token_type_ids": np.zeros_like(x), "attention_mask": np.ones_like(x)}
     sim = Simulator(g)
-    res = sim.run({"input_ids": x}, record=spiking)
+    res = sim.run(feeds, record=spiking)
     sim.start()  # step by step too: the hidden states of the first sequence after its T steps
-    stepped = [sim.step({"input_ids": row}) for row in x[:4]][-1]["hidden"].reshape(L, 64)
+    stepped = [sim.step({k: v[t] for k, v in feeds.items()}) for t in range(4)][-1]["hidden"].reshape(L, 64)
     np.testing.assert_array_equal(stepped, res.outputs["hidden"][3])
     worst = mismatches = fired = negative = 0
     for j, ids in enumerate(seqs):
@@ -402,6 +403,84 @@ def test_small_bert_encoder_reproduces_reference(mode, L, small_bert_file, tmp_p
     assert worst < 1e-9
 
 
+def test_padded_batch_of_sentence_pairs_equals_the_reference_on_the_unpadded_tokens(small_bert_file, tmp_path):
+    """Three sequences of 40, 23 and 9 real tokens, padded to 40 with id 0 and masked, two of them sentence pairs
+    (token types 0 then 1): on the real tokens the graph's hidden states and spikes equal the reference's on the
+    unpadded sequence, and on every row the reference's on the padded, masked batch."""
+    lm = load_lm(small_bert_file)
+    enc, L = lm.model, lm.graph.metadata["seq_len"]
+    write(lm.graph, tmp_path / "bert.nir")
+    g = read(tmp_path / "bert.nir")
+    gen = torch.Generator().manual_seed(9)
+    lengths, splits = (40, 23, 9), (40, 11, 5)  # second segment starts at `split` (40: a single sentence)
+    ids = torch.zeros(3, L, dtype=torch.long)
+    types = torch.zeros(3, L, dtype=torch.long)
+    mask = torch.zeros(3, L, dtype=torch.long)
+    for j, (n, split) in enumerate(zip(lengths, splits)):
+        ids[j, :n] = torch.randint(1, 300, (n,), generator=gen)
+        types[j, split:n] = 1
+        mask[j, :n] = 1
+    spiking = [n for n, op in g.nodes.items() if isinstance(op, ElasticBiSpike)]
+    feeds = {name: np.repeat(t.numpy().astype(np.float64), 4, axis=0)  # each sequence for T = 4 steps
+             for name, t in (("input_ids", ids), ("token_type_ids", types), ("attention_mask", mask))}
+    res = Simulator(g).run(feeds, record=spiking)
+    with torch.no_grad():
+        batch = enc(ids, token_type_ids=types, attention_mask=mask)
+    worst_batch = worst_alone = 0.0
+    compared = 0
+    for j, n in enumerate(lengths):
+        got = res.outputs["hidden"][4 * j + 3].reshape(L, 64)
+        worst_batch = max(worst_batch, float(np.abs(got - batch[j].numpy()).max()))
+        with torch.no_grad():
+            alone, alone_spikes = enc(ids[j:j + 1, :n], token_type_ids=types[j:j + 1, :n], return_spikes=True)
+        worst_alone = max(worst_alone, float(np.abs(got[:n] - alone[0].numpy()).max()))
+        for name, s in alone_spikes.items():
+            want = s[:, 0].numpy()  # (T, n, features): the unpadded sequence's spikes
+            sim_spikes = res.traces[name][4 * j: 4 * j + 4].reshape(4, L, -1)[:, :n]
+            assert np.array_equal(sim_spikes, want), (name, j)
+            compared += int(np.count_nonzero(want))
+    assert worst_batch < 1e-9 and worst_alone < 1e-9 and compared > 0
+    # the mask matters: without it the real tokens of a padded sequence attend to the padding
+    unmasked = dict(feeds, attention_mask=np.ones_like(feeds["attention_mask"]))
+    off = Simulator(g).run(unmasked).outputs["hidden"][7].reshape(L, 64)[:23]
+    assert np.abs(off - res.outputs["hidden"][7].reshape(L, 64)[:23]).max() > 1e-3
+    # and so do the token types
+    same_type = dict(feeds, token_type_ids=np.zeros_like(feeds["token_type_ids"]))
+    off = Simulator(g).run(same_type).outputs["hidden"][7].reshape(L, 64)[:23]
+    assert np.abs(off - res.outputs["hidden"][7].reshape(L, 64)[:23]).max() > 1e-3
+
+
+def test_save_pretrained_directory_reads_the_head_count_from_config_json(tmp_path):
+    """A BERT checkpoint saved like Hugging Face's save_pretrained (config.json + model.safetensors) with 2 heads of
+    32 features: the head count comes from config.json (hidden // 64 would say 1), and the exported graph equals the
+    2-head reference."""
+    import json
+
+    from safetensors.torch import save_file
+
+    d = tmp_path / "spikelm-bert"
+    d.mkdir()
+    sd = random_bert_state_dict(n_layer=2, hidden=64, intermediate=256, vocab=300, max_pos=40, seed=4, num_heads=2)
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(d / "model.safetensors"))
+    (d / "config.json").write_text(json.dumps({"model_type": "bert", "num_attention_heads": 2,
+                                               "layer_norm_eps": 1e-12, "hidden_size": 64}))
+    lm = load_lm(d, seq_len=12)
+    assert lm.family == "spikelm-bert" and lm.model.config.num_heads == 2
+    assert {op.n_head for op in lm.graph.nodes.values() if isinstance(op, SelfAttention)} == {2}
+    ids = torch.randint(0, 300, (1, 12), generator=torch.Generator().manual_seed(2))
+    x = np.tile(ids.numpy().astype(np.float64), (4, 1))
+    feeds = {"input_ids": x, "token_type_ids": np.zeros_like(x), "attention_mask": np.ones_like(x)}
+    hidden = Simulator(lm.graph).run(feeds).outputs["hidden"][3].reshape(12, 64)
+    with torch.no_grad():
+        want = lm.model(ids)[0].numpy()
+        one_head = load_spikelm_bert(sd)(ids)[0].numpy()  # no config: hidden // 64 = 1 head
+    assert np.abs(hidden - want).max() < 1e-9
+    assert np.abs(one_head - want).max() > 1e-3
+    (d / "config.json").write_text(json.dumps({"num_attention_heads": 3}))
+    with pytest.raises(SpikeccError, match="multiple of num_heads"):
+        load_lm(d)
+
+
 def test_bert_base_layout_loads_exports_and_validates(tmp_path, capsys):
     path = tmp_path / "bert_base.pt"
     torch.save(random_bert_state_dict(), path)  # 12 layers, hidden 768, vocab 30522, 512 positions
@@ -418,7 +497,7 @@ def test_bert_base_layout_loads_exports_and_validates(tmp_path, capsys):
     cfg = lm.model.config
     assert (cfg.n_layer, cfg.hidden, cfg.num_heads, cfg.vocab_size, cfg.T) == (12, 768, 12, 30522, 4)
     assert shapes["hidden"] == (BERT_SEQ_LEN, 768) and shapes["layers.11.mlp.fc1"] == (BERT_SEQ_LEN, 3072)
-    assert len(lm.graph.nodes) == 6 + 20 * 12 + 2
+    assert len(lm.graph.nodes) == 7 + 20 * 12 + 2  # 3 inputs, 3 tables, LN; 20 per layer; mean, output
 
 
 # ------------------------------------------------------------------------------------------------ files and CLI
@@ -456,6 +535,12 @@ def test_bad_bert_checkpoints_give_one_line_errors(small_bert_file, tmp_path, ch
 def test_bert_graph_cannot_generate(small_bert_file):
     result = CliRunner().invoke(main, ["generate", str(small_bert_file), "--prompt", "ab", "--tokens", "4"])
     assert result.exit_code == 1 and "cannot generate" in result.output and len(result.output.splitlines()) == 1
+    assert "SpikeLM BERT encoder" in result.output
+
+
+def test_the_causal_model_is_called_a_spikelm_style_causal_decoder(examples_dir):
+    result = CliRunner().invoke(main, ["inspect", str(SHIPPED), "--prompt", "ROMEO", "--tokens", "2"])
+    assert result.exit_code == 0 and "SpikeLM-style causal decoder: activity over" in result.stdout
 
 
 def test_attention_shape_errors():

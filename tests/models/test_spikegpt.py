@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from spikecc.errors import CheckpointError
-from spikecc.models.data import load_corpus
+from spikecc.models.data import CharVocab, load_corpus
 from spikecc.models.spikegpt import (
     SpikeGPT,
     SpikeGPTConfig,
@@ -27,6 +27,7 @@ from spikecc.models.spikegpt import (
     load_vocab,
     random_state_dict,
     save_spikegpt,
+    save_vocab,
     spike_fn,
     wkv_sequence,
     wkv_sequence_autograd,
@@ -53,9 +54,11 @@ def published_keys(n_layer: int) -> list[str]:
     return keys
 
 
-def small_model(seed: int = 0, n_layer: int = 2, d: int = 16, vocab: int = 11, d_ffn: int = 40) -> SpikeGPT:
-    """A float64 model with random weights, built through the public loader."""
-    return load_spikegpt(random_state_dict(n_layer, d, vocab, d_ffn, seed=seed, dtype=torch.float64))
+def small_model(seed: int = 0, n_layer: int = 2, d: int = 16, vocab: int = 11, d_ffn: int = 40,
+                embedding: str = "binary") -> SpikeGPT:
+    """A float64 model with random weights, built through the public loader (binary embedding: the training code)."""
+    sd = random_state_dict(n_layer, d, vocab, d_ffn, seed=seed, dtype=torch.float64)
+    return load_spikegpt(sd, embedding=embedding)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -355,12 +358,19 @@ def test_save_load_round_trip(tmp_path):
     save_spikegpt(model, path)
     raw = torch.load(path, weights_only=True)
     assert isinstance(raw, dict) and list(raw) == published_keys(2)  # raw state dict, published layout
-    again = load_spikegpt(path)
+    # the raw state dict does not say how the embedding was used: without a sidecar the loader follows the authors'
+    # inference rule (binary only at vocabulary 77), so a binary model of vocabulary 11 must say so
+    assert load_spikegpt(path).cfg.embedding == "real"
+    again = load_spikegpt(path, embedding="binary")
     for k, v in model.state_dict().items():
         assert torch.equal(again.state_dict()[k], v), k
     idx = torch.tensor([[1, 3, 5, 7, 9, 0, 2]])
     with torch.no_grad():
         assert torch.equal(again(idx), model(idx))
+    save_vocab(CharVocab("abcdefghijk"), tmp_path / "m.vocab.json")  # spikecc's sidecar: trained binary
+    assert load_spikegpt(path).cfg.embedding == "binary"
+    save_vocab(CharVocab("abcdefghijk"), tmp_path / "m.vocab.json", embedding="real")
+    assert load_spikegpt(path).cfg.embedding == "real"
 
 
 def _expect_error(source, *fragments: str) -> str:

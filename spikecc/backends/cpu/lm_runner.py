@@ -3,10 +3,11 @@ and per-layer activity statistics.
 
 An LM graph (written by a frontend in spikecc.compiler.frontends) says in its metadata:
     family     "spikegpt" | "spikelm" | "spikerwkv"
-    vocab      the characters, in id order
+    vocab      the characters, in id order (character models), or
+    tokenizer  the text of a Hugging Face tokenizer.json (BPE models; spikecc.models.tokenizer)
     substeps   simulator steps per token (1 for SpikeGPT, whose SNN time axis is the token axis; SpikeLM's T)
 and has one Input (the token id, fed at every sub-step of its token) and one Output (the logits, read at
-the token's last sub-step).
+the token's last sub-step). Prompts are encoded and generated ids decoded by that tokenizer (`encode`, `decode`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 from spikecc.backends.cpu.simulator import NodeCounts, Simulator
 from spikecc.errors import GraphError, InputFileError
 from spikecc.ir import Graph
+from spikecc.models.tokenizer import Tokenizer, require_tokenizer
 
 
 @dataclass
@@ -42,6 +44,25 @@ class LayerActivity:
     synops_per_token: float  # synaptic operations these spikes cause in the synapses they feed, per token
 
 
+def graph_tokenizer(graph: Graph) -> Tokenizer:
+    """The tokenizer an LM graph carries in its metadata; a one-line error when it is not an LM or has none."""
+    meta = graph.metadata
+    if "family" not in meta:
+        raise GraphError("graph metadata lacks 'family': it is not a spiking LM exported by spikecc (export a "
+                         "checkpoint with `spikecc export` or pass the checkpoint itself)")
+    return require_tokenizer(meta, f"this {meta['family']} graph")
+
+
+def prompt_ids(tokenizer: Tokenizer, prompt: str) -> list[int]:
+    """The ids of a non-empty prompt (a generation needs at least one token to start from)."""
+    if not prompt:
+        raise InputFileError("the prompt is empty; give at least one character")
+    ids = tokenizer.encode(prompt)
+    if not ids:
+        raise InputFileError(f"the prompt {prompt!r} encodes to no tokens")
+    return ids
+
+
 class LMSimulator:
     """A Simulator plus the token protocol of LM graphs."""
 
@@ -49,13 +70,12 @@ class LMSimulator:
         """`mode`: "float", or "fixed" to run a compiled model's neuro-core part bit-accurately (its host ops stay
         float: each node runs in its own number format, spikecc.ir.formats)."""
         meta = graph.metadata
-        missing = [k for k in ("family", "vocab") if k not in meta]
-        if missing:
-            raise GraphError(f"graph metadata lacks {', '.join(missing)}: it is not a spiking LM exported by "
-                             "spikecc (export a checkpoint with `spikecc export` or pass the checkpoint itself)")
+        if "seq2seq" in meta:
+            raise GraphError(f"a {meta.get('family')} graph is an encoder-decoder; run it with open_lm_simulator "
+                             "(the seq2seq runner), not LMSimulator")
+        self.tokenizer = graph_tokenizer(graph)
         self.graph = graph
         self.family = str(meta["family"])
-        self.vocab = str(meta["vocab"])
         self.substeps = int(meta.get("substeps", 1))
         (self.input,) = graph.inputs()
         (self.output,) = graph.outputs()
@@ -63,11 +83,18 @@ class LMSimulator:
         self.spiking = [n for n, op in graph.nodes.items()
                         if self.sim.signals[n].is_spiking and not isinstance(op, (nir.Input, nir.Output))]
 
+    @property
+    def vocab(self) -> str | None:
+        """The characters of a character-level model, in id order (None for a BPE tokenizer)."""
+        return getattr(self.tokenizer, "chars", None)
+
     def encode(self, text: str) -> list[int]:
-        bad = sorted({c for c in text if c not in self.vocab})
-        if bad:
-            raise InputFileError(f"prompt characters {bad!r} are not in the model's vocabulary of {len(self.vocab)}")
-        return [self.vocab.index(c) for c in text]
+        """Token ids of `text` (the graph's tokenizer)."""
+        return self.tokenizer.encode(text)
+
+    def decode(self, ids) -> str:
+        """Text of token ids (the graph's tokenizer; special tokens skipped)."""
+        return self.tokenizer.decode(ids)
 
     def feed(self, token: int, record: dict[str, list] | None = None) -> np.ndarray:
         """Present one token for `substeps` steps; returns the logits after it."""
@@ -89,9 +116,7 @@ class LMSimulator:
         past it they re-read the last `context` characters from a fresh state for every new token, as the
         torch reference's `generate` does (spikes are recorded only in the incremental part).
         """
-        if not prompt:
-            raise InputFileError("the prompt is empty; give at least one character")
-        ids = self.encode(prompt)
+        ids = prompt_ids(self.tokenizer, prompt)
         context = int(self.graph.metadata.get("context", 0)) or None
         self.sim.start()
         rec: dict[str, list] | None = {n: [] for n in self.spiking} if record else None
@@ -115,34 +140,55 @@ class LMSimulator:
                 else:
                     stepping = False
         spikes = {n: np.stack(v) for n, v in rec.items() if v} if rec else {}
-        return LMRun(prompt=prompt, text="".join(self.vocab[i] for i in generated), token_ids=ids,
+        return LMRun(prompt=prompt, text=self.decode(generated), token_ids=ids,
                      logits=np.stack(logits), spikes=spikes, counts=self.sim.step_counts())
 
     def caused_synops(self, name: str) -> int:
-        """Synaptic operations the spikes of `name` caused since the run started: each spike of neuron i
-        costs the fan-out of i in every synapse it feeds (host ops such as LayerNorm cost none here)."""
-        events = self.sim.neuron_events[name]
-        total = 0
-        for edge in self.graph.out_edges(name):
-            kernel = self.sim.kernels[edge.dst]
-            per_port = getattr(kernel, "port_synops", None)  # ops that count per input (attention's K, V)
-            fan = getattr(kernel, "fanout", None)
-            if per_port is not None and edge.port in per_port:
-                total += per_port[edge.port]
-            elif fan is not None and len(fan) == len(events):
-                total += int(events @ fan)
-        return total
+        """Synaptic operations the spikes of `name` caused since the run started (`caused_synops`)."""
+        return caused_synops(self.sim, self.graph, name)
 
     def activity(self, run: LMRun) -> list[LayerActivity]:
-        n_tok = max(1, len(run.token_ids))
-        steps = n_tok * self.substeps
-        rows = []
-        for name in self.spiking:
-            c = run.counts[name]
-            downstream = self.caused_synops(name)
-            rows.append(LayerActivity(
-                layer=name, neurons=c.neurons, rate=c.rate(steps),
-                positive=(c.events - c.negative) / max(1, c.neurons * steps),
-                negative=c.negative / max(1, c.neurons * steps),
-                spikes_per_token=c.events / n_tok, synops_per_token=downstream / n_tok))
-        return rows
+        return layer_activity(self.sim, self.graph, self.spiking, run.counts, len(run.token_ids), self.substeps)
+
+
+def caused_synops(sim: Simulator, graph: Graph, name: str) -> int:
+    """Synaptic operations the spikes of `name` caused since `sim` started: each spike of neuron i costs the
+    fan-out of i in every synapse it feeds (host ops such as LayerNorm cost none here)."""
+    events = sim.neuron_events[name]
+    total = 0
+    for edge in graph.out_edges(name):
+        kernel = sim.kernels[edge.dst]
+        per_port = getattr(kernel, "port_synops", None)  # ops that count per input (attention's K, V)
+        fan = getattr(kernel, "fanout", None)
+        if per_port is not None and edge.port in per_port:
+            total += per_port[edge.port]
+        elif fan is not None and len(fan) == len(events):
+            total += int(events @ fan)
+    return total
+
+
+def layer_activity(sim: Simulator, graph: Graph, spiking: list[str], counts: dict[str, NodeCounts], tokens: int,
+                   substeps: int, steps: int | None = None) -> list[LayerActivity]:
+    """One row per spiking layer of a run of `tokens` tokens, `substeps` simulator steps each (or `steps` in all:
+    an encoder sees its whole source in one presentation)."""
+    n_tok = max(1, tokens)
+    steps = n_tok * substeps if steps is None else steps
+    rows = []
+    for name in spiking:
+        c = counts[name]
+        rows.append(LayerActivity(
+            layer=name, neurons=c.neurons, rate=c.rate(steps),
+            positive=(c.events - c.negative) / max(1, c.neurons * steps),
+            negative=c.negative / max(1, c.neurons * steps),
+            spikes_per_token=c.events / n_tok, synops_per_token=caused_synops(sim, graph, name) / n_tok))
+    return rows
+
+
+def open_lm_simulator(graph: Graph):
+    """The runner for an LM graph: `Seq2SeqSimulator` for encoder-decoder graphs (metadata ``seq2seq``), else
+    `LMSimulator`. Both offer `encode`, `decode`, `generate` and `activity`."""
+    if "seq2seq" in graph.metadata:
+        from spikecc.backends.cpu.seq2seq_runner import Seq2SeqSimulator
+
+        return Seq2SeqSimulator(graph)
+    return LMSimulator(graph)

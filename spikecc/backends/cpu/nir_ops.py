@@ -75,17 +75,29 @@ class MatrixSynapse(Kernel):
     With `rows` > 1 the input is R vectors of n_in (a sequence of token vectors) and M applies to each.
     """
 
-    def __init__(self, m: sp.csr_matrix, bias: np.ndarray | None, dtype, rows: int = 1) -> None:
+    def __init__(self, m: sp.csr_matrix | None, bias: np.ndarray | None, dtype, rows: int = 1,
+                 dense: np.ndarray | None = None) -> None:
         super().__init__()
         self.rows = rows
+        self.bias = None if bias is None or not np.any(bias) else bias.astype(dtype)
+        self.dtype = dtype
+        self.in_place = dense is not None
+        if dense is not None:
+            # a dense (n_out, n_in) weight is used in place through a transposed view: no CSR or dense copies, so
+            # a 216M-parameter model's matrices are held once. Products go to BLAS on the whole view (gathering rows
+            # of a transposed view reads it strided, slower than multiplying the zeros); synapses are still counted
+            # per non-zero input.
+            self.n_out, self.n_in = dense.shape
+            self.fanout = np.count_nonzero(dense, axis=0).astype(np.int64)
+            self.dense_t = np.asarray(dense, dtype=dtype).T
+            self.sparse_t = None
+            return
         self.n_out, self.n_in = m.shape
         density = m.nnz / max(1, m.shape[0] * m.shape[1])
         mt = m.T.tocsr()
         self.fanout = np.diff(mt.indptr).astype(np.int64)  # synapses leaving each input
         self.dense_t = mt.toarray().astype(dtype) if density > 0.05 else None
         self.sparse_t = mt.astype(dtype)
-        self.bias = None if bias is None or not np.any(bias) else bias.astype(dtype)
-        self.dtype = dtype
 
     def step(self, x):
         v = x["input"]
@@ -93,7 +105,9 @@ class MatrixSynapse(Kernel):
             return self.run({"input": v[None]}, 1, False)[0][0]
         idx = np.flatnonzero(v)
         self.synops += int(self.fanout[idx].sum())
-        if self.dense_t is not None:
+        if self.in_place or (self.dense_t is not None and len(idx) == self.n_in):
+            out = v @ self.dense_t  # in place, or every input is non-zero (real-valued): nothing to gather
+        elif self.dense_t is not None:
             out = v[idx] @ self.dense_t[idx]
         else:
             out = self.sparse_t[idx].T @ v[idx]
@@ -108,10 +122,16 @@ class MatrixSynapse(Kernel):
         x = xs["input"].reshape(steps * self.rows, self.n_in)
         nz = x != 0
         self.synops += int(nz.sum(axis=0) @ self.fanout)
-        # scipy's CSR x dense product walks the non-zeros of x: the event-driven gather, for all steps.
-        rhs = self.dense_t if self.dense_t is not None else self.sparse_t
-        out = sp.csr_matrix(x) @ rhs
-        out = out.toarray() if sp.issparse(out) else np.asarray(out)
+        if self.in_place:
+            # step by step, each step the same BLAS call as `step` makes, so both give the same floats
+            per_step = x.reshape(steps, self.rows, self.n_in)
+            out = np.stack([(xt[0] @ self.dense_t)[None] if self.rows == 1 else xt @ self.dense_t
+                            for xt in per_step]).reshape(steps * self.rows, self.n_out)
+        else:
+            # scipy's CSR x dense product walks the non-zeros of x: the event-driven gather, for all steps.
+            rhs = self.dense_t if self.dense_t is not None else self.sparse_t
+            out = sp.csr_matrix(x) @ rhs
+            out = out.toarray() if sp.issparse(out) else np.asarray(out)
         if self.bias is not None:
             out = out + self.bias
         return out.astype(self.dtype, copy=False).reshape(steps, self.rows * self.n_out), {}
@@ -122,6 +142,10 @@ def lower_linear(op, ctx: BuildContext) -> Kernel:
     require_float(ctx, op)
     in_shape = ctx.in_shapes["input"]
     rows = linear_rows(op, in_shape) if isinstance(op, (nir.Affine, nir.Linear)) else 1
+    if isinstance(op, (nir.Affine, nir.Linear)) and np.ndim(op.weight) == 2 \
+            and np.count_nonzero(op.weight) > 0.05 * np.size(op.weight):
+        bias = np.asarray(op.bias, dtype=np.float64).reshape(-1) if isinstance(op, nir.Affine) else None
+        return MatrixSynapse(None, bias, ctx.dtype, rows=max(1, rows), dense=np.asarray(op.weight))
     m, bias = as_matrix(op, in_shape)
     return MatrixSynapse(m, bias, ctx.dtype, rows=max(1, rows))
 

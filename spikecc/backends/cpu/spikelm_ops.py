@@ -20,6 +20,7 @@ from spikecc.backends.cpu.kernels import BuildContext, Kernel, lowers, require_f
 from spikecc.ir.spikelm_ops import (
     CausalSelfAttention,
     ContextLengthError,
+    CrossAttention,
     ElasticBiSpike,
     PositionEmbedding,
     SelfAttention,
@@ -92,9 +93,12 @@ def lower_elastic_bi_spike(op: ElasticBiSpike, ctx: BuildContext) -> Kernel:
                                 op.threshold_mode == "code", ctx.size, ctx.dtype)
 
 
-def attend(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """softmax(q k^T / sqrt(d_head)) v over the last two axes: q (..., Lq, dh), k and v (..., Lk, dh)."""
+def attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """softmax(q k^T / sqrt(d_head) + M) v over the last two axes: q (..., Lq, dh), k and v (..., Lk, dh); with a
+    padding mask (..., Lk) of 1 (attend) and 0 (padding), M = (1 - mask) * min_float (Hugging Face's extended mask)."""
     scores = (q @ np.swapaxes(k, -1, -2)) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = scores + ((1.0 - mask) * np.finfo(scores.dtype).min)[..., None, :]
     e = np.exp(scores - scores.max(axis=-1, keepdims=True))
     return (e / e.sum(axis=-1, keepdims=True)) @ v
 
@@ -147,34 +151,40 @@ def lower_causal_self_attention(op: CausalSelfAttention, ctx: BuildContext) -> K
     return CausalSelfAttentionKernel(int(op.n_head), int(op.T), ctx.size, ctx.dtype)
 
 
-class SelfAttentionKernel(Kernel):
-    def __init__(self, n_head: int, L: int, d: int) -> None:
-        super().__init__()
-        self.h, self.L, self.d = n_head, L, d
+class SequenceAttentionKernel(Kernel):
+    """Attention of Lq query rows over Lk presented key/value rows (flat ports), with an optional padding mask:
+    `SelfAttention` (Lq = Lk) and `CrossAttention` (Lq = 1)."""
 
-    def _attend(self, q, k, v):  # flat (..., L*d) -> (..., L*d)
+    def __init__(self, n_head: int, Lq: int, Lk: int, d: int) -> None:
+        super().__init__()
+        self.h, self.Lq, self.Lk, self.d = n_head, Lq, Lk, d
+
+    def _attend(self, x):  # flat (..., L*d) ports -> (..., Lq*d)
+        q = x["q"]
         lead = q.shape[:-1]
         h, dh = self.h, self.d // self.h
 
-        def heads(a):  # (..., L*d) -> (..., h, L, dh)
-            return np.swapaxes(a.reshape(*lead, self.L, h, dh), -2, -3)
+        def heads(a, n):  # (..., n*d) -> (..., h, n, dh)
+            return np.swapaxes(a.reshape(*lead, n, h, dh), -2, -3)
 
-        y = attend(heads(q), heads(k), heads(v))
-        return np.swapaxes(y, -2, -3).reshape(*lead, self.L * self.d)
+        mask = x["mask"].reshape(*lead, 1, self.Lk) if "mask" in x else None  # the same mask for every head
+        y = attend(heads(q, self.Lq), heads(x["k"], self.Lk), heads(x["v"], self.Lk), mask)
+        return np.swapaxes(y, -2, -3).reshape(*lead, self.Lq * self.d)
 
     def step(self, x):
-        return self._attend(x["q"], x["k"], x["v"])
+        return self._attend(x)
 
     def run(self, xs, steps, record):
-        return self._attend(xs["q"], xs["k"], xs["v"]), {}
+        return self._attend(xs), {}
 
 
-@lowers(SelfAttention)
-def lower_self_attention(op: SelfAttention, ctx: BuildContext) -> Kernel:
+@lowers(SelfAttention, CrossAttention)
+def lower_sequence_attention(op: SelfAttention | CrossAttention, ctx: BuildContext) -> Kernel:
     require_float(ctx, op)
-    shape = ctx.out_shape
-    L = int(np.prod(shape[:-1])) if len(shape) > 1 else 1
-    return SelfAttentionKernel(int(op.n_head), L, int(shape[-1]))
+    k = ctx.in_shapes["k"]
+    Lk = int(np.prod(k[:-1])) if len(k) > 1 else 1
+    Lq = int(np.prod(ctx.out_shape[:-1])) if len(ctx.out_shape) > 1 else 1
+    return SequenceAttentionKernel(int(op.n_head), Lq, Lk, int(k[-1]))
 
 
 class PositionEmbeddingKernel(Kernel):

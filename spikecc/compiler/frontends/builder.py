@@ -11,8 +11,14 @@ from spikecc.ir.lm_ops import LayerNorm, Product
 
 
 def to_numpy(t) -> np.ndarray:
-    """A torch tensor (or parameter) as a float64 numpy copy."""
-    return t.detach().cpu().double().numpy().copy()
+    """A torch tensor (or parameter) as a float64 numpy copy (converted in one pass: a 216M-parameter float32 model
+    is not first doubled in torch and then copied again)."""
+    import torch
+
+    t = t.detach().cpu()
+    if t.dtype not in (torch.float32, torch.float64):
+        t = t.double()  # e.g. bfloat16, which numpy cannot hold
+    return np.array(t.numpy(), dtype=np.float64)
 
 
 class LMGraphBuilder:

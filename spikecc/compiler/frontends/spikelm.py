@@ -1,4 +1,5 @@
-"""SpikeLM -> IR graph: the causal LM (`export_spikelm`) and the BERT-layout encoder (`export_spikelm_bert`).
+"""SpikeLM -> IR graph: the SpikeLM-style causal decoder (`export_spikelm`) and the BERT-layout encoder
+(`export_spikelm_bert`); the BART encoder-decoder is in `spikelm_bart`.
 
 ONE SIMULATOR STEP = ONE SPIKE STEP. SpikeLM presents every token for T spike steps and restarts its neurons at
 every token, so a token occupies T consecutive simulator steps (metadata ``substeps = T``); the token id (or the
@@ -8,7 +9,8 @@ the spike step t = step mod T are SpikeLM's own (spikecc.ir.spikelm_ops): `Elast
 nodes (`nir.Affine` for every linear, bias included; `nir.Scale` of ones as a residual sum: edges into one port are
 summed) and spikecc's `Embedding`, `LayerNorm`, `GELU`.
 
-Causal LM (`SpikeLM`, pre-LN), per layer i with x the residual stream (``emb`` = tok_emb + pos_emb before layer 0):
+SpikeLM-style causal decoder (`SpikeLM`, pre-LN), per layer i with x the residual stream (``emb`` = tok_emb + pos_emb
+before layer 0):
 
     a  = layers.i.ln1(x)
     s  = layers.i.attn.in_spike(a)                                    # ElasticBiSpike, beta = leak
@@ -20,12 +22,13 @@ Causal LM (`SpikeLM`, pre-LN), per layer i with x the residual stream (``emb`` =
     x  = layers.i.res2(x + layers.i.mlp.fc2(f))
     logits = head(ln_f(mean(x)))                                      # mean: TokenMean over the token's T steps
 
-BERT-layout encoder (`SpikeBertEncoder`, post-LN; the whole sequence of L ids at every step, (L, hidden) rows):
+BERT-layout encoder (`SpikeBertEncoder`, post-LN; the whole sequence of L ids at every step, (L, hidden) rows;
+three Inputs: input_ids, token_type_ids and attention_mask, each (L,)):
 
-    e  = embeddings.ln(embeddings.word(ids) + embeddings.token_type(0 * ids) + embeddings.position(ids))
+    e  = embeddings.ln(embeddings.word(input_ids) + embeddings.token_type(token_type_ids) + embeddings.position(ids))
     per layer i:  q = attn.query(attn.q_in_spike(h)),  k = attn.k_spike(attn.key(attn.k_in_spike(h))),
                   v = attn.v_spike(attn.value(attn.v_in_spike(h)))
-                  a = attn.ln(attn.res(attn.out(attn.out_in_spike(attn.attend(q, k, v))) + h))   # SelfAttention
+                  a = attn.ln(attn.res(attn.out(attn.out_in_spike(attn.attend(q, k, v, attention_mask))) + h))
                   h = mlp.ln(mlp.res(mlp.fc2(mlp.out_in_spike(mlp.gelu(mlp.fc1(mlp.in_spike(a))))) + a))
     hidden = mean(h)                                                  # read at the last of the T steps
 
@@ -77,7 +80,8 @@ def _check_calibrated(model) -> None:
 
 
 def export_spikelm(model, vocab_chars: str, dt: float = 1e-4) -> Graph:
-    """Build the IR graph of a causal `spikecc.models.spikelm.SpikeLM` (see the module docstring for the layout).
+    """Build the IR graph of a SpikeLM-style causal decoder (`spikecc.models.spikelm.SpikeLM`; see the module
+    docstring for the layout).
 
     Input ``token`` (one id, fed at each of the T steps of its token); Output ``logits`` (vocab,), valid at the
     token's last step. Positions advance every T steps; past ``context`` tokens the graph raises
@@ -124,10 +128,12 @@ def export_spikelm(model, vocab_chars: str, dt: float = 1e-4) -> Graph:
 def export_spikelm_bert(encoder, seq_len: int, dt: float = 1e-4) -> Graph:
     """Build the IR graph of a `spikecc.models.spikelm.SpikeBertEncoder` for sequences of ``seq_len`` tokens.
 
-    Input ``input_ids`` (seq_len,), fed at each of the T steps; Output ``hidden`` (seq_len, hidden): the last
-    hidden states ``mean_t h[t]``, valid at the last of the T steps (every further T steps take a new sequence).
-    Token types are all 0 and no padding mask is applied (the reference's defaults). The pooler (real, after
-    the encoder) is not part of the graph.
+    Inputs ``input_ids``, ``token_type_ids`` (segment ids of a sentence pair; zeros for one sentence) and
+    ``attention_mask`` (1 for a token, 0 for padding), each (seq_len,) and fed at each of the T steps; Output
+    ``hidden`` (seq_len, hidden): the last hidden states ``mean_t h[t]``, valid at the last of the T steps (every
+    further T steps take a new sequence). Padded keys get no attention weight (`SelfAttention`), so a padded
+    sequence gives the unpadded sequence's hidden states on its real tokens. The pooler (real, after the encoder) is
+    not part of the graph.
     """
     cfg = encoder.config
     seq_len = int(seq_len)
@@ -141,11 +147,10 @@ def export_spikelm_bert(encoder, seq_len: int, dt: float = 1e-4) -> Graph:
                         "threshold_mode": cfg.threshold_mode, "leak": float(cfg.leak), "k": float(cfg.k)})
     b = _SpikeLMBuilder(g, dt)
     ids = b.sequence_input("input_ids", seq_len, cfg.vocab_size)
+    type_ids = b.sequence_input("token_type_ids", seq_len, cfg.type_vocab)
+    mask = b.sequence_input("attention_mask", seq_len, 2)
     emb = encoder.embeddings
     word = b.node("embeddings.word", Embedding(weight=to_numpy(emb.word.weight)), ids)
-    # token_type_ids = 0 * input_ids: the reference's default zeros, through the token-type table (kept whole, so a
-    # token-type input can replace this Scale later)
-    type_ids = b.node("embeddings.token_type_ids", nir.Scale(scale=np.zeros(1)), ids)
     ttype = b.node("embeddings.token_type", Embedding(weight=to_numpy(emb.token_type.weight)), type_ids)
     pos = b.node("embeddings.position",
                  PositionEmbedding(weight=to_numpy(emb.position.weight[:seq_len]), T=T, mode="sequence"), ids)
@@ -162,7 +167,8 @@ def export_spikelm_bert(encoder, seq_len: int, dt: float = 1e-4) -> Graph:
         v_lin = b.linear(f"{p}.attn.value", at.value, b.spike(f"{p}.attn.v_in_spike", at.v_in_spike, h))
         k = b.spike(f"{p}.attn.k_spike", at.k_spike, k_lin)
         v = b.spike(f"{p}.attn.v_spike", at.v_spike, v_lin)
-        c = b.ports(f"{p}.attn.attend", SelfAttention(n_head=int(cfg.num_heads)), q=q, k=k, v=v)
+        c = b.ports(f"{p}.attn.attend", SelfAttention(n_head=int(cfg.num_heads), masked=True), q=q, k=k, v=v,
+                    mask=mask)
         o = b.linear(f"{p}.attn.out", at.out, b.spike(f"{p}.attn.out_in_spike", at.out_in_spike, c))
         # residual sums of (L, hidden) rows: a Scale of one scalar 1 (NIR broadcasts size-1 parameters)
         a = b.layer_norm(f"{p}.attn.ln", at.ln, b.residual(f"{p}.attn.res", 1, o, h))
