@@ -361,19 +361,74 @@ def lava(file: Path, input_path: Path, steps: int | None, fixed_point: bool, out
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path),
               help="build directory: a new one, or an earlier spikecc build, which is replaced atomically")
-@click.option("--float", "float_mode", is_flag=True, help="skip fixed-point quantization")
+@click.option("--float", "float_mode", is_flag=True, help="NIR networks: skip fixed-point quantization")
 @input_options
 @dt_option
+@click.option("--target", default="loihi2", show_default=True,
+              help="language models: target profile for the budget (loihi2, loihi1 or a .toml file)")
+@click.option("--polarity", type=click.Choice(["split", "graded"]), default="split", show_default=True,
+              help="language models: ternary spikes as two binary channels (split) or signed graded messages")
+@click.option("--levels", type=click.Choice(["auto", "binary", "graded"]), default="auto", show_default=True,
+              help="SpikeRWKV encoders: binary level channels, one graded value, or auto (graded when T = 1)")
+@click.option("--weight-bits", type=click.IntRange(1, 8), default=8, show_default=True, help="language models")
+@click.option("--message-bits", type=click.IntRange(2, 24), default=12, show_default=True,
+              help="language models: bits of graded host-to-core messages")
+@click.option("--max-error", type=click.FloatRange(min=0), default=None,
+              help="language models: fail if a layer's relative quantization error (noise RMS / signal RMS on the "
+                   "calibration text) exceeds this")
+@click.option("--calibration-text", type=click.Path(path_type=Path), default=None,
+              help="language models: text for calibration (default: held-out Shakespeare)")
+@lm_options
 @friendly_errors
 def compile_cmd(file: Path, out_dir: Path, float_mode: bool, spike_inputs: bool, input_range: float,
-                dt: float | None) -> None:
-    """Compile a NIR FILE for Loihi 2 into a build directory (lowered graph, manifest, report, Lava module)."""
+                dt: float | None, target: str, polarity: str, levels: str, weight_bits: int, message_bits: int,
+                max_error: float | None, calibration_text: Path | None, **options) -> None:
+    """Compile a NIR FILE or a spiking-LM checkpoint for Loihi 2 into a build directory: lowered graph,
+    manifest, reports, Lava module (NIR networks), quantization, partition and budget reports (LMs)."""
+    if _is_lm_file(file):
+        _compile_lm(file, out_dir, target, polarity, levels, weight_bits, message_bits, max_error, calibration_text,
+                    options)
+        return
     from spikecc.driver import compile_file
 
     with console.status("compiling"):
         out = compile_file(file, out_dir, fixed_point=not float_mode, spike_inputs=spike_inputs,
                            input_range=input_range, dt=dt)
     console.print(f"wrote {out}/: " + ", ".join(sorted(p.name for p in out.iterdir())))
+
+
+def _is_lm_file(file: Path) -> bool:
+    """A checkpoint (or save_pretrained directory), or an exported LM .nir (it carries a model family)."""
+    if file.suffix in LM_SUFFIXES or file.is_dir():
+        return True
+    if file.suffix == ".nir" and file.is_file():
+        from spikecc.ir import read
+
+        return "family" in read(file).metadata
+    return False
+
+
+def _compile_lm(file: Path, out_dir: Path, target: str, polarity: str, levels: str, weight_bits: int,
+                message_bits: int, max_error: float | None, calibration_text: Path | None, options: dict) -> None:
+    from spikecc.compiler.pipeline import LMOptions
+    from spikecc.lm_build import compile_lm, describe_pass, summary_lines
+
+    tokenizer = options.pop("tokenizer", None)
+    status = console.status("compiling")
+
+    def stage(text: str) -> None:
+        status.update(text)
+
+    with status:
+        build = compile_lm(file, out_dir, LMOptions(polarity=polarity, levels=levels, message_bits=message_bits,
+                                                    weight_bits=weight_bits),
+                           calibration_text=calibration_text, max_error=max_error, target=target,
+                           tokenizer=tokenizer, load_options=options,
+                           on_pass=lambda name, a, b: console.print(describe_pass(name, a, b), markup=False),
+                           on_stage=stage)
+    for line in summary_lines(build):
+        console.print(line, markup=False)
+    console.print(f"wrote {build.path}/: " + ", ".join(sorted(p.name for p in build.path.iterdir())))
 
 
 @main.command()

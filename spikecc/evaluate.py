@@ -48,8 +48,10 @@ DEFAULT_WARMUP = 64
 
 # -- what is evaluated ------------------------------------------------------------------------------------
 def has_fixed_point(graph: Graph) -> bool:
-    """Whether `graph` holds fixed-point nodes (quantize_for_loihi marks the graph and each node)."""
-    return bool(graph.metadata.get("fixed_point")) or any(a.get("fixed_point") for a in graph.annotations.values())
+    """Whether `graph` holds fixed-point nodes (the quantize passes give each node its number format)."""
+    from spikecc.ir.formats import is_fixed
+
+    return is_fixed(graph)
 
 
 @dataclass
@@ -94,30 +96,35 @@ class Subject:
 
 
 def load_subject(path: str | Path) -> Subject:
-    """A checkpoint (.pt...), an exported LM (.nir), or a build directory whose lowered.nir is a language model."""
+    """A checkpoint (.pt..., or a save_pretrained directory), an exported LM (.nir), or a build directory
+    (`spikecc compile -o`: its float.nir and its fixed-point lowered.nir).
+
+    A checkpoint or an exported graph gets its `fixed` mode by compiling it in memory with the default options
+    (spikecc.lm_build.lower_lm: the pass spine, a calibration run, quantization): what `spikecc compile` would
+    build, without writing it."""
     from spikecc.compiler.frontends import load_lm
     from spikecc.ir import read
+    from spikecc.models.tokenizer import from_metadata
 
     path = Path(path)
-    if path.is_dir():
-        lowered = path / "lowered.nir"
-        if not lowered.exists():
-            raise InputFileError(f"{path}: a directory without lowered.nir; give a checkpoint, an exported .nir or a "
-                                 "build directory written by `spikecc compile`")
-        graph = read(lowered)
-        if "vocab" not in graph.metadata:
+    if path.is_dir() and (path / "lowered.nir").exists():
+        graph = read(path / "lowered.nir")
+        if from_metadata(graph.metadata) is None:
             raise InputFileError(f"{path}: a build of a network that is not a language model (lowered.nir has no "
-                                 "vocabulary); eval needs a language model")
+                                 "tokenizer); eval needs a language model")
         fixed = has_fixed_point(graph)
-        return Subject(str(graph.metadata.get("family", "")), str(path), graph=None if fixed else graph,
+        float_graph = read(path / "float.nir") if (path / "float.nir").exists() else (None if fixed else graph)
+        return Subject(str(graph.metadata.get("family", "")), str(path), graph=float_graph,
                        fixed_graph=graph if fixed else None)
     lm = load_lm(path)
-    if "vocab" not in lm.graph.metadata:
+    if from_metadata(lm.graph.metadata) is None:
         raise InputFileError(f"{path}: a {lm.family} model is an encoder without a vocabulary or LM head; eval "
                              "needs a language model")
-    fixed = has_fixed_point(lm.graph)
-    return Subject(lm.family, str(path), graph=None if fixed else lm.graph, model=lm.model,
-                   fixed_graph=lm.graph if fixed else None)
+    if has_fixed_point(lm.graph):
+        return Subject(lm.family, str(path), graph=None, model=lm.model, fixed_graph=lm.graph)
+    from spikecc.lm_build import lower_lm
+
+    return Subject(lm.family, str(path), graph=lm.graph, model=lm.model, fixed_graph=lower_lm(lm.graph).fixed_graph)
 
 
 # -- windows and scores ----------------------------------------------------------------------------------

@@ -32,6 +32,8 @@ import numpy as np
 from spikecc.errors import GraphError, SpikeccError
 from spikecc.ir import Graph, infer_shapes
 from spikecc.ir.loihi_ops import LOIHI_NEURON_OPS, LoihiDense, LoihiLIF, LoihiTernaryLIF
+from spikecc.ir.neurocore_ops import SpikeRouter
+from spikecc.ir.ops import ExtensionOp
 from spikecc.ir.signals import BINARY, REAL, Signal, ternary
 
 
@@ -202,7 +204,13 @@ def is_host(g: Graph, name: str) -> bool:
 
 
 def is_neurons(g: Graph, name: str) -> bool:
-    return not is_host(g, name) and not isinstance(g.nodes[name], LoihiDense)
+    """A neuron population on a neuro-core. A SpikeRouter is not one: it is the axon routing of the neurons it
+    follows (their spikes leave on one axon per (step bank, polarity) block), so it is an on-chip source only."""
+    return not is_host(g, name) and not isinstance(g.nodes[name], (LoihiDense, SpikeRouter))
+
+
+def is_router(g: Graph, name: str) -> bool:
+    return isinstance(g.nodes[name], SpikeRouter) and not is_host(g, name)
 
 
 def _rates(activity: Activity, name: str, n: int, default: float) -> tuple[np.ndarray, bool]:
@@ -232,6 +240,8 @@ def _signal(g: Graph, name: str) -> Signal:
         return BINARY
     if isinstance(op, LoihiTernaryLIF):
         return ternary(1.0)
+    if isinstance(op, ExtensionOp):  # spikecc's neuro-core ops say what they send (spikecc.ir.neurocore_ops)
+        return op.output_signal({})
     return REAL
 
 
@@ -269,7 +279,7 @@ def extract(g: Graph, activity: Activity | None, default_rate: float, graded_bit
               and any(not is_neurons(g, e.dst) for e in g.out_edges(n))}
 
     def on_chip_source(name: str) -> bool:
-        return is_neurons(g, name) or name in relays
+        return is_neurons(g, name) or name in relays or is_router(g, name)
 
     def groups_of(dense: str) -> list[SynapseGroup]:
         op: LoihiDense = g.nodes[dense]

@@ -182,7 +182,11 @@ def dense_inputs(g: Graph, dense: list[str]) -> list:
     return rows
 
 
-def quantize_neuron(g: Graph, name: str, op, dense: list[str], weight_bits: int) -> None:
+def quantize_neuron(g: Graph, name: str, op, dense: list[str], weight_bits: int, in_bound: float | None = None) \
+        -> None:
+    """Fixed-point fields of one Loihi neuron and the synapses into it (module docstring). `in_bound` replaces
+    the worst case of one step's synaptic input (every input at its extreme) by a given bound, e.g. a calibrated
+    one (spikecc.compiler.passes.quantize_lm)."""
     n = int(np.size(op.du))
     du, dv = np.asarray(op.du, dtype=np.float64), np.asarray(op.dv, dtype=np.float64)
     bias = np.asarray(op.bias_mant, dtype=np.float64) * 2.0 ** np.asarray(op.bias_exp, dtype=np.float64)
@@ -201,6 +205,8 @@ def quantize_neuron(g: Graph, name: str, op, dense: list[str], weight_bits: int)
     # The largest scale S under every range limit (see the module docstring).
     limits = []
     peak_in = float(in_max.max()) if n else 0.0
+    if in_bound is not None and in_bound > 0:
+        peak_in = min(peak_in, float(in_bound))
     u_init = np.asarray(op.u_init, dtype=np.float64)
     du_min = float(du.min()) if np.all(du > 0) else 1.0 / 4096
     if peak_in > 0:

@@ -1,17 +1,24 @@
 """quantize (language models): the neuro-core part to Loihi 2 fixed point; the host part stays float.
 
 Input: a language model after map-neurons and message-widths (float form), and the activity of a short
-calibration prompt (`calibration`: the largest |value| each calibrated HostToCore boundary carried), which the
-build driver measures with the float graph. Per node:
+calibration prompt, which the build driver measures with the float graph: `calibration` maps each calibrated
+HostToCore boundary, and each neuro-core neuron or relay, to the largest |value| it carried (for a neuron: the
+largest |synaptic input| of one step). Per node:
 
     HostToCore (graded)  scale = max |x| / (2**(bits-1) - 1) on the calibration prompt: the prompt's largest value
                          is the top of the payload range (larger values later are clipped, and counted)
     LoihiLIF             spikecc.compiler.passes.quantize.quantize_neuron: the state scale S bounded by the
                          16-bit a_in, the 24-bit u and the 17-bit threshold, weights on the 8-bit grid
-    LoihiRelay           S = 0.97 (2**23 - 1) / worst |input| (the graded spike fits 24 bits whatever the input),
-                         weights round(S W unit / 2**e); the CoreToHost after it reads one unit as 1 / S
-    LoihiElastic         S = 0.97 (2**23 - 1) / B, B the worst |m| (m_t <= 2 mult_t m_{t-1} + |x| + |bias|, over
+    LoihiRelay           S = 0.97 (2**23 - 1) / bound (the graded spike fits 24 bits), weights
+                         round(S W unit / 2**e); the CoreToHost after it reads one unit as 1 / S
+    LoihiElastic         S = 0.97 (2**23 - 1) / B, B the bound on |m| (m_t <= 2 mult_t m_{t-1} + |x| + |bias|, over
                          the T steps of a token); mult -> round(4096 mult), thresholds and bias -> round(S .)
+
+    The input bound of a neuron or relay is the smaller of the worst case (every input at its extreme in one
+    step, which no input can exceed) and HEADROOM times the largest input the calibration run saw. Worst cases
+    of graded inputs are far above what occurs (128 LayerNorm outputs never all peak with the signs that add
+    up), and a bound that is too loose costs the state its resolution; the calibrated bound keeps HEADROOM x
+    margin, and the report measures the layer's error, spikes and headroom on the calibration text.
     every LoihiDense     weight_exp puts its largest |W S unit| in the top octave of the weight grid; the
                          int32 sum of Lava's Dense must not wrap: sum |W_int| * max payload < 2**31 (a layer
                          that could wrap is refused, naming it, with what to change)
@@ -43,6 +50,7 @@ from spikecc.ir.loihi_spec import DECAY_UNITY, UV_BITS, UV_MAX, WEIGHT_EXP_RANGE
 from spikecc.ir.neurocore_ops import CoreToHost, HostToCore, LoihiElastic, LoihiRelay
 
 INT32_MAX = 2**31 - 1
+HEADROOM = 2.0  # calibrated bounds: twice the largest synaptic input seen on the calibration text
 
 
 def quantize_lm(g: Graph, a: Analysis | None = None, calibration: dict[str, float] | None = None,
@@ -65,12 +73,16 @@ def quantize_lm(g: Graph, a: Analysis | None = None, calibration: dict[str, floa
             dense_into.setdefault(e.dst, []).append(e.src)
     for name, op in list(out.nodes.items()):
         dense = dense_into.get(name, [])
+        seen = float(calibration.get(name, 0.0))
+        bound = HEADROOM * seen if seen > 0 else None
         if isinstance(op, LoihiLIF):
-            quantize_neuron(out, name, op, dense, weight_bits)
+            quantize_neuron(out, name, op, dense, weight_bits, in_bound=bound)
         elif isinstance(op, LoihiRelay):
-            _quantize_relay(out, name, op, dense, weight_bits)
+            _quantize_relay(out, name, op, dense, weight_bits, bound)
         elif isinstance(op, LoihiElastic):
-            _quantize_elastic(out, name, op, dense, weight_bits)
+            _quantize_elastic(out, name, op, dense, weight_bits, bound)
+        if bound is not None and isinstance(op, (LoihiLIF, LoihiRelay, LoihiElastic)):
+            out.annotate(name, calibrated_input_max=seen)
     for name, op in out.nodes.items():
         if isinstance(op, LoihiDense):
             _check_int32(out, name, weight_bits)
@@ -86,10 +98,16 @@ def _state_scale(name: str, bound: float) -> float:
     return ROUNDING_MARGIN * UV_MAX / bound
 
 
-def _quantize_relay(g: Graph, name: str, op: LoihiRelay, dense: list[str], weight_bits: int) -> None:
+def _worst_bound(rows: list) -> np.ndarray | float:
+    return sum(_worst_input(w, pmax, nonneg) for _, _, _, w, pmax, nonneg, _ in rows) if rows else 0.0
+
+
+def _quantize_relay(g: Graph, name: str, op: LoihiRelay, dense: list[str], weight_bits: int,
+                    in_bound: float | None) -> None:
     rows = dense_inputs(g, dense)
-    bound = float(sum(_worst_input(w, pmax, nonneg) for _, _, _, w, pmax, nonneg, _ in rows).max(initial=0.0)) \
-        if rows else 0.0
+    bound = float(np.max(_worst_bound(rows), initial=0.0))
+    if in_bound is not None:
+        bound = min(bound, in_bound)
     s = _lowest_exp_scale(rows, _state_scale(name, bound), weight_bits)
     quantize_synapses(g, rows, s, weight_bits, 0)
     g.annotate(name, format=fixed_format(state_bits=UV_BITS, message_bits=op.message_bits), v_scale=float(s))
@@ -111,11 +129,13 @@ def _lowest_exp_scale(rows: list, s: float, weight_bits: int) -> float:
     return s
 
 
-def _quantize_elastic(g: Graph, name: str, op: LoihiElastic, dense: list[str], weight_bits: int) -> None:
+def _quantize_elastic(g: Graph, name: str, op: LoihiElastic, dense: list[str], weight_bits: int,
+                      in_bound: float | None) -> None:
     rows = dense_inputs(g, dense)
-    x_max = sum(_worst_input(w, pmax, nonneg) for _, _, _, w, pmax, nonneg, _ in rows) if rows else 0.0
     bias = np.abs(np.asarray(op.bias, dtype=np.float64))
-    drive = float(np.max(x_max + bias, initial=0.0))
+    drive = float(np.max(_worst_bound(rows) + bias, initial=0.0))
+    if in_bound is not None:  # the calibrated bound is of x + bias, the synaptic input with its bias
+        drive = min(drive, in_bound)
     mult = np.asarray(op.mult, dtype=np.float64)
     bound, worst = 0.0, 0.0
     for t in range(int(op.T)):  # m_t <= 2 mult_t m_{t-1} + drive, restarting each token (mult_0 = 0)
