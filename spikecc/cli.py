@@ -436,14 +436,27 @@ def _compile_lm(file: Path, out_dir: Path, target: str, polarity: str, levels: s
 @click.option("--prompt", required=True, help="text to start from (encoded by the model's tokenizer)")
 @click.option("--tokens", type=click.IntRange(min=1), default=64, show_default=True, help="tokens to generate")
 @click.option("--reference", is_flag=True, help="run the torch reference model instead of the simulator")
+@click.option("--fixed-point", is_flag=True,
+              help="a build directory: run its neuro-core part bit-accurately (lowered.nir) instead of in float")
 @lm_options
 @friendly_errors
-def generate(checkpoint: Path, prompt: str, tokens: int, reference: bool, **options) -> None:
-    """Generate text from a spiking-LM CHECKPOINT (a file, a save_pretrained directory or an exported .nir) with
-    spikecc's simulator (greedy)."""
+def generate(checkpoint: Path, prompt: str, tokens: int, reference: bool, fixed_point: bool, **options) -> None:
+    """Generate text from a spiking-LM CHECKPOINT (a file, a save_pretrained directory or an exported .nir), or
+    from a BUILD directory that `spikecc compile` wrote, with spikecc's simulator (greedy)."""
     from spikecc.backends.cpu.lm_runner import open_lm_simulator
     from spikecc.compiler.frontends import ENCODER_ONLY, family_name, reference_generate
 
+    if _is_build(checkpoint):
+        if reference:
+            raise InputFileError(f"{checkpoint}: --reference runs a checkpoint's torch model; give the checkpoint")
+        graph = _build_graph(checkpoint, fixed_point)
+        with console.status(f"generating {tokens} tokens in the simulator"):
+            text = open_lm_simulator(graph, mode="fixed" if fixed_point else "float").generate(prompt, tokens).text
+        click.echo(prompt + text)
+        return
+    if fixed_point:
+        raise InputFileError(f"{checkpoint}: --fixed-point runs a compiled build; compile it first "
+                             "(spikecc compile CHECKPOINT -o BUILD) and generate from BUILD")
     lm = _load(checkpoint, options, reference=reference)
     if lm.family in ENCODER_ONLY:
         raise InputFileError(f"{checkpoint}: a {family_name(lm.family)} is an encoder without an LM head, "
@@ -456,6 +469,24 @@ def generate(checkpoint: Path, prompt: str, tokens: int, reference: bool, **opti
         with console.status(f"generating {tokens} tokens in the simulator"):
             text = open_lm_simulator(lm.graph).generate(prompt, tokens).text
     click.echo(prompt + text)
+
+
+def _is_build(path: Path) -> bool:
+    return path.is_dir() and (path / "lowered.nir").is_file() and (path / "manifest.json").is_file()
+
+
+def _build_graph(build: Path, fixed_point: bool):
+    """A language-model build's graph: lowered.nir (fixed point) or float.nir (the same passes, float form)."""
+    from spikecc.ir import read
+
+    path = build / ("lowered.nir" if fixed_point else "float.nir")
+    if not path.is_file():
+        raise InputFileError(f"{build}: no {path.name}; this build is not a language model compiled by spikecc "
+                             "(compile a checkpoint with spikecc compile)")
+    graph = read(path)
+    if "family" not in graph.metadata:
+        raise InputFileError(f"{build}: a build of a network that is not a language model; use spikecc simulate")
+    return graph
 
 
 @main.command()

@@ -184,11 +184,11 @@ def layer_activity(sim: Simulator, graph: Graph, spiking: list[str], counts: dic
     return rows
 
 
-def open_lm_simulator(graph: Graph):
+def open_lm_simulator(graph: Graph, mode: str = "float"):
     """The runner for an LM graph: `Seq2SeqSimulator` for encoder-decoder graphs (metadata ``seq2seq``), else
-    `LMSimulator`. Both offer `encode`, `decode`, `generate` and `activity`."""
+    `LMSimulator` (in `mode`). Both offer `encode`, `decode`, `generate` and `activity`."""
     if "seq2seq" in graph.metadata:
         from spikecc.backends.cpu.seq2seq_runner import Seq2SeqSimulator
 
         return Seq2SeqSimulator(graph)
-    return LMSimulator(graph)
+    return LMSimulator(graph, mode=mode)
