@@ -56,9 +56,9 @@ def quantization_report(float_graph: Graph, fixed_graph: Graph, ids: list[int]) 
         same = float(np.mean(ref[n] == got[n])) if ref[n].size else 1.0
         op = g.nodes[n]
         ann = g.annotations.get(n, {})
-        scale = float(ann.get("v_scale", 1.0))
+        scale = float(np.min(ann.get("v_scale", 1.0)))
         th = np.asarray(op.vth if isinstance(op, LoihiLIF) else op.hi, dtype=np.float64)
-        th_units = float(np.min(th)) * (64 if isinstance(op, LoihiLIF) else 1)
+        th_units = float(np.min(np.abs(th[th != 0]))) * (64 if isinstance(op, LoihiLIF) else 1) if np.any(th) else 0.0
         layers.append({"layer": n, "kind": type(op).__name__, "spike_agreement": same,
                        "spikes_float": int(np.count_nonzero(ref[n])), "spikes_fixed": int(np.count_nonzero(got[n])),
                        "state_scale": scale, "threshold_state_units": th_units,

@@ -85,7 +85,8 @@ class LoihiElastic(ExtensionOp):
     (the amplitude alpha_t of spike step t is folded into the synapses the spikes feed, or restored by the
     CoreToHost that reads them). With t = step mod T and x_t the synaptic input:
 
-    Float form (mult, hi, lo, bias reals):
+    hi and lo hold one value per spike step (T,), or per spike step and neuron (T, n) (a layer quantized with
+    one state scale per neuron). Float form (mult, hi, lo, bias reals):
         m_t = (m_{t-1} * mult_t) * (1 - u_{t-1}) + x_t + bias      mult_t = leak * alpha_{t-1}, mult_0 = 0
         u_t = +1 if m_t > hi_t, -1 if m_t < lo_t, else 0            (the membrane restarts at t = 0)
 
@@ -109,12 +110,14 @@ class LoihiElastic(ExtensionOp):
 
     def __post_init__(self) -> None:
         self.T = int(self.T)
-        for k in ("mult", "hi", "lo"):
-            a = np.asarray(getattr(self, k)).reshape(-1)
-            if a.size != self.T:
-                raise ValueError(f"LoihiElastic.{k} needs one value per spike step ({self.T}), got {a.size}")
-            setattr(self, k, a)
         self.bias = np.asarray(self.bias).reshape(-1)
+        for k in ("mult", "hi", "lo"):
+            a = np.asarray(getattr(self, k))
+            a = a.reshape(-1) if a.ndim < 2 or k == "mult" else a
+            if a.shape not in ((self.T,), (self.T, self.bias.size)) or (k == "mult" and a.ndim != 1):
+                raise ValueError(f"LoihiElastic.{k} needs one value per spike step ({self.T}) or, thresholds only, "
+                                 f"one per step and neuron ({self.T}, {self.bias.size}), got shape {a.shape}")
+            setattr(self, k, a)
         super().__post_init__()
 
     def natural_shape(self) -> tuple[int, ...]:
@@ -176,22 +179,25 @@ class HostToCore(ExtensionOp):
 @register_op
 @dataclass(eq=False)
 class CoreToHost(ExtensionOp):
-    """A neuro-core message becomes a host value: y = x * scales[t mod B] + bias (B = len(scales)).
+    """A neuro-core message becomes a host value: y = x * scales[t mod B] * units + bias (B = len(scales)).
 
     `scales` is the value of one unit of the message at spike step t (one value for relays and binary spikes;
-    one per spike step for a neuron whose spikes stand for a step's amplitude alpha_t); `bias` (one value per
-    element, or empty) is the host-side bias of the linear layer whose result arrives (Loihi synapses have
-    none). The same arithmetic in both forms: the float form reads unit spikes and float currents, the fixed
-    form integers."""
+    one per spike step for a neuron whose spikes stand for a step's amplitude alpha_t); `units` (one value per
+    element, or empty: 1) the value of one unit of each element (a relay quantized with one state scale per
+    output channel); `bias` (one value per element, or empty) is the host-side bias of the linear layer whose
+    result arrives (Loihi synapses have none). The same arithmetic in both forms: the float form reads unit
+    spikes and float currents, the fixed form integers."""
 
     scales: np.ndarray = field(default_factory=lambda: np.ones(1))
     bias: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    units: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     converts_format: ClassVar[tuple[str, str]] = ("fixed", "float")
 
     def __post_init__(self) -> None:
         self.scales = np.asarray(self.scales, dtype=np.float64).reshape(-1)
         self.bias = np.asarray(self.bias, dtype=np.float64).reshape(-1)
+        self.units = np.asarray(self.units, dtype=np.float64).reshape(-1)
         super().__post_init__()
 
     def output_signal(self, in_signals) -> Signal:

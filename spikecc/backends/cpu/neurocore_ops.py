@@ -141,16 +141,19 @@ def lower_host_to_core(op: HostToCore, ctx: BuildContext) -> Kernel:
 
 
 class CoreToHostKernel(_Stepped):
-    """y = x * scales[t mod B] + bias, in float64."""
+    """y = x * scales[t mod B] * units + bias, in float64."""
 
     def __init__(self, op: CoreToHost) -> None:
         super().__init__()
         self.scales, self.bias = np.asarray(op.scales, dtype=np.float64), np.asarray(op.bias, dtype=np.float64)
+        self.units = np.asarray(op.units, dtype=np.float64)
         self.reset()
 
     def _convert(self, x: np.ndarray, ts: np.ndarray) -> np.ndarray:
         scale = self.scales[ts % self.scales.size].reshape(-1, *([1] * (x.ndim - 1)))
         y = np.asarray(x, dtype=np.float64) * scale
+        if self.units.size:
+            y = y * self.units
         return y + self.bias if self.bias.size else y
 
     def step(self, x):

@@ -277,20 +277,23 @@ def quantize_neuron(g: Graph, name: str, op, dense: list[str], weight_bits: int,
     quantize_synapses(g, rows, s, weight_bits, ACT_SHIFT)
 
 
-def quantize_synapses(g: Graph, rows: list, s: float, weight_bits: int, shift: int) -> None:
-    """The synapses `rows` (from `_dense_inputs`) into a neuron whose state has scale `s` and whose synaptic
-    input is added as a_in << shift: each gets the weight exponent that puts its largest |weight| in the top
-    octave of the weight grid, and integer weights round(s W / 2**(shift + e))."""
+def quantize_synapses(g: Graph, rows: list, s: float | np.ndarray, weight_bits: int, shift: int) -> None:
+    """The synapses `rows` (from `dense_inputs`) into a neuron whose state has scale `s` (one value, or one per
+    neuron: per-output-channel scales) and whose synaptic input is added as a_in << shift: each gets the weight
+    exponent that puts its largest |s_i W_ij| in the top octave of the weight grid, and integer weights
+    round(s_i W_ij / 2**(shift + e))."""
     for d, dop, src, w, _, _, unit in rows:
-        m = float(np.abs(w).max()) if w.size else 0.0
+        s_rows = np.broadcast_to(np.asarray(s, dtype=np.float64).reshape(-1), (w.shape[0],))
+        top = float((s_rows * np.abs(w).max(axis=1)).max()) if w.size else 0.0
         mixed = bool(w.size and w.min() < 0 < w.max())
         _, _, hi = weight_grid(weight_bits, mixed)
-        if m > 0:
-            e = math.ceil(math.log2(s * m / (2**shift * hi)) - 1e-12)
+        if top > 0:
+            e = math.ceil(math.log2(top / (2**shift * hi)) - 1e-12)
             e = int(np.clip(e, *WEIGHT_EXP_RANGE))
         else:
             e = 0
-        w_unit = 2.0 ** (shift + e) / s  # float value (per payload unit) of one integer weight unit
+        # float value (per payload unit) of one integer weight unit, per row
+        w_unit = (2.0 ** (shift + e) / s_rows)[:, None] if np.ndim(s) else 2.0 ** (shift + e) / float(s)
         wq = quantize_weights(w, w_unit, weight_bits) if w.size else np.zeros(w.shape, dtype=np.int64)
         _set_dense(g, d, dop, src, wq, e, weight_bits, w, w_unit, unit)
 
@@ -307,7 +310,7 @@ def _quantize_output(g: Graph, name: str, dense: list[str], weight_bits: int) ->
 
 
 def _set_dense(g: Graph, d: str, dop: LoihiDense, src: str, wq: np.ndarray, e: int, weight_bits: int,
-               w: np.ndarray, w_unit: float, payload_unit: float) -> None:
+               w: np.ndarray, w_unit: float | np.ndarray, payload_unit: float) -> None:
     bits = int(dop.num_message_bits)
     if bits > 0 and isinstance(g.nodes[src], nir.Input):
         bits = int(g.annotations[src]["input_bits"]) or bits
@@ -317,8 +320,9 @@ def _set_dense(g: Graph, d: str, dop: LoihiDense, src: str, wq: np.ndarray, e: i
     m = float(np.abs(w).max()) / payload_unit if w.size else 0.0
     nonzero = w != 0
     zeroed = int(np.count_nonzero(nonzero & (wq == 0)))
+    scale = np.asarray(w_unit, dtype=np.float64).reshape(-1) / payload_unit
     g.annotate(d, format=fixed_format(weight_bits=weight_bits, message_bits=bits),
-               weight_scale=float(w_unit / payload_unit), quant_error=err,
+               weight_scale=float(scale[0]) if np.all(scale == scale[0]) else scale.tolist(), quant_error=err,
                quant_rel_error=err / m if m > 0 else 0.0, zeroed_weights=zeroed)
     n_nonzero = int(np.count_nonzero(nonzero))
     if n_nonzero and zeroed > ZEROED_WARN_SHARE * n_nonzero:
