@@ -378,16 +378,18 @@ def lava(file: Path, input_path: Path, steps: int | None, fixed_point: bool, out
                    "calibration text) exceeds this")
 @click.option("--calibration-text", type=click.Path(path_type=Path), default=None,
               help="language models: text for calibration (default: held-out Shakespeare)")
+@click.option("--calibration-tokens", type=click.IntRange(min=2), default=256, show_default=True,
+              help="language models: tokens of the calibration text to run (at most the model's context)")
 @lm_options
 @friendly_errors
 def compile_cmd(file: Path, out_dir: Path, float_mode: bool, spike_inputs: bool, input_range: float,
                 dt: float | None, target: str, polarity: str, levels: str, weight_bits: int, message_bits: int,
-                max_error: float | None, calibration_text: Path | None, **options) -> None:
+                max_error: float | None, calibration_text: Path | None, calibration_tokens: int, **options) -> None:
     """Compile a NIR FILE or a spiking-LM checkpoint for Loihi 2 into a build directory: lowered graph,
     manifest, reports, Lava module (NIR networks), quantization, partition and budget reports (LMs)."""
     if _is_lm_file(file):
         _compile_lm(file, out_dir, target, polarity, levels, weight_bits, message_bits, max_error, calibration_text,
-                    options)
+                    calibration_tokens, options)
         return
     from spikecc.driver import compile_file
 
@@ -409,7 +411,8 @@ def _is_lm_file(file: Path) -> bool:
 
 
 def _compile_lm(file: Path, out_dir: Path, target: str, polarity: str, levels: str, weight_bits: int,
-                message_bits: int, max_error: float | None, calibration_text: Path | None, options: dict) -> None:
+                message_bits: int, max_error: float | None, calibration_text: Path | None, calibration_tokens: int,
+                options: dict) -> None:
     from spikecc.compiler.pipeline import LMOptions
     from spikecc.lm_build import compile_lm, describe_pass, summary_lines
 
@@ -425,7 +428,7 @@ def _compile_lm(file: Path, out_dir: Path, target: str, polarity: str, levels: s
                            calibration_text=calibration_text, max_error=max_error, target=target,
                            tokenizer=tokenizer, load_options=options,
                            on_pass=lambda name, a, b: console.print(describe_pass(name, a, b), markup=False),
-                           on_stage=stage)
+                           on_stage=stage, calibration_tokens=calibration_tokens)
     for line in summary_lines(build):
         console.print(line, markup=False)
     console.print(f"wrote {build.path}/: " + ", ".join(sorted(p.name for p in build.path.iterdir())))

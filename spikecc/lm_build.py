@@ -53,7 +53,7 @@ class LMBuild:
     budget: object | None  # spikecc.compiler.mapping.Mapping
 
 
-def calibration_ids(graph: Graph, text: str | None) -> tuple[list[int], str]:
+def calibration_ids(graph: Graph, text: str | None, tokens: int = CALIBRATION_TOKENS) -> tuple[list[int], str]:
     """Token ids of the calibration text (module docstring) and the text itself, cut to the model's context."""
     from spikecc.backends.cpu.lm_runner import LMSimulator
     from spikecc.models.data import shakespeare_text
@@ -66,7 +66,7 @@ def calibration_ids(graph: Graph, text: str | None) -> tuple[list[int], str]:
         text = "".join(c for c in tail[:4096] if chars is None or c in chars)
     ids = lm.encode(text)
     context = int(graph.metadata.get("context", 0) or 0)
-    limit = min(CALIBRATION_TOKENS, context) if context else CALIBRATION_TOKENS
+    limit = min(tokens, context) if context else tokens
     ids = ids[:limit]
     if len(ids) < 2:
         raise InputFileError("the calibration text gives fewer than 2 tokens; give a longer --calibration-text")
@@ -131,7 +131,7 @@ class Lowered:
 
 def lower_lm(graph: Graph, options: LMOptions | None = None, calibration_text: str | None = None,
              on_pass: Callable[[str, Graph, Graph], None] | None = None,
-             on_stage: Callable[[str], None] | None = None) -> Lowered:
+             on_stage: Callable[[str], None] | None = None, calibration_tokens: int = CALIBRATION_TOKENS) -> Lowered:
     """The exported graph of a language model through the LM pass spine, calibrated and quantized."""
     from spikecc.compiler.passes.quantize_lm import quantize_lm
 
@@ -139,7 +139,7 @@ def lower_lm(graph: Graph, options: LMOptions | None = None, calibration_text: s
     options = options or LMOptions()
     float_graph = run_passes(graph, lm_passes(options), on_pass)
     stage("calibrating on a short text")
-    ids, used_text = calibration_ids(float_graph, calibration_text)
+    ids, used_text = calibration_ids(float_graph, calibration_text, calibration_tokens)
     top, activity = calibrate(float_graph, ids)
     fixed_graph = run_passes(float_graph, [("quantize", lambda g, a: quantize_lm(
         g, a, calibration=top, weight_bits=options.weight_bits))], on_pass)
@@ -150,7 +150,7 @@ def compile_lm(checkpoint: str | Path, out_dir: str | Path, options: LMOptions |
                calibration_text: str | Path | None = None, max_error: float | None = None, target: str = "loihi2",
                tokenizer: str | Path | None = None, load_options: dict | None = None,
                on_pass: Callable[[str, Graph, Graph], None] | None = None,
-               on_stage: Callable[[str], None] | None = None) -> LMBuild:
+               on_stage: Callable[[str], None] | None = None, calibration_tokens: int = CALIBRATION_TOKENS) -> LMBuild:
     """Compile a language-model checkpoint (or exported .nir) into a build directory (module docstring).
     `max_error`: the largest relative error (quantization noise RMS / signal RMS, on the calibration run) any
     neuro-core layer's output may have; past it the compile fails naming the layer, and nothing is written."""
@@ -174,7 +174,7 @@ def compile_lm(checkpoint: str | Path, out_dir: str | Path, options: LMOptions |
         raise InputFileError(f"{checkpoint}: a {lm.family} model without a vocabulary (an encoder) cannot be "
                              "calibrated on text; spikecc compiles generative language models")
     exported = lm.graph
-    low = lower_lm(exported, options, text, on_pass, stage)
+    low = lower_lm(exported, options, text, on_pass, stage, calibration_tokens)
     float_graph, fixed_graph, ids, activity = low.float_graph, low.fixed_graph, low.ids, low.activity
     stage("measuring quantization error")
     quant = quantization_report(float_graph, fixed_graph, ids)

@@ -42,6 +42,7 @@ import nir
 import numpy as np
 
 from spikecc.compiler.frontends.builder import LMGraphBuilder, to_numpy
+from spikecc.errors import CheckpointError
 from spikecc.ir import Graph
 from spikecc.ir.lm_ops import GELU, Embedding
 from spikecc.ir.spikelm_ops import CausalSelfAttention, ElasticBiSpike, PositionEmbedding, SelfAttention, TokenMean
@@ -56,8 +57,11 @@ class _SpikeLMBuilder(LMGraphBuilder):
 
     def spike(self, name: str, neuron, src: str) -> str:
         """A reference `ElasticBiSpike` module -> the `ElasticBiSpike` op (its frozen per-step alphas, its leak)."""
-        op = ElasticBiSpike(T=int(neuron.T), alpha=to_numpy(neuron.alpha), leak=float(neuron.leak),
-                            threshold_mode=str(neuron.threshold_mode))
+        try:
+            op = ElasticBiSpike(T=int(neuron.T), alpha=to_numpy(neuron.alpha), leak=float(neuron.leak),
+                                threshold_mode=str(neuron.threshold_mode))
+        except ValueError as exc:  # e.g. a non-positive alpha: name the layer it belongs to
+            raise CheckpointError(f"layer '{name}': {exc}; the spike amplitudes must be positive") from None
         return self.node(name, op, src)
 
     def sequence_input(self, name: str, length: int, vocab_size: int) -> str:

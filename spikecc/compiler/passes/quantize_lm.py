@@ -31,6 +31,7 @@ Every node gets its `format` (spikecc.ir.formats): fixed on the neuro-cores and 
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -55,8 +56,17 @@ HEADROOM = 2.0  # calibrated bounds: twice the largest synaptic input seen on th
 
 def quantize_lm(g: Graph, a: Analysis | None = None, calibration: dict[str, float] | None = None,
                 weight_bits: int = 8) -> Graph:
-    """A new graph whose neuro-core nodes hold Loihi 2 integers (module docstring)."""
-    calibration = calibration or {}
+    """A new graph whose neuro-core nodes hold Loihi 2 integers (module docstring). Warnings (weights rounded to
+    zero) are given once the layer passed the checks: a refused layer gets its error alone."""
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        out = _quantize(g, calibration or {}, weight_bits)
+    for w in seen:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return out
+
+
+def _quantize(g: Graph, calibration: dict[str, float], weight_bits: int) -> Graph:
     out = g.copy()
     for name, op in out.nodes.items():
         if isinstance(op, HostToCore) and op.bits > 0 and out.annotation(name, "calibrate"):
@@ -71,6 +81,7 @@ def quantize_lm(g: Graph, a: Analysis | None = None, calibration: dict[str, floa
     for e in out.edges:
         if isinstance(out.nodes[e.src], LoihiDense):
             dense_into.setdefault(e.dst, []).append(e.src)
+    floats = {d: np.asarray(out.nodes[d].weight, dtype=np.float64) for ds in dense_into.values() for d in ds}
     for name, op in list(out.nodes.items()):
         dense = dense_into.get(name, [])
         seen = float(calibration.get(name, 0.0))
@@ -86,6 +97,7 @@ def quantize_lm(g: Graph, a: Analysis | None = None, calibration: dict[str, floa
     for name, op in out.nodes.items():
         if isinstance(op, LoihiDense):
             _check_int32(out, name, weight_bits)
+            _check_rows(name, floats.get(name), np.asarray(op.weight))
         if out.annotation(name, "partition") == "host" and not isinstance(op, HostToCore):
             out.annotate(name, format={"kind": FLOAT})
     out.metadata["quantization"] = {"weight_bits": int(weight_bits)}
@@ -173,6 +185,21 @@ def _quantize_elastic(g: Graph, name: str, op: LoihiElastic, dense: list[str], w
               "bias": float(np.abs(bias_q / s - np.asarray(op.bias)).max(initial=0.0))}
     g.annotate(name, format=fixed_format(state_bits=UV_BITS), v_scale=s.tolist() if per_neuron else float(s[0]),
                quant_error=errors)
+
+
+def _check_rows(name: str, before: np.ndarray | None, after: np.ndarray) -> None:
+    """A neuron whose every incoming weight rounds to 0 has lost its input: the layer's weights span more than
+    8-bit weights under one exponent can hold (an outlier sets the exponent for all). Refused, naming the layer."""
+    if before is None or not before.size:
+        return
+    lost = np.any(before != 0, axis=1) & ~np.any(after != 0, axis=1)
+    if lost.any():
+        top = float(np.abs(before).max())
+        typical = float(np.median(np.abs(before[before != 0])))
+        raise BackendError(f"layer '{name}': all incoming weights of {int(lost.sum())} of {lost.size} neurons round to "
+                           f"0 in fixed point: its largest |weight| ({top:.3g}) is {top / typical:.3g}x the median "
+                           f"({typical:.3g}), more than one weight exponent can span (an overflow of every exponent "
+                           "the others could use); check the layer's weights for outliers")
 
 
 def _check_int32(g: Graph, name: str, weight_bits: int) -> None:
