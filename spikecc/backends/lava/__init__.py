@@ -5,6 +5,8 @@
     plan_network(graph, mode)                                             the process specs and connections
 
 Lava itself is imported only when a network is built or run, so writing a module needs no Lava import.
+spikecc's own processes for language-model ops (and the phase gate that runs a token-synchronous graph at
+several Lava steps per graph step) are in spikecc.backends.lava.processes.
 """
 
 from spikecc.backends.lava.codegen import write_lava_module

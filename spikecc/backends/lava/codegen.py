@@ -1,8 +1,10 @@
 """Write a Loihi-form graph as a small stand-alone Lava program: `lava_network.py` + `lava_params.npz`.
 
 The generated module rebuilds the same process graph that `run_lava` runs (both come from
-`plan_network`), with Lava's own processes only, so it also serves `Loihi2HwCfg` where the proprietary
-lava-loihi extension is installed:
+`plan_network`), with Lava's own processes and, for language-model ops, spikecc's (Elastic, SpikeRouter,
+Relay, PhasedLIF), so it also serves `Loihi2HwCfg` where the proprietary lava-loihi extension is installed
+(spikecc's processes have Python models only: under Loihi2HwCfg they would run on the host CPU, not on
+neuro-cores):
 
     build(inputs=None, steps=1) -> dict node -> process     sources hold `inputs` (zeros when None)
     run(inputs, steps=None, hardware=None) -> dict Output name -> (steps, n) array
@@ -13,13 +15,22 @@ simulator's steps as `run_lava`'s do (see spikecc.backends.lava.run). Weakly con
 that share no process are run one after the other, each in its own runtime: Lava compiles only what is
 connected to the process `run` is called on.
 
+It imports lava and numpy, never spikecc: beside it go `spikecc_lava_compat.py`, a copy of spikecc.lava_compat
+(Lava 0.10 does not import on Python 3.11 without it), and, when the network uses spikecc's processes,
+`spikecc_processes.py`, a copy of spikecc.backends.lava.processes with its few spikecc constants written in as
+numbers (`standalone_source`). Both copies are made from those modules' source at write time, so there is one
+source of truth; the generated module loads them by path.
+
 The bytes depend only on the graph: nodes in graph order, arrays in the .npz by sorted key, zip entries
 with a fixed date, no timestamps or paths.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +38,51 @@ import networkx as nx
 import numpy as np
 
 import spikecc
+from spikecc.backends.lava.lowering import PROCESS_CLASSES, SPIKECC_PROCESSES
 from spikecc.backends.lava.plan import SELECT_TAGS, NetworkPlan, check_mode, output_reads, plan_network
+from spikecc.errors import BackendError
 from spikecc.files import atomic_write_bytes, npz_bytes
 from spikecc.ir.graph import Graph
 
 MODULE_NAME = "lava_network.py"
 PARAMS_NAME = "lava_params.npz"
+# Copies of spikecc modules written beside the generated module: file stem -> spikecc module
+COMPAT_STEM = "spikecc_lava_compat"
+PROCESSES_STEM = "spikecc_processes"
+COPIES = {COMPAT_STEM: "spikecc.lava_compat", PROCESSES_STEM: SPIKECC_PROCESSES}
+
+_SPIKECC_IMPORT = re.compile(r"^from (spikecc(?:\.\w+)*) import ([\w, ]+?)[ \t]*(#.*)?$", re.MULTILINE)
+
+
+def standalone_source(module: str) -> str:
+    """The source of one of spikecc's modules (by name) as a file that runs without spikecc: each line
+    `from spikecc.x import A, B` becomes `A = <value>` / `B = <value>` (numbers and strings only; anything else,
+    or any other import of spikecc, is a BackendError), under a header saying where it came from. The module is
+    read, not imported (spikecc.backends.lava.processes imports Lava; writing a module does not need it)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
+        raise BackendError(f"cannot find the source of {module} to copy it into a generated module")
+    text = Path(spec.origin).read_text(encoding="utf8")
+
+    def inline(m: re.Match) -> str:
+        source = importlib.import_module(m.group(1))
+        lines = []
+        for name in (n.strip() for n in m.group(2).split(",")):
+            value = getattr(source, name)
+            if not isinstance(value, (int, float, str)) or isinstance(value, bool):
+                raise BackendError(f"{module} imports {name} from {m.group(1)}, which is not a number or "
+                                   "string; a standalone copy can only write such constants in")
+            lines.append(f"{name} = {value!r}  # {m.group(1)}.{name}")
+        return "\n".join(lines)
+
+    text = _SPIKECC_IMPORT.sub(inline, text)
+    left = re.search(r"^\s*(from|import)\s+spikecc\b.*$", text, re.MULTILINE)
+    if left:
+        raise BackendError(f"{module} cannot be copied into a generated module: it keeps "
+                           f"`{left.group(0).strip()}`")
+    header = (f"# Copy of {module}, written by spikecc {spikecc.__version__} beside a generated Lava module\n"
+              "# so that the module runs without spikecc. Regenerate it with spikecc; do not edit.\n")
+    return header + text
 
 
 def _literal(value: Any) -> str:
@@ -86,7 +136,8 @@ def module_source(plan: NetworkPlan) -> tuple[str, dict[str, np.ndarray]]:
                 args.append(f"{k}=P[{key!r}]")
             else:
                 args.append(f"{k}={_literal(v)}")
-        args.append(f"name={name!r}")
+        if spec.named:
+            args.append(f"name={name!r}")
         lines.append(f"    procs[{name!r}] = {spec.cls}({', '.join(args)})")
         if spec.per_process_arrays:
             non_uniform[name] = list(spec.per_process_arrays)
@@ -101,18 +152,21 @@ def module_source(plan: NetworkPlan) -> tuple[str, dict[str, np.ndarray]]:
     sink_sizes = {n: plan.sizes[n] for r in reads.values() for n in r.ports}
     out_sizes = {o: plan.sizes[o] for o in reads}
     comps = _components(plan)
-    classes = sorted({plan.specs[n].cls for n in plan.processes})
-    imports = []
-    if "Dense" in classes:
-        imports.append("from lava.proc.dense.process import Dense")
-    lif = [c for c in ("LIF", "TernaryLIF") if c in classes]
-    if lif:
-        imports.append(f"from lava.proc.lif.process import {', '.join(lif)}")
+    classes = sorted({plan.specs[n].cls for n in plan.processes} - {"Source"})
+    by_module: dict[str, list[str]] = {}
+    for cls in classes:
+        by_module.setdefault(PROCESS_CLASSES[cls], []).append(cls)
+    imports = [f"from {mod} import {', '.join(names)}" for mod, names in sorted(by_module.items())
+               if mod != SPIKECC_PROCESSES]
     imports.append("from lava.proc.io.source import RingBuffer as Source")
     imports.append("from lava.proc.io.sink import RingBuffer as Sink")
     imports.append("from lava.proc.monitor.process import Monitor")
+    own = by_module.get(SPIKECC_PROCESSES, [])
+    if own:  # spikecc's processes, from the copy beside the module (see module docstring)
+        imports.append(f"\n_PROCESSES = _beside({PROCESSES_STEM!r})")
+        imports.extend(f"{cls} = _PROCESSES.{cls}" for cls in own)
     text = TEMPLATE.format(
-        version=spikecc.__version__, summary=plan.graph.summary(), mode=plan.mode,
+        version=spikecc.__version__, summary=plan.graph.summary(), mode=plan.mode, compat=COMPAT_STEM,
         select_tag=SELECT_TAGS[plan.mode], params=PARAMS_NAME, imports="\n".join(imports),
         inputs=_pretty(inputs), payloads=_pretty(payloads), outputs=_pretty(outputs), readouts=_pretty(readouts),
         out_sizes=_pretty(out_sizes), sink_sizes=_pretty(sink_sizes), components=_pretty(comps),
@@ -126,14 +180,20 @@ def _pretty(obj: Any) -> str:
 
 
 def write_lava_module(graph: Graph, out_dir: str | os.PathLike, mode: str | None = None) -> Path:
-    """Write `lava_network.py` and `lava_params.npz` into `out_dir` (created if missing) for a Loihi-form
-    graph; `mode` defaults to the graph's form (fixed after quantize_for_loihi). Returns the module path.
-    The same graph gives the same bytes."""
+    """Write `lava_network.py`, `lava_params.npz` and the copies of spikecc modules it needs (module docstring)
+    into `out_dir` (created if missing) for a Loihi-form graph; `mode` defaults to the graph's form (fixed after
+    quantize_for_loihi). Returns the module path. The same graph gives the same bytes."""
     mode = check_mode(graph, mode)
     plan = plan_network(graph, mode)
     text, arrays = module_source(plan)
+    stems = [COMPAT_STEM]
+    if any(PROCESS_CLASSES[plan.specs[n].cls] == SPIKECC_PROCESSES for n in plan.processes):
+        stems.append(PROCESSES_STEM)
+    copies = {f"{stem}.py": standalone_source(COPIES[stem]) for stem in stems}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    for file, source in copies.items():
+        atomic_write_bytes(out / file, source.encode("utf8"))
     atomic_write_bytes(out / PARAMS_NAME, npz_bytes(arrays))
     atomic_write_bytes(out / MODULE_NAME, text.encode("utf8"))
     return out / MODULE_NAME
@@ -145,22 +205,37 @@ TEMPLATE = '''"""Lava process graph for a spikecc {summary} (generated by spikec
     run(inputs, steps=None, hardware=None) -> dict Output name -> (steps, n) array
     hardware_available() -> bool                                  (lava-loihi installed: Loihi2HwCfg)
 
-Mode: {mode} (Loihi2SimCfg(select_tag="{select_tag}") in simulation). Parameters: {params} next to this file.
+Mode: {mode} (Loihi2SimCfg(select_tag="{select_tag}") in simulation). Parameters: {params} next to this file;
+also next to it: {compat}.py (Lava's Python 3.11 import fix) and, where the network has spikecc's own processes,
+spikecc_processes.py (their Lava processes and models). It imports lava and numpy, not spikecc.
 Step k of the returned arrays is Lava's step k+1; each Dense delivers one step late, as on Loihi 2.
 `inputs` is one (steps, *shape) array for a single Input node, else a dict by Input name: the same real
 values `spikecc lava` takes. This module turns them into what each source sends (PAYLOADS): binary spikes
 must be 0 or 1; in fixed point a real value x becomes the integer payload clip(round(x / scale), +-(2**(bits-1) - 1)).
 """
 
+import hashlib
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
 
-try:  # Lava 0.10 does not import on Python 3.11 without spikecc's import fix
-    import spikecc  # noqa: F401
-except ImportError:
-    pass
+
+def _beside(stem):
+    """A module spikecc wrote next to this file, loaded by path once per Python process, under a name that
+    holds its content's digest (two builds' copies never mix)."""
+    path = Path(__file__).with_name(stem + ".py")
+    name = stem + "_" + hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # Lava looks process models up through sys.modules
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+_beside("{compat}").install_lava_py311_fix()  # before the first import of lava
 
 from lava.magma.core.run_conditions import RunSteps
 from lava.magma.core.run_configs import Loihi2HwCfg, Loihi2SimCfg

@@ -19,6 +19,11 @@ per-neuron array is handed over as that one value; a non-uniform one is handed o
 Lava's Python models (fixed_pt and floating_pt) broadcast per neuron exactly (checked against their
 equations in tests/backends/test_lava.py). Loihi 2 hardware takes one value per process, so the generated
 module refuses non-uniform layers under `Loihi2HwCfg` (see `ProcessSpec.per_process_arrays`).
+
+Language-model ops: LoihiElastic and SpikeRouter become spikecc's own processes (Elastic, SpikeRouter in
+spikecc.backends.lava.processes), LoihiRelay Lava's GradedVec (fixed) or spikecc's Relay (float). A node's
+annotations `period` and `phase` give its process the phase gate of that module (LoihiLIF: PhasedLIF where
+period > 1); without them a process runs every Lava step, as NIR networks do.
 """
 
 from __future__ import annotations
@@ -32,14 +37,22 @@ import numpy as np
 
 from spikecc.errors import BackendError
 from spikecc.ir.loihi_ops import LoihiDense, LoihiLIF, LoihiTernaryLIF
-from spikecc.ir.loihi_spec import BIAS_MANT_RANGE, DECAY_MAX, UV_MAX, VTH_MAX, WEIGHT_RANGE
+from spikecc.ir.loihi_spec import BIAS_MANT_RANGE, DECAY_MAX, GRADED_MAX_BITS, UV_MAX, VTH_MAX, WEIGHT_RANGE
+from spikecc.ir.neurocore_ops import LoihiElastic, LoihiRelay, SpikeRouter
 
-# Where each process class lives in lava-nc 0.10.0 (the generated module imports from these paths).
+# Where each process class lives: lava-nc 0.10.0's own, and spikecc's (SPIKECC_PROCESSES, which a generated
+# module imports from its own copy of that module instead; spikecc.backends.lava.codegen).
+SPIKECC_PROCESSES = "spikecc.backends.lava.processes"
 PROCESS_CLASSES: dict[str, str] = {
     "Dense": "lava.proc.dense.process",
     "LIF": "lava.proc.lif.process",
     "TernaryLIF": "lava.proc.lif.process",
+    "GradedVec": "lava.proc.graded.process",
     "Source": "lava.proc.io.source",  # RingBuffer, imported under this name (the sink has the same class name)
+    "Elastic": SPIKECC_PROCESSES,
+    "SpikeRouter": SPIKECC_PROCESSES,
+    "Relay": SPIKECC_PROCESSES,
+    "PhasedLIF": SPIKECC_PROCESSES,
 }
 
 UV_RANGE = (-UV_MAX, UV_MAX)  # the 24-bit u and v registers (v saturates there, u wraps past 2**23)
@@ -48,12 +61,14 @@ UV_RANGE = (-UV_MAX, UV_MAX)  # the 24-bit u and v registers (v saturates there,
 @dataclass
 class LoweringContext:
     """What a lowering function may know besides the op: the node's name, the run mode ("fixed" or
-    "float"), and the flat sizes of its output and of what arrives at its input."""
+    "float"), the flat sizes of its output and of what arrives at its input, and the node's annotations
+    (`period` and `phase` choose phase-gated processes: spikecc.backends.lava.processes)."""
 
     name: str
     mode: str
     size: int
     in_size: int | None = None
+    annotations: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -62,7 +77,8 @@ class ProcessSpec:
 
     `kwargs` are the process constructor's keyword arguments; arrays stay numpy arrays so that they go
     into the parameter file unchanged. `per_process_arrays` lists the kwargs that Lava declares with one
-    value per process but that this spec passes per neuron because the layer's values differ.
+    value per process but that this spec passes per neuron because the layer's values differ. `named` is
+    False for a process class whose constructor takes no `name` (Lava's GradedVec).
     """
 
     cls: str | None
@@ -71,6 +87,7 @@ class ProcessSpec:
     out_port: str | None = None
     states: tuple[str, ...] = ()
     per_process_arrays: tuple[str, ...] = ()
+    named: bool = True
 
     @property
     def is_alias(self) -> bool:
@@ -97,9 +114,9 @@ def find_lowering(name: str, op: nir.NIRNode) -> Lowering:
     for cls in type(op).__mro__:
         if cls in LAVA_LOWERINGS:
             return LAVA_LOWERINGS[cls]
+    takes = ", ".join(dict.fromkeys(t.__name__ for t in LAVA_LOWERINGS))
     raise BackendError(f"node '{name}': Lava has no process for {type(op).__name__} here; lower the graph "
-                       "with lower_for_loihi first (Lava takes only Input, Output, Flatten, LoihiDense, LoihiLIF, "
-                       "LoihiTernaryLIF)")
+                       f"with lower_for_loihi first (Lava takes only {takes})")
 
 
 def lower_node(op: nir.NIRNode, ctx: LoweringContext) -> ProcessSpec:
@@ -139,6 +156,17 @@ def _per_neuron(name: str, field_name: str, value: Any, size: int) -> np.ndarray
 def _shared(a: np.ndarray) -> Any:
     """A per-process value: the Python scalar when all neurons share it, else the array (see module doc)."""
     return a[0].item() if a.size and np.all(a == a[0]) else a
+
+
+def _gate(ctx: LoweringContext) -> dict[str, int]:
+    """The node's phase gate (annotations `period`, default 1, and `phase`, default 0) as process kwargs, or a
+    BackendError naming the node."""
+    period, phase = ctx.annotations.get("period", 1), ctx.annotations.get("phase", 0)
+    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (period, phase)) \
+            or period < 1 or not 0 <= phase < period:
+        raise BackendError(f"node '{ctx.name}': phase gating needs integers period >= 1 and 0 <= phase < period, "
+                           f"got period={period!r}, phase={phase!r}; fix the node's annotations")
+    return {"period": int(period), "phase": int(phase)}
 
 
 def _neuron_kwargs(op: LoihiLIF | LoihiTernaryLIF, ctx: LoweringContext, thresholds: tuple[str, ...]) \
@@ -231,8 +259,14 @@ def lower_lif(op: LoihiLIF, ctx: LoweringContext) -> ProcessSpec:
         u[-1] = u_init, v[-1] = v_init
 
     (the integer form in fixed point, thresholds compared as vth << 6). Recordable states: u, v.
+    A node annotated with `period` > 1 (and `phase`) becomes spikecc's PhasedLIF instead: the same arithmetic,
+    gated to one Lava step in `period` (spikecc.backends.lava.processes).
     """
     kwargs, per_process = _neuron_kwargs(op, ctx, ("vth",))
+    gate = _gate(ctx)
+    if gate["period"] > 1:  # a token-synchronous graph run D Lava steps per graph step (processes.py)
+        return ProcessSpec("PhasedLIF", {**kwargs, **gate}, in_port="a_in", out_port="s_out", states=("u", "v"),
+                           per_process_arrays=per_process)
     return ProcessSpec("LIF", kwargs, in_port="a_in", out_port="s_out", states=("u", "v"),
                        per_process_arrays=per_process)
 
@@ -246,5 +280,54 @@ def lower_ternary_lif(op: LoihiTernaryLIF, ctx: LoweringContext) -> ProcessSpec:
     A consumer Dense needs num_message_bits > 0 to see the sign. Recordable states: u, v.
     """
     kwargs, per_process = _neuron_kwargs(op, ctx, ("vth_hi", "vth_lo"))
+    if _gate(ctx)["period"] > 1:
+        raise BackendError(f"node '{ctx.name}': spikecc has no phase-gated TernaryLIF process; run the graph with "
+                           "period 1, or map the neuron to LoihiLIF or LoihiElastic")
     return ProcessSpec("TernaryLIF", kwargs, in_port="a_in", out_port="s_out", states=("u", "v"),
                        per_process_arrays=per_process)
+
+
+@lava_lowers(LoihiElastic)
+def lower_elastic(op: LoihiElastic, ctx: LoweringContext) -> ProcessSpec:
+    """LoihiElastic -> spikecc.backends.lava.processes.Elastic(shape, mult, hi, lo, bias, period, phase).
+
+        m_t = (m_{t-1} * mult_t) * (1 - u_{t-1}) + x_t + bias;   u_t = [m_t > hi_t] - [m_t < lo_t]
+
+    (the integer form in fixed point: products shifted right by 12, m saturating at 24 bits; LoihiElastic's
+    docstring). fixed: mult, hi, lo, bias are 24-bit signed integers. Recordable state: m.
+    """
+    n = ctx.size
+    vals = {"mult": np.asarray(op.mult).reshape(-1), "hi": np.asarray(op.hi).reshape(-1),
+            "lo": np.asarray(op.lo).reshape(-1), "bias": _per_neuron(ctx.name, "bias", op.bias, n)}
+    if ctx.mode == "fixed":
+        vals = {k: _as_int(ctx.name, k, v) for k, v in vals.items()}
+        for k, v in vals.items():
+            _check_range(ctx.name, k, v, *UV_RANGE)
+    else:
+        vals = {k: v.astype(np.float64) for k, v in vals.items()}
+    return ProcessSpec("Elastic", {"shape": (n,), **vals, **_gate(ctx)}, in_port="a_in", out_port="s_out",
+                       states=("m",))
+
+
+@lava_lowers(SpikeRouter)
+def lower_spike_router(op: SpikeRouter, ctx: LoweringContext) -> ProcessSpec:
+    """SpikeRouter -> spikecc.backends.lava.processes.SpikeRouter(size, banks, split, period, phase): the same
+    blocks in one out-port vector, block (b, q) at offset (b P + q) n (SpikeRouter's docstring)."""
+    if ctx.in_size is not None and ctx.in_size != op.size:
+        raise BackendError(f"node '{ctx.name}': routes {op.size} neurons but {ctx.in_size} values arrive")
+    return ProcessSpec("SpikeRouter", {"size": int(op.size), "banks": int(op.banks), "split": bool(op.split),
+                                       **_gate(ctx)}, in_port="s_in", out_port="s_out")
+
+
+@lava_lowers(LoihiRelay)
+def lower_relay(op: LoihiRelay, ctx: LoweringContext) -> ProcessSpec:
+    """LoihiRelay -> fixed: lava.proc.graded.process.GradedVec(shape, vth=0), whose fixed_pt model sends
+    v * (|v| > vth) with v = a_in, i.e. a_in itself, as a 24-bit graded spike (lava/proc/graded/models.py);
+    float: spikecc.backends.lava.processes.Relay (GradedVec has no floating_pt model). y = x either way."""
+    if ctx.mode == "fixed":
+        if op.message_bits > GRADED_MAX_BITS:
+            raise BackendError(f"node '{ctx.name}': relays {op.message_bits}-bit messages, but Lava's GradedVec "
+                               f"carries {GRADED_MAX_BITS} bits; quantize the layer for {GRADED_MAX_BITS}-bit messages")
+        return ProcessSpec("GradedVec", {"shape": (ctx.size,), "vth": 0}, in_port="a_in", out_port="s_out",
+                           named=False)
+    return ProcessSpec("Relay", {"shape": (ctx.size,)}, in_port="a_in", out_port="s_out")

@@ -30,14 +30,17 @@ from lava.magma.core.process.process import AbstractProcess
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 from lava.proc.dense.process import Dense
+from lava.proc.graded.process import GradedVec
 from lava.proc.io.source import RingBuffer as Source
 from lava.proc.lif.process import LIF, TernaryLIF
 
+from spikecc.backends.lava import processes
 from spikecc.backends.lava.lowering import ProcessSpec
 from spikecc.backends.lava.plan import SELECT_TAGS, NetworkPlan, output_reads
 
-_CLASSES: dict[str, type[AbstractProcess]] = {"Dense": Dense, "LIF": LIF, "TernaryLIF": TernaryLIF,
-                                              "Source": Source}
+_CLASSES: dict[str, type[AbstractProcess]] = {
+    "Dense": Dense, "LIF": LIF, "TernaryLIF": TernaryLIF, "GradedVec": GradedVec, "Source": Source,
+    **{cls.__name__: cls for cls in processes.PROCESSES}}
 
 
 # -- the recording process ------------------------------------------------------------------------
@@ -148,9 +151,14 @@ class LavaNetwork:
         from lava.magma.core.run_configs import Loihi2SimCfg
 
         # Lava 0.10's compiler looks the exception map up by process instance (compiler_graphs.py:1031),
-        # RunConfig.select by class (run_configs.py:208): give both.
-        return Loihi2SimCfg(select_tag=SELECT_TAGS[self.plan.mode],
-                            exception_proc_model_map={self.probe: self.probe_model,
+        # RunConfig.select by class (run_configs.py:208): give both. spikecc's own processes get their models
+        # by instance too: Lava's search would import every module of spikecc's backend packages
+        # (compiler_graphs.py:795-900) to look for models, once per process.
+        tag = SELECT_TAGS[self.plan.mode]
+        models = {p: processes.model_for(type(p), tag) for p in self.processes.values()
+                  if type(p) in processes.PROCESSES}
+        return Loihi2SimCfg(select_tag=tag,
+                            exception_proc_model_map={**models, self.probe: self.probe_model,
                                                       type(self.probe): self.probe_model})
 
     def release(self) -> None:
@@ -167,6 +175,8 @@ class LavaNetwork:
 def _new_process(spec: ProcessSpec, name: str, data: np.ndarray | None) -> AbstractProcess:
     if spec.cls == "Source":
         return Source(data=data)  # RingBuffer takes no name argument
+    if not spec.named:
+        return _CLASSES[spec.cls](**spec.kwargs)
     return _CLASSES[spec.cls](name=name, **spec.kwargs)
 
 

@@ -3,8 +3,9 @@
     plan_network(graph, mode) -> NetworkPlan: one ProcessSpec per node (spikecc.backends.lava.lowering) and
                                  the connections between process ports, one per graph edge
 
-Connections follow the graph's edges: the source node's out port (s_out of a neuron or a source, a_out
-of a Dense) to the destination's in port (s_in of a Dense, a_in of a neuron). Several edges into one port
+Connections follow the graph's edges: the source node's out port (s_out of a neuron, relay, router or source,
+a_out of a Dense) to the destination's in port (s_in of a Dense or router, a_in of a neuron or relay); each
+spec names its ports (spikecc.backends.lava.lowering). Several edges into one port
 are summed, as NIR says: Lava's PyInPortVectorDense.recv adds the messages of all connected channels
 (lava/magma/core/model/py/ports.py:333-351). A recurrent edge is an ordinary connection, because the Dense
 on the loop delivers a step late (a_buff) and so breaks the cycle, exactly as `LoihiDense.output_delay`
@@ -82,7 +83,8 @@ def plan_network(graph: Graph, mode: str | None = None) -> NetworkPlan:
                 raise BackendError(f"node '{name}': Lava processes here have one input port, but edge {e} "
                                    f"addresses port '{e.port}'")
         in_size = sizes[in_edges[name][0].src] if in_edges[name] else None
-        specs[name] = lower_node(op, LoweringContext(name=name, mode=mode, size=sizes[name], in_size=in_size))
+        specs[name] = lower_node(op, LoweringContext(name=name, mode=mode, size=sizes[name], in_size=in_size,
+                                                     annotations=graph.annotations.get(name, {})))
         if not specs[name].is_alias and specs[name].in_port is None and in_edges[name]:
             raise BackendError(f"node '{name}': {type(op).__name__} takes no input, but edges lead into it")
 
