@@ -12,7 +12,8 @@ All its terms are positive (no cancellation), and P is evaluated by Horner's rul
 terms left out after N_TERMS = 100 sum to < 4e-19 of P (the ratio of consecutive terms is 2x^2 / (2n+3) < 0.36
 beyond n = 100), far below float64's resolution; the error that remains is rounding: that of x^2 inside exp
 (relative 1e-16 of x^2, up to 36 for |x| near 6, i.e. about 4e-15 relative on erf) plus ~N ulp of the Horner sum.
-Measured against math.erf on a dense grid (tests/backends/test_onnx_host.py): max |error| < 1e-14.
+Measured against math.erf: max |error| 1.4e-15 on 200 001 points in [-7, 7] (tests/backends/test_onnx_host.py
+requires < 1e-14 on 40 001 points in [-8, 8] and at the edges).
 """
 
 from __future__ import annotations

@@ -4,10 +4,12 @@ whole graph step, alternating host stages and the neuro-core phases (any callabl
 
 onnxruntime is set up to compute the same bytes on every run, with the arithmetic as exported: one thread inside
 and between ops, sequential execution, deterministic compute, and NO graph optimizations. Even the basic level
-rewrites double graphs wrongly: its no-op elimination (x * 1, x + 0, x - 0, x / 1) compares a double constant with
-1 or 0 after narrowing it to float32, so in onnxruntime 1.32 Mul(x, 1 + 1e-8) runs as x, and the Horner terms of erf
-whose coefficients are below float32's range vanish; the extended levels fuse LayerNorm or GELU patterns into
-kernels of other arithmetic. The exported graphs hold next to nothing to fold, so little is lost.
+rewrites double graphs wrongly: its no-op elimination (x * 1, x + 0, x - 0, x / 1; onnxruntime's
+core/optimizer/noop_elimination.cc) tests a constant with `optimizer_utils::IsInitializerWithExpectedValue`, which
+takes the expected value as a float (core/optimizer/utils.h), so a double constant that rounds to 1.0f or 0.0f
+counts as 1 or 0: in onnxruntime 1.32 Mul(x, 1 + 1e-8) runs as x, and the Horner terms of erf whose coefficients
+lie below float32's range vanish. The extended levels fuse LayerNorm or GELU patterns into kernels of other
+arithmetic. The exported graphs hold next to nothing to fold, so little is lost.
 """
 
 from __future__ import annotations
