@@ -86,11 +86,12 @@ class StageBuilder:
     def flat(self, x: str) -> str:
         return self.reshape(x, [-1])
 
-    def axes(self, *axes: int) -> str:
-        return self.const(list(axes), "int64", "axes")
+    def ints(self, *values: int) -> str:
+        """A 1-D int64 constant (axes, shapes, Slice bounds)."""
+        return self.const(list(values), "int64", "ints")
 
     def unsqueeze(self, x: str, *axes: int) -> str:
-        return self.op("Unsqueeze", x, self.axes(*axes))
+        return self.op("Unsqueeze", x, self.ints(*axes))
 
     def cast(self, x: str, dtype: int) -> str:
         return self.op("Cast", x, to=dtype)

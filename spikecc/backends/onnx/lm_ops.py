@@ -41,9 +41,9 @@ def export_embedding(op: Embedding, ctx: ExportContext) -> str:
 def normalize_rows(b: StageBuilder, x: str, d: int, eps: float) -> str:
     """(x - mean) / sqrt(var + eps) over rows of d features (x flat; result (rows, d)); var biased, as torch's."""
     rows = b.reshape(x, [-1, d])
-    mean = b.op("ReduceMean", rows, b.axes(-1), keepdims=1)
+    mean = b.op("ReduceMean", rows, b.ints(-1), keepdims=1)
     centred = b.op("Sub", rows, mean)
-    var = b.op("ReduceMean", b.op("Mul", centred, centred), b.axes(-1), keepdims=1)
+    var = b.op("ReduceMean", b.op("Mul", centred, centred), b.ints(-1), keepdims=1)
     return b.op("Div", centred, b.op("Sqrt", b.op("Add", var, b.scalar(float(eps)))))
 
 

@@ -79,5 +79,5 @@ def export_delay(op: nir.Delay, ctx: ExportContext) -> str:
     rows = ctx.state("rows", np.zeros((depth, n)))
     full = b.op("Concat", b.unsqueeze(ctx.x(), 0), rows, axis=0)  # (D + 1, n): x[t], x[t-1], ..., x[t-D]
     y = b.op("GatherElements", full, b.const(d.reshape(1, n), "int64", "delay"), axis=0)
-    ctx.set_state("rows", b.op("Slice", full, b.axes(0), b.axes(depth), b.axes(0)))
+    ctx.set_state("rows", b.op("Slice", full, b.ints(0), b.ints(depth), b.ints(0)))
     return b.flat(y)

@@ -71,8 +71,8 @@ def attend(b: StageBuilder, q: str, k: str, v: str, d_head: int, mask: str | Non
     if mask is not None:
         m = b.op("Mul", b.op("Sub", b.scalar(1.0), mask), b.scalar(float(np.finfo(np.float64).min)))
         scores = b.op("Add", scores, b.reshape(m, [1, 1, -1]))
-    e = b.op("Exp", b.op("Sub", scores, b.op("ReduceMax", scores, b.axes(-1), keepdims=1)))
-    p = b.op("Div", e, b.op("ReduceSum", e, b.axes(-1), keepdims=1))
+    e = b.op("Exp", b.op("Sub", scores, b.op("ReduceMax", scores, b.ints(-1), keepdims=1)))
+    p = b.op("Div", e, b.op("ReduceSum", e, b.ints(-1), keepdims=1))
     return b.op("MatMul", p, v)
 
 
@@ -96,7 +96,7 @@ def export_causal_self_attention(op: CausalSelfAttention, ctx: ExportContext) ->
         ctx.set_state(var, new)
         if T > 1:  # the rows of spike step t: t, t + T, ... (the last is this step's)
             start = b.unsqueeze(ctx.step_mod(T), 0)
-            new = b.op("Slice", new, start, b.axes(INT64_MAX), b.axes(0), b.axes(T))
+            new = b.op("Slice", new, start, b.ints(INT64_MAX), b.ints(0), b.ints(T))
         caches.append(heads(b, new, h, d))
     q = heads(b, ctx.x("q"), h, d)
     return merge_heads(b, attend(b, q, caches[0], caches[1], d // h))

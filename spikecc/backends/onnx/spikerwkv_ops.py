@@ -51,8 +51,8 @@ def export_multilevel_encoder(op: MultiLevelEncoder, ctx: ExportContext) -> str:
     c = b.cast(b.op("Concat", *[b.unsqueeze(ci, 0) for ci in counts], axis=0), I64)  # (l, C)
     j = b.const(np.arange(T + 1, dtype=np.int64).reshape(T + 1, 1, 1), "int64", "j")
     cum = b.op("Div", b.op("Mul", j, b.unsqueeze(c, 0)), b.scalar(T, "int64"))  # floor(j c / T): (T + 1, l, C)
-    spikes = b.cast(b.op("Sub", b.op("Slice", cum, b.axes(1), b.axes(T + 1), b.axes(0)),
-                         b.op("Slice", cum, b.axes(0), b.axes(T), b.axes(0))), F64)  # (T, l, C)
+    spikes = b.cast(b.op("Sub", b.op("Slice", cum, b.ints(1), b.ints(T + 1), b.ints(0)),
+                         b.op("Slice", cum, b.ints(0), b.ints(T), b.ints(0))), F64)  # (T, l, C)
     if pol is not None:
         spikes = b.op("Mul", spikes, b.reshape(pol, [1, 1, C]))
     return b.flat(spikes)
