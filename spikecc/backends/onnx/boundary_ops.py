@@ -4,7 +4,8 @@ of a host-side spike encoder), from their docstrings:
     HostToCore   float form: y = x
                  fixed form: bits > 0: y = clip(round_half_even(x / scale), -(2**(bits-1) - 1), 2**(bits-1) - 1)
                              bits = 0: y = [x != 0]                                       (int64 payloads)
-    CoreToHost   y = x * scales[t mod B] + bias          (x: the core's message, cast to float64; t = step)
+    CoreToHost   y = x * scales[t mod B] * units + bias  (x: the core's message, cast to float64; t = step;
+                                                          units: one per element, when the op has them)
     SpikeRouter  b = step mod banks; block (b, 0) = [s > 0], block (b, 1) = [s < 0] (split), or block (b, 0) =
                  sign(s) (not split); every other block 0
 
@@ -43,6 +44,9 @@ def export_core_to_host(op: CoreToHost, ctx: ExportContext) -> str:
     else:
         scale = b.op("Gather", b.const(scales, hint="scales"), ctx.step_mod(scales.size), axis=0)
     y = b.op("Mul", x, scale)
+    units = np.asarray(op.units, dtype=np.float64).reshape(-1)
+    if units.size:
+        y = b.op("Mul", y, b.const(units, hint="units"))
     bias = np.asarray(op.bias, dtype=np.float64).reshape(-1)
     return b.op("Add", y, b.const(bias, hint="bias")) if bias.size else y
 
