@@ -64,6 +64,7 @@ class Subject:
     graph: Graph | None = None
     model: Any = None
     fixed_graph: Graph | None = None
+    lower_for_fixed: bool = False  # a checkpoint: the fixed graph is compiled (in memory) when `fixed` is asked for
     _runners: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __getstate__(self) -> dict:
@@ -76,7 +77,7 @@ class Subject:
         return {
             "reference": None if self.model is not None else "no torch reference model (an exported graph or a build)",
             "float": None if self.graph is not None else "no float IR graph",
-            "fixed": None if self.fixed_graph is not None else
+            "fixed": None if self.fixed_graph is not None or self.lower_for_fixed else
             "no graph with fixed-point neuro-core nodes (give a compiled build)",
         }
 
@@ -122,9 +123,7 @@ def load_subject(path: str | Path) -> Subject:
                              "needs a language model")
     if has_fixed_point(lm.graph):
         return Subject(lm.family, str(path), graph=None, model=lm.model, fixed_graph=lm.graph)
-    from spikecc.lm_build import lower_lm
-
-    return Subject(lm.family, str(path), graph=lm.graph, model=lm.model, fixed_graph=lower_lm(lm.graph).fixed_graph)
+    return Subject(lm.family, str(path), graph=lm.graph, model=lm.model, lower_for_fixed=True)
 
 
 # -- windows and scores ----------------------------------------------------------------------------------
@@ -290,6 +289,10 @@ def plan(subject: Subject, text_path: str | Path, modes: Sequence[str] | None = 
             raise InputFileError(f"{subject.source}: mode {m!r} is not available: {available[m]}")
     if window < 1 or warmup < 0:
         raise InputFileError(f"--window must be >= 1 and --warmup >= 0, got {window} and {warmup}")
+    if "fixed" in modes and subject.fixed_graph is None:  # a checkpoint: compile it as `spikecc compile` would
+        from spikecc.lm_build import lower_lm
+
+        subject.fixed_graph = lower_lm(subject.graph).fixed_graph
     context = int(subject.any_graph.metadata.get("context", 0) or 0)
     if context and window + warmup > context:
         raise InputFileError(f"{subject.source}: --window {window} + --warmup {warmup} exceed the model's context of "

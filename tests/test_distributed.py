@@ -102,7 +102,7 @@ def test_eval_through_a_scheduler_and_two_workers_equals_the_in_process_run(clus
     address, _ = cluster
     assert ok(*EVAL, "--scheduler", address) == eval_in_process  # every digit of perplexity and accuracy
     out = json.loads(eval_in_process)
-    assert set(out["modes"]) == {"reference", "float"} and out["windows"] == 10
+    assert set(out["modes"]) == {"reference", "float", "fixed"} and out["windows"] == 10
 
 
 def test_eval_on_a_local_cluster_of_two_workers_equals_the_in_process_run(eval_in_process):

@@ -58,8 +58,11 @@ class Graph:
         self.edges.append(Edge(src, dst, port))
 
     def copy(self) -> Graph:
-        """A deep copy: passes return new graphs and never mutate their input."""
-        return copy.deepcopy(self)
+        """A copy for a pass to rewrite: new node, edge, annotation and metadata containers and a new object per
+        op, but the ops' arrays shared with this graph. Passes never change an array in place (they assign new
+        ones), so a pass's input is never mutated, and a 216M-parameter model is not duplicated per pass."""
+        return Graph(nodes={n: _copy_op(op) for n, op in self.nodes.items()}, edges=list(self.edges),
+                     annotations=copy.deepcopy(self.annotations), metadata=copy.deepcopy(self.metadata))
 
     @property
     def dt(self) -> float:
@@ -174,3 +177,12 @@ class Graph:
 
     def summary(self) -> str:
         return f"Graph({len(self.nodes)} nodes, {len(self.edges)} edges)"
+
+
+def _copy_op(op: nir.NIRNode) -> nir.NIRNode:
+    """A new op object with the same field values; its dict fields (metadata, input/output types) copied."""
+    clone = copy.copy(op)
+    for key, value in vars(op).items():
+        if isinstance(value, dict):
+            setattr(clone, key, dict(value))
+    return clone

@@ -136,14 +136,23 @@ def test_node_names_are_unique():
         g.add_node("x", lin())
 
 
-def test_copy_is_deep_and_annotations_are_kept():
+def test_copy_has_its_own_ops_and_containers_and_shares_arrays():
+    """What a pass may do to a copy (replace an op, assign a new array to a field, annotate, rewire) never shows
+    in the original; arrays themselves are shared (a 216M model is not duplicated per pass), which is why passes
+    assign new arrays instead of writing into old ones."""
     g = rleaky_graph()
     g.annotate("lif", core=1)
     c = g.copy()
-    c.nodes["w"].weight[0, 0] = 42.0
+    assert c.nodes["w"] is not g.nodes["w"] and c.nodes["w"].weight is g.nodes["w"].weight
+    c.nodes["w"].weight = c.nodes["w"].weight * 42.0
+    c.nodes["w"].metadata["note"] = "changed"
+    c.nodes["lif"] = nir.LI(tau=np.ones(2), r=np.ones(2), v_leak=np.zeros(2))
     c.annotate("lif", core=2)
     c.connect("in", "out")
-    assert g.nodes["w"].weight[0, 0] == 1.0 and g.annotation("lif", "core") == 1 and len(g.edges) == 5
+    c.metadata["dt"] = 1.0
+    assert g.nodes["w"].weight[0, 0] == 1.0 and "note" not in g.nodes["w"].metadata
+    assert isinstance(g.nodes["lif"], nir.LIF) and g.annotation("lif", "core") == 1 and len(g.edges) == 5
+    assert g.metadata.get("dt") != 1.0
 
 
 def test_queries():

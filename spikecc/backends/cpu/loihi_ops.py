@@ -130,15 +130,21 @@ class DenseKernel(Kernel):
         self.rhs: np.ndarray | sp.csr_matrix | None = None
         if self.w8 is None:
             # The gather for all steps is csr(spikes) @ W^T; a dense W^T makes it a row gather-and-add per
-            # spike without building a sparse result (much faster for dense layers, same arithmetic).
-            self._wt = sp.csr_matrix(weight.T.astype(self.dtype))  # (n_in, n_out): row i = fan-out of input i
-            self.rhs = self._wt.toarray() if density > 0.05 else self._wt
+            # spike without building a sparse result (much faster for dense layers, same arithmetic). Only one
+            # copy is kept: the dense W^T for dense layers (a CSR copy beside it would take 1.5x as much again),
+            # the CSR for sparse ones.
+            if density > 0.05:
+                self.rhs = np.ascontiguousarray(weight.T, dtype=self.dtype)
+            else:
+                self._wt = sp.csr_matrix(weight.T.astype(self.dtype))  # (n_in, n_out): row i = fan-out of i
+                self.rhs = self._wt
 
     @property
     def wt(self) -> sp.csr_matrix:
-        """W^T (n_in, n_out) as CSR, for the step-by-step path (built on first use where only w8 is kept)."""
+        """W^T (n_in, n_out) as CSR (built on first use where only a dense copy is kept)."""
         if self._wt is None:
-            self._wt = sp.csr_matrix(self.w8.astype(np.int64) * self.factor)
+            dense = self.w8.astype(np.int64) * self.factor if self.w8 is not None else self.rhs
+            self._wt = sp.csr_matrix(dense)
         return self._wt
 
     def _finish(self, acc: np.ndarray) -> np.ndarray:
@@ -150,7 +156,12 @@ class DenseKernel(Kernel):
         return wrap32(acc)  # a_out is an int32 port: the channel buffer wraps
 
     def step(self, x):
+        """One step: the same compiled gather as `run`, on one row (so step and run agree bit for bit, and no
+        second copy of the weights is needed), or the CSR rows of the non-zero inputs for a sparse layer."""
         s = x["input"]
+        if self.w8 is not None or isinstance(self.rhs, np.ndarray):
+            out, _ = self.run({"input": np.asarray(s).reshape(1, -1)}, 1, False)
+            return out[0]
         idx = np.flatnonzero(s)
         self.synops += int(self.fanout[idx].sum())
         vals = s[idx].astype(self.dtype) if self.graded else np.ones(idx.size, dtype=self.dtype)

@@ -94,7 +94,7 @@ def quantize_weights(w: np.ndarray, unit: float, weight_bits: int) -> np.ndarray
     inhibitory = not mixed and w.min() < 0
     step, lo, hi = weight_grid(weight_bits, mixed)
     x = -w if inhibitory else w
-    q = np.clip(np.rint(x / unit / step) * step, lo, hi).astype(np.int64)
+    q = np.clip(np.rint(x / unit / step) * step, lo, hi).astype(np.int16)  # [-256, 255]: 16 bits hold it
     return -q if inhibitory else q
 
 
