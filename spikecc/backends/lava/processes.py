@@ -82,7 +82,8 @@ class Elastic(AbstractProcess):
     """SpikeLM's elastic bi-spiking neuron (LoihiElastic), n neurons, T spike steps per token.
 
     Vars: m (membrane), u (the spikes of the last update, in {-1, 0, 1}), t (updates so far: the spike step is
-    t mod T), and the constants mult, hi, lo (T,) and bias (n,). Ports: a_in (synaptic input x), s_out (u).
+    t mod T), and the constants mult (T,), hi, lo ((T,) or, one per neuron, (T, n)) and bias (n,). Ports: a_in
+    (synaptic input x), s_out (u).
     fixed_pt: integers (module docstring of LoihiElastic); floating_pt: reals.
     """
 
@@ -90,10 +91,12 @@ class Elastic(AbstractProcess):
                  period: int = 1, phase: int = 0, name: str | None = None,
                  log_config: LogConfig | None = None) -> None:
         mult = np.asarray(mult).reshape(-1)
-        hi, lo = np.asarray(hi).reshape(-1), np.asarray(lo).reshape(-1)
-        if not (mult.size == hi.size == lo.size >= 1):
-            raise ValueError(f"Elastic: mult, hi and lo need one value per spike step, got {mult.size}, "
-                             f"{hi.size}, {lo.size}")
+        n = int(np.prod(shape))
+        hi, lo = (np.asarray(a).reshape(mult.size, -1) if np.size(a) in (mult.size, mult.size * n) else
+                  np.asarray(a).reshape(-1) for a in (hi, lo))
+        if not (mult.size >= 1 and hi.shape == lo.shape and hi.ndim == 2 and hi.shape[1] in (1, n)):
+            raise ValueError(f"Elastic: mult needs one value per spike step and hi, lo one per step (or per step "
+                             f"and neuron), got {mult.size}, {np.shape(hi)}, {np.shape(lo)}")
         period, phase = check_gate(period, phase)
         super().__init__(shape=shape, T=int(mult.size), period=period, phase=phase, name=name,
                          log_config=log_config)
@@ -103,8 +106,8 @@ class Elastic(AbstractProcess):
         self.u = Var(shape=shape, init=0)
         self.t = Var(shape=(1,), init=0)
         self.mult = Var(shape=(mult.size,), init=mult)
-        self.hi = Var(shape=(hi.size,), init=hi)
-        self.lo = Var(shape=(lo.size,), init=lo)
+        self.hi = Var(shape=hi.shape, init=hi)  # (T, 1) or (T, n): row k broadcasts over the neurons
+        self.lo = Var(shape=lo.shape, init=lo)
         self.bias = Var(shape=shape, init=bias)
 
 

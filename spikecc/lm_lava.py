@@ -1,0 +1,227 @@
+"""Running a compiled language model in Lava (`spikecc lava BUILD`), and checking it against everything else
+(`spikecc verify BUILD`). Driver level: it composes the ONNX host program (spikecc.backends.onnx) with the
+Lava backend (spikecc.backends.lava), which do not import each other."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from spikecc.errors import InputFileError
+from spikecc.ir import Graph, read
+
+
+def build_graph(build: str | Path, fixed_point: bool) -> Graph:
+    """lowered.nir (fixed point) or float.nir of a language-model build."""
+    build = Path(build)
+    path = build / ("lowered.nir" if fixed_point else "float.nir")
+    if not path.is_file():
+        raise InputFileError(f"{build}: no {path.name}; give a build of a language model (spikecc compile CHECKPOINT "
+                             f"-o {build})")
+    graph = read(path)
+    if "family" not in graph.metadata:
+        raise InputFileError(f"{build}: a build of a network that is not a language model; run it with "
+                             "spikecc lava FILE --input ...")
+    return graph
+
+
+@dataclass
+class LavaGeneration:
+    prompt_ids: list[int]
+    text: str
+    result: object  # spikecc.backends.lava.lm_network.LMLavaResult
+
+
+def lava_generate(graph: Graph, prompt: str, n_tokens: int, mode: str) -> LavaGeneration:
+    """Greedy generation of `n_tokens` after `prompt`, inside Lava (Loihi2SimCfg, fixed_pt or floating_pt)."""
+    from spikecc.backends.lava.lm_network import run_lm_lava
+    from spikecc.backends.lava.lm_schedule import lm_schedule
+    from spikecc.backends.onnx import export_host_program
+    from spikecc.backends.onnx.runner import HostRunner
+    from spikecc.models.tokenizer import require_tokenizer
+
+    tok = require_tokenizer(graph.metadata, "the build")
+    if not prompt:
+        raise InputFileError("the prompt is empty; give at least one character")
+    ids = tok.encode(prompt)
+    context = int(graph.metadata.get("context", 0) or 0)
+    if context and len(ids) + n_tokens > context:
+        raise InputFileError(f"the prompt ({len(ids)} tokens) and {n_tokens} new tokens exceed the model's context of "
+                             f"{context}; generate fewer tokens")
+    program = export_host_program(graph, mode)
+    schedule = lm_schedule(graph, program.stages, program.core_phases)
+    result = run_lm_lava(graph, schedule, partial(HostRunner, program), ids, n_tokens, mode)
+    return LavaGeneration(ids, tok.decode(result.tokens), result)
+
+
+# -- verify -------------------------------------------------------------------------------------------------------
+@dataclass
+class Run:
+    """One side of a comparison: generated tokens, logits per fed token, and per node its value at each graph
+    step (neuro-core nodes; host payloads entering the cores)."""
+
+    name: str
+    tokens: list[int]
+    logits: np.ndarray
+    values: dict[str, np.ndarray]
+
+
+EXACT_PAIRS = (("reference", "spikecc float"), ("spikecc fixed", "lava fixed_pt"),
+               ("spikecc float", "lava floating_pt"))
+REPORTED_PAIRS = (("spikecc float", "spikecc fixed"),)
+
+
+def recorded_nodes(g: Graph) -> list[str]:
+    """What verify compares per graph step: every neuro-core node that sends (neurons, routers, relays) and every
+    host-to-core payload, in graph order."""
+    from spikecc.ir.loihi_ops import LoihiDense
+    from spikecc.ir.neurocore_ops import HostToCore
+
+    return [n for n, op in g.nodes.items()
+            if (g.annotation(n, "partition") == "neurocore" and not isinstance(op, LoihiDense))
+            or isinstance(op, HostToCore)]
+
+
+def simulator_run(graph: Graph, mode: str, ids: list[int], n_tokens: int, nodes: list[str], name: str) -> Run:
+    """Greedy generation in spikecc's simulator, recording `nodes` at every graph step."""
+    from spikecc.backends.cpu.lm_runner import LMSimulator
+
+    lm = LMSimulator(graph, mode=mode)
+    lm.sim.start()
+    rec: dict[str, list] = {n: [] for n in nodes}
+    fed, logits, tokens = list(ids), [], []
+    for i in range(len(ids) + n_tokens):
+        logits.append(lm.feed(fed[i], rec))
+        if i >= len(ids) - 1 and len(tokens) < n_tokens:
+            tokens.append(int(np.argmax(logits[-1])))
+            fed.append(tokens[-1])
+    values = {n: np.concatenate(v).reshape(-1, np.asarray(v[0]).shape[-1]) for n, v in rec.items() if v}
+    return Run(name, tokens, np.stack(logits), values)
+
+
+def reference_run(checkpoint: Path, ids: list[int], n_tokens: int, graph: Graph) -> Run | None:
+    """The torch reference model's greedy generation (None where the family has no incremental `step`), with
+    its spikes under the graph's layer names, as unit spikes (sign), per graph step."""
+    import torch
+
+    from spikecc.compiler.frontends import load_lm
+
+    lm = load_lm(checkpoint)
+    model, substeps = lm.model, int(graph.metadata.get("substeps", 1))
+    if model is None or not hasattr(model, "step") or not hasattr(model, "init_state"):
+        return None
+    batched = lm.family == "spikegpt"
+    state = model.init_state(1, dtype=torch.float64) if batched else model.init_state()
+    fed, logits, tokens = list(ids), [], []
+    spikes: dict[str, list] = {}
+    with torch.no_grad():
+        for i in range(len(ids) + n_tokens):
+            tok = torch.tensor([fed[i]]) if batched else fed[i]
+            out, state, sp = model.step(tok, state)
+            logits.append(out.reshape(-1).double().numpy())
+            for name, s in sp.items():
+                a = np.sign(s.double().numpy()).reshape(substeps, -1)
+                spikes.setdefault(name, []).append(a)
+            if i >= len(ids) - 1 and len(tokens) < n_tokens:
+                tokens.append(int(np.argmax(logits[-1])))
+                fed.append(tokens[-1])
+    values = {n: np.concatenate(v) for n, v in spikes.items() if n in graph.nodes}
+    return Run("reference", tokens, np.stack(logits), values)
+
+
+FLOAT_RTOL = 1e-9  # graded values of two float runs: the host's float64 arithmetic may round differently
+
+
+def compare(a: Run, b: Run, graph: Graph) -> dict:
+    """Token agreement, per-node agreement (share of equal values over the steps both ran), the first divergence
+    (node, graph step, element, the values on both sides: the earliest step, ties by graph order) and the largest
+    logit difference. Spikes must be equal; graded values of two float runs equal within FLOAT_RTOL (fixed-point
+    runs carry integers, compared exactly)."""
+    from spikecc.ir.infer import infer_signals
+
+    signals = infer_signals(graph)
+    both_float = "fixed" not in a.name and "fixed" not in b.name
+    n_tok = min(len(a.tokens), len(b.tokens))
+    same_tokens = sum(int(x == y) for x, y in zip(a.tokens, b.tokens))
+    layers, first = {}, None
+    order = {n: i for i, n in enumerate(graph.nodes)}
+    for node in sorted(set(a.values) & set(b.values), key=order.get):
+        x, y = a.values[node], b.values[node]
+        steps = min(len(x), len(y))
+        if steps == 0 or x.shape[1:] != y.shape[1:]:
+            continue
+        x, y = x[:steps], y[:steps]
+        spikes = signals[node].kind in ("binary", "ternary")
+        eq = x == y if spikes or not both_float else np.isclose(x, y, rtol=FLOAT_RTOL, atol=1e-12)
+        layers[node] = float(eq.mean())
+        if not eq.all():
+            step, el = (int(v) for v in np.argwhere(~eq)[0])
+            if first is None or (step, order[node]) < (first["step"], order[first["layer"]]):
+                first = {"layer": node, "step": step, "element": el, a.name: float(x[step, el]),
+                         b.name: float(y[step, el])}
+    rows = min(len(a.logits), len(b.logits))
+    diff = float(np.abs(a.logits[:rows] - b.logits[:rows]).max()) if rows else 0.0
+    exact = same_tokens == n_tok == len(a.tokens) == len(b.tokens) and first is None
+    return {"a": a.name, "b": b.name, "tokens_agree": same_tokens, "tokens": n_tok, "exact": exact,
+            "layer_agreement": layers, "first_divergence": first, "max_logit_difference": diff}
+
+
+def verify_build(build: str | Path, prompt: str, n_tokens: int, checkpoint: str | Path | None = None,
+                 lava_edit=None) -> dict:
+    """Every pair of (reference, spikecc float, spikecc fixed, Lava fixed_pt, Lava floating_pt) on a greedy
+    generation from `prompt`. `lava_edit(graph) -> graph` changes what Lava runs (tests plant faults with it)."""
+    from spikecc.models.tokenizer import require_tokenizer
+
+    build = Path(build)
+    float_graph, fixed_graph = build_graph(build, False), build_graph(build, True)
+    tok = require_tokenizer(fixed_graph.metadata, str(build))
+    ids = tok.encode(prompt)
+    runs: dict[str, Run] = {}
+    ckpt = _find_checkpoint(build, checkpoint)
+    if ckpt is not None:
+        ref = reference_run(ckpt, ids, n_tokens, float_graph)
+        if ref is not None:
+            runs["reference"] = ref
+    for mode, graph in (("float", float_graph), ("fixed", fixed_graph)):
+        nodes = recorded_nodes(graph)
+        runs[f"spikecc {mode}"] = simulator_run(graph, mode, ids, n_tokens, nodes, f"spikecc {mode}")
+        lava_graph = lava_edit(graph) if lava_edit is not None else graph
+        gen = lava_generate(lava_graph, prompt, n_tokens, mode)
+        name = f"lava {'fixed_pt' if mode == 'fixed' else 'floating_pt'}"
+        runs[name] = Run(name, gen.result.tokens, gen.result.logits, gen.result.outputs)
+    pairs = []
+    for a, b in EXACT_PAIRS + REPORTED_PAIRS:
+        if a in runs and b in runs:
+            cmp = compare(runs[a], runs[b], float_graph)
+            cmp["required"] = (a, b) in EXACT_PAIRS
+            pairs.append(cmp)
+    texts = {name: tok.decode(r.tokens) for name, r in runs.items()}
+    missing = [] if "reference" in runs else ["reference (no checkpoint found: give --checkpoint)"]
+    return {"prompt": prompt, "tokens": n_tokens, "texts": texts, "pairs": pairs, "not_run": missing,
+            "ok": all(p["exact"] for p in pairs if p["required"])}
+
+
+def _find_checkpoint(build: Path, given: str | Path | None) -> Path | None:
+    """The checkpoint a build came from: the one given, else the manifest's file name beside the build or in the
+    current directory, if its hash matches."""
+    import json
+
+    from spikecc.files import sha256_file
+
+    if given is not None:
+        path = Path(given)
+        if not path.exists():
+            raise InputFileError(f"{path}: no such checkpoint; give the checkpoint the build was compiled from")
+        return path
+    try:
+        entry = json.loads((build / "manifest.json").read_text())["input"]
+    except (OSError, ValueError, KeyError):
+        return None
+    for folder in (build.parent, Path.cwd()):
+        path = folder / entry["path"]
+        if path.is_file() and entry.get("sha256") == sha256_file(path):
+            return path
+    return None
