@@ -256,14 +256,14 @@ def input_options(fn):
                              "real values (graded messages), unless the graph says otherwise")(fn)
 
 
-def run_options(fixed_help: str):
+def run_options(fixed_help: str, input_help: str = "numpy array shaped (steps, *input shape)"):
     """The arguments `simulate` and `lava` share: FILE, --input, --steps, --fixed-point, -o, input options."""
 
     def deco(fn):
         for option in reversed([
             click.argument("file", type=click.Path(path_type=Path)),
-            click.option("--input", "input_path", required=True, type=click.Path(path_type=Path),
-                         help="numpy array shaped (steps, *input shape)"),
+            click.option("--input", "input_path", required=fn.__name__ != "lava", type=click.Path(path_type=Path),
+                         help=input_help),
             click.option("--steps", type=click.IntRange(min=1), default=None,
                          help="steps to run (default: all input steps)"),
             click.option("--fixed-point", is_flag=True, help=fixed_help),
@@ -337,14 +337,30 @@ def simulate(file: Path, input_path: Path, steps: int | None, fixed_point: bool,
 
 
 @main.command()
-@run_options(fixed_help="quantize and run Lava's bit-accurate (fixed_pt) models")
+@run_options(fixed_help="quantize and run Lava's bit-accurate (fixed_pt) models; a language-model build: run "
+                        "its lowered.nir (fixed_pt) instead of float.nir (floating_pt)",
+             input_help="a NIR FILE's input: numpy array shaped (steps, *input shape)")
+@click.option("--prompt", default=None, help="a language-model BUILD: text to start from")
+@click.option("--tokens", type=click.IntRange(min=1), default=64, show_default=True,
+              help="a language-model BUILD: tokens to generate")
 @friendly_errors
-def lava(file: Path, input_path: Path, steps: int | None, fixed_point: bool, output: Path | None,
-         dt: float | None, spike_inputs: bool, input_range: float) -> None:
-    """Run a NIR FILE in Lava's Loihi 2 simulator (Loihi2SimCfg). Each synapse layer adds Lava's
-    one-step delay, so outputs lag the float NIR semantics by the number of layers on the path."""
+def lava(file: Path, input_path: Path | None, steps: int | None, fixed_point: bool, output: Path | None,
+         dt: float | None, spike_inputs: bool, input_range: float, prompt: str | None, tokens: int) -> None:
+    """Run a NIR FILE in Lava's Loihi 2 simulator (Loihi2SimCfg), or generate text with a language-model BUILD
+    inside Lava (spikecc compile CHECKPOINT -o BUILD; printed as `spikecc generate` does). For a NIR FILE, each
+    synapse layer adds Lava's one-step delay, so outputs lag the float NIR semantics by the number of layers on
+    the path."""
+    from spikecc.driver import is_build, is_fixed
+
+    if is_build(file):
+        return _lava_lm(file, prompt, tokens, fixed_point, input_path, output)
+    if input_path is None:
+        raise InputFileError(f"{file}: give --input (a numpy array shaped (steps, *input shape)) to run a NIR "
+                             "network; --prompt runs a language-model build (spikecc compile CHECKPOINT -o BUILD)")
+    if prompt is not None:
+        raise InputFileError(f"{file}: --prompt needs a language-model build directory, not a NIR file; compile "
+                             "the checkpoint with spikecc compile CHECKPOINT -o BUILD")
     from spikecc.backends.lava import run_lava
-    from spikecc.driver import is_fixed
 
     lowered, xq = _prepare(file, input_path, steps, fixed_point, output, spike_inputs, input_range, lower=True,
                            dt=dt)
@@ -355,6 +371,96 @@ def lava(file: Path, input_path: Path, steps: int | None, fixed_point: bool, out
     for name, arr in res.outputs.items():
         console.print(f"{name}: shape {arr.shape}, {int(np.count_nonzero(arr)):,} non-zero outputs")
     _save(output, res.outputs)
+
+
+def _lava_lm(build: Path, prompt: str | None, tokens: int, fixed_point: bool, input_path: Path | None,
+             output: Path | None) -> None:
+    """`spikecc lava BUILD --prompt`: the text on stdout (as `generate` prints it); progress and Lava's time per
+    token on stderr."""
+    from spikecc.driver import lm_build_graph
+    from spikecc.lm_lava import lava_generate
+
+    if prompt is None:
+        raise InputFileError(f"{build}: a language-model build generates text: give --prompt TEXT (and --tokens N)")
+    if input_path is not None or output is not None:
+        raise InputFileError(f"{build}: --input and -o run NIR networks; a language-model build takes --prompt "
+                             "and --tokens")
+    mode = "fixed" if fixed_point else "float"
+    graph = lm_build_graph(build, fixed_point)
+    err = Console(stderr=True, highlight=False)
+    lava_mode = "fixed_pt" if fixed_point else "floating_pt"
+    bar = progress_bar(2, f"Lava {lava_mode}: tokens fed")
+    with bar:
+        task = bar.add_task("lava", total=None)
+
+        def on_token(i: int, fed: int, seconds: float) -> None:
+            bar.update(task, total=fed, completed=i + 1)
+
+        gen = lava_generate(graph, prompt, tokens, mode, on_token)
+    res = gen.result
+    click.echo(prompt + gen.text)
+    per = np.array(res.token_s[len(gen.prompt_ids):] or res.token_s)
+    err.print(f"Lava {lava_mode}: {len(res.token_s)} tokens fed ({len(gen.prompt_ids)} of the prompt), "
+              f"{res.period} Lava steps per graph step, {res.lava_steps:,} steps; {res.processes} OS processes; "
+              f"start-up {res.startup_s:.1f} s; per generated token {np.median(per):.3f} s median "
+              f"({per.min():.3f}-{per.max():.3f} s)", soft_wrap=True)
+
+
+@main.command()
+@click.argument("build", type=click.Path(path_type=Path))
+@click.option("--prompt", required=True, help="text to start from")
+@click.option("--tokens", type=click.IntRange(min=1), default=16, show_default=True, help="tokens to generate")
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
+              help="the checkpoint the build came from (default: the manifest's file, beside the build or here, "
+                   "if its hash matches)")
+@click.option("--json", "as_json", is_flag=True, help="print the comparison as JSON")
+@friendly_errors
+def verify(build: Path, prompt: str, tokens: int, checkpoint: Path | None, as_json: bool) -> None:
+    """Run a language-model BUILD everywhere (the torch reference, spikecc float and fixed point, Lava floating_pt
+    and fixed_pt) on the same greedy generation and compare them pair by pair: generated tokens, per-layer
+    agreement, the first (layer, step, neuron) where they diverge. Exits 1 when a pair that must be exact is not
+    (reference vs spikecc float, spikecc fixed vs Lava fixed_pt, spikecc float vs Lava floating_pt)."""
+    import json
+
+    from spikecc.driver import is_build
+    from spikecc.lm_lava import verify_build
+
+    if not is_build(build):
+        raise InputFileError(f"{build}: not a build directory; compile the checkpoint first (spikecc compile "
+                             f"CHECKPOINT -o {build})")
+    with console.status("running the reference, spikecc and Lava"):
+        report = verify_build(build, prompt, tokens, checkpoint)
+    if as_json:
+        click.echo(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        _print_verify(report)
+    if not report["ok"]:
+        sys.exit(1)
+
+
+def _print_verify(report: dict) -> None:
+    for name, text in report["texts"].items():
+        console.print(f"{name:>17}: {report['prompt'] + text!r}", soft_wrap=True)
+    table = Table(title=f"{report['tokens']} tokens after {report['prompt']!r}")
+    for col in ("pair", "must match", "tokens", "layers equal", "lowest layer agreement", "first divergence"):
+        table.add_column(col, justify="left" if col in ("pair", "first divergence") else "right")
+    for p in report["pairs"]:
+        layers = p["layer_agreement"]
+        worst = min(layers.items(), key=lambda kv: kv[1]) if layers else None
+        first = p["first_divergence"]
+        where = "-" if first is None else (f"{first['layer']} step {first['step']} neuron {first['element']}: "
+                                           f"{first[p['a']]:g} vs {first[p['b']]:g}")
+        must = ("yes" if p["required"] else "no") + ("" if p["exact"] else " (differs)")
+        table.add_row(f"{p['a']} vs {p['b']}", must,
+                      f"{p['tokens_agree']}/{p['tokens']}",
+                      f"{sum(v == 1.0 for v in layers.values())}/{len(layers)}",
+                      "-" if worst is None else f"{worst[1]:.4f} ({worst[0]})", where)
+    console.print(table)
+    for what in report["not_run"]:
+        console.print(f"not run: {what}")
+    console.print("verify: every required pair agrees exactly" if report["ok"] else
+                  "verify: FAILED: " + "; ".join(f"{p['a']} vs {p['b']}" for p in report["pairs"]
+                                                 if p["required"] and not p["exact"]), soft_wrap=True)
 
 
 @main.command(name="compile")
@@ -448,11 +554,12 @@ def generate(checkpoint: Path, prompt: str, tokens: int, reference: bool, fixed_
     from a BUILD directory that `spikecc compile` wrote, with spikecc's simulator (greedy)."""
     from spikecc.backends.cpu.lm_runner import open_lm_simulator
     from spikecc.compiler.frontends import ENCODER_ONLY, family_name, reference_generate
+    from spikecc.driver import is_build, lm_build_graph
 
-    if _is_build(checkpoint):
+    if is_build(checkpoint):
         if reference:
             raise InputFileError(f"{checkpoint}: --reference runs a checkpoint's torch model; give the checkpoint")
-        graph = _build_graph(checkpoint, fixed_point)
+        graph = lm_build_graph(checkpoint, fixed_point)
         with console.status(f"generating {tokens} tokens in the simulator"):
             text = open_lm_simulator(graph, mode="fixed" if fixed_point else "float").generate(prompt, tokens).text
         click.echo(prompt + text)
@@ -472,24 +579,6 @@ def generate(checkpoint: Path, prompt: str, tokens: int, reference: bool, fixed_
         with console.status(f"generating {tokens} tokens in the simulator"):
             text = open_lm_simulator(lm.graph).generate(prompt, tokens).text
     click.echo(prompt + text)
-
-
-def _is_build(path: Path) -> bool:
-    return path.is_dir() and (path / "lowered.nir").is_file() and (path / "manifest.json").is_file()
-
-
-def _build_graph(build: Path, fixed_point: bool):
-    """A language-model build's graph: lowered.nir (fixed point) or float.nir (the same passes, float form)."""
-    from spikecc.ir import read
-
-    path = build / ("lowered.nir" if fixed_point else "float.nir")
-    if not path.is_file():
-        raise InputFileError(f"{build}: no {path.name}; this build is not a language model compiled by spikecc "
-                             "(compile a checkpoint with spikecc compile)")
-    graph = read(path)
-    if "family" not in graph.metadata:
-        raise InputFileError(f"{build}: a build of a network that is not a language model; use spikecc simulate")
-    return graph
 
 
 @main.command()

@@ -32,7 +32,7 @@ import numpy as np
 
 import spikecc
 from spikecc.compiler.pipeline import lower_for_target
-from spikecc.errors import GraphError, SpikeccWarning
+from spikecc.errors import GraphError, InputFileError, SpikeccWarning
 from spikecc.files import atomic_directory, sha256_file, write_json
 from spikecc.ir import Graph, infer_shapes, read, validate, write
 from spikecc.ir.formats import is_fixed
@@ -123,6 +123,25 @@ def layer_report(g: Graph) -> list[LayerReport]:
         rows.append(LayerReport(name, type(op).__name__, int(np.prod(shapes[name])), syn, fan_in,
                                 dict(g.annotations.get(name, {}))))
     return rows
+
+
+def is_build(path: Path) -> bool:
+    """A build directory that `spikecc compile` wrote (NIR network or language model)."""
+    return path.is_dir() and (path / "lowered.nir").is_file() and (path / "manifest.json").is_file()
+
+
+def lm_build_graph(build: str | Path, fixed_point: bool) -> Graph:
+    """A language-model build's graph: lowered.nir (fixed point) or float.nir (the same passes, float form)."""
+    build = Path(build)
+    path = build / ("lowered.nir" if fixed_point else "float.nir")
+    if not path.is_file():
+        raise InputFileError(f"{build}: no {path.name}; give a build of a language model (spikecc compile "
+                             f"CHECKPOINT -o {build})")
+    graph = read(path)
+    if "family" not in graph.metadata:
+        raise InputFileError(f"{build}: a build of a network that is not a language model; run its .nir file with "
+                             "--input (spikecc simulate / spikecc lava FILE --input ...)")
+    return graph
 
 
 def compile_file(nir_path: str | Path, out_dir: str | Path, fixed_point: bool = True, write_lava: bool = True,

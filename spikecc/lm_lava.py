@@ -10,22 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from spikecc.driver import lm_build_graph
 from spikecc.errors import InputFileError
-from spikecc.ir import Graph, read
-
-
-def build_graph(build: str | Path, fixed_point: bool) -> Graph:
-    """lowered.nir (fixed point) or float.nir of a language-model build."""
-    build = Path(build)
-    path = build / ("lowered.nir" if fixed_point else "float.nir")
-    if not path.is_file():
-        raise InputFileError(f"{build}: no {path.name}; give a build of a language model (spikecc compile CHECKPOINT "
-                             f"-o {build})")
-    graph = read(path)
-    if "family" not in graph.metadata:
-        raise InputFileError(f"{build}: a build of a network that is not a language model; run it with "
-                             "spikecc lava FILE --input ...")
-    return graph
+from spikecc.ir import Graph
 
 
 @dataclass
@@ -35,8 +22,9 @@ class LavaGeneration:
     result: object  # spikecc.backends.lava.lm_network.LMLavaResult
 
 
-def lava_generate(graph: Graph, prompt: str, n_tokens: int, mode: str) -> LavaGeneration:
-    """Greedy generation of `n_tokens` after `prompt`, inside Lava (Loihi2SimCfg, fixed_pt or floating_pt)."""
+def lava_generate(graph: Graph, prompt: str, n_tokens: int, mode: str, on_token=None) -> LavaGeneration:
+    """Greedy generation of `n_tokens` after `prompt`, inside Lava (Loihi2SimCfg, fixed_pt or floating_pt).
+    `on_token(i, fed, seconds)` is called after each fed token's Lava steps (prompt tokens first)."""
     from spikecc.backends.lava.lm_network import run_lm_lava
     from spikecc.backends.lava.lm_schedule import lm_schedule
     from spikecc.backends.onnx import export_host_program
@@ -53,7 +41,7 @@ def lava_generate(graph: Graph, prompt: str, n_tokens: int, mode: str) -> LavaGe
                              f"{context}; generate fewer tokens")
     program = export_host_program(graph, mode)
     schedule = lm_schedule(graph, program.stages, program.core_phases)
-    result = run_lm_lava(graph, schedule, partial(HostRunner, program), ids, n_tokens, mode)
+    result = run_lm_lava(graph, schedule, partial(HostRunner, program), ids, n_tokens, mode, on_token)
     return LavaGeneration(ids, tok.decode(result.tokens), result)
 
 
@@ -138,12 +126,14 @@ FLOAT_RTOL = 1e-9  # graded values of two float runs: the host's float64 arithme
 def compare(a: Run, b: Run, graph: Graph) -> dict:
     """Token agreement, per-node agreement (share of equal values over the steps both ran), the first divergence
     (node, graph step, element, the values on both sides: the earliest step, ties by graph order) and the largest
-    logit difference. Spikes must be equal; graded values of two float runs equal within FLOAT_RTOL (fixed-point
-    runs carry integers, compared exactly)."""
+    logit difference. Spikes must be equal; graded values of two float runs equal within FLOAT_RTOL, of two
+    fixed-point runs (integers) exactly. Between a float and a fixed-point run only spikes are compared: graded
+    values are real numbers on one side and integer payloads of per-channel units on the other."""
     from spikecc.ir.infer import infer_signals
 
     signals = infer_signals(graph)
-    both_float = "fixed" not in a.name and "fixed" not in b.name
+    fixed = ("fixed" in a.name, "fixed" in b.name)
+    both_float = not any(fixed)
     n_tok = min(len(a.tokens), len(b.tokens))
     same_tokens = sum(int(x == y) for x, y in zip(a.tokens, b.tokens))
     layers, first = {}, None
@@ -155,6 +145,8 @@ def compare(a: Run, b: Run, graph: Graph) -> dict:
             continue
         x, y = x[:steps], y[:steps]
         spikes = signals[node].kind in ("binary", "ternary")
+        if not spikes and fixed[0] != fixed[1]:
+            continue
         eq = x == y if spikes or not both_float else np.isclose(x, y, rtol=FLOAT_RTOL, atol=1e-12)
         layers[node] = float(eq.mean())
         if not eq.all():
@@ -176,15 +168,13 @@ def verify_build(build: str | Path, prompt: str, n_tokens: int, checkpoint: str 
     from spikecc.models.tokenizer import require_tokenizer
 
     build = Path(build)
-    float_graph, fixed_graph = build_graph(build, False), build_graph(build, True)
+    float_graph, fixed_graph = lm_build_graph(build, False), lm_build_graph(build, True)
     tok = require_tokenizer(fixed_graph.metadata, str(build))
     ids = tok.encode(prompt)
     runs: dict[str, Run] = {}
-    ckpt = _find_checkpoint(build, checkpoint)
-    if ckpt is not None:
-        ref = reference_run(ckpt, ids, n_tokens, float_graph)
-        if ref is not None:
-            runs["reference"] = ref
+    ref = reference_run(_find_checkpoint(build, checkpoint), ids, n_tokens, float_graph)
+    if ref is not None:
+        runs["reference"] = ref
     for mode, graph in (("float", float_graph), ("fixed", fixed_graph)):
         nodes = recorded_nodes(graph)
         runs[f"spikecc {mode}"] = simulator_run(graph, mode, ids, n_tokens, nodes, f"spikecc {mode}")
@@ -199,29 +189,35 @@ def verify_build(build: str | Path, prompt: str, n_tokens: int, checkpoint: str 
             cmp["required"] = (a, b) in EXACT_PAIRS
             pairs.append(cmp)
     texts = {name: tok.decode(r.tokens) for name, r in runs.items()}
-    missing = [] if "reference" in runs else ["reference (no checkpoint found: give --checkpoint)"]
+    missing = [] if "reference" in runs else ["reference (this family's torch model has no incremental step)"]
     return {"prompt": prompt, "tokens": n_tokens, "texts": texts, "pairs": pairs, "not_run": missing,
             "ok": all(p["exact"] for p in pairs if p["required"])}
 
 
-def _find_checkpoint(build: Path, given: str | Path | None) -> Path | None:
-    """The checkpoint a build came from: the one given, else the manifest's file name beside the build or in the
-    current directory, if its hash matches."""
+def _find_checkpoint(build: Path, given: str | Path | None) -> Path:
+    """The checkpoint a build came from: the one given (its hash must be the manifest's), else the manifest's file
+    name beside the build or in the current directory, if its hash matches."""
     import json
 
     from spikecc.files import sha256_file
 
-    if given is not None:
-        path = Path(given)
-        if not path.exists():
-            raise InputFileError(f"{path}: no such checkpoint; give the checkpoint the build was compiled from")
-        return path
     try:
         entry = json.loads((build / "manifest.json").read_text())["input"]
-    except (OSError, ValueError, KeyError):
-        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        raise InputFileError(f"{build}: manifest.json does not name the checkpoint the build came from; compile "
+                             "the checkpoint again with spikecc compile") from None
+    if given is not None:
+        path = Path(given)
+        if not path.is_file():
+            raise InputFileError(f"{path}: no such checkpoint; give the checkpoint {build} was compiled from "
+                                 f"({entry['path']})")
+        if sha256_file(path) != entry.get("sha256"):
+            raise InputFileError(f"{path}: not the checkpoint {build} was compiled from (its SHA-256 differs from "
+                                 f"the manifest's {entry['path']}); give that checkpoint or compile this one")
+        return path
     for folder in (build.parent, Path.cwd()):
         path = folder / entry["path"]
         if path.is_file() and entry.get("sha256") == sha256_file(path):
             return path
-    return None
+    raise InputFileError(f"{build}: verify runs the checkpoint the build was compiled from ({entry['path']}), which "
+                         "is neither beside the build nor in the current directory; give --checkpoint PATH")

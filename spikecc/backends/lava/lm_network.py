@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import itertools
 import mmap
+import multiprocessing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -189,8 +190,10 @@ class LMLavaResult:
     outputs: dict[str, np.ndarray]  # neuro-core node -> (graph steps, n): its output at its slot, per graph step
     lava_steps: int
     period: int
-    processes: int  # Lava processes (one OS process each)
-    wall_s: float
+    processes: int  # OS processes Lava started (one per Lava process, plus its runtime service)
+    wall_s: float  # from compiling the process graph to the end of the run
+    startup_s: float  # compiling the process graph and starting its OS processes
+    token_s: list[float]  # wall time of each fed token's steps (prompt tokens first)
 
 
 def core_nodes(g: Graph) -> list[str]:
@@ -198,8 +201,10 @@ def core_nodes(g: Graph) -> list[str]:
 
 
 def run_lm_lava(g: Graph, schedule: LMSchedule, runner_factory: Callable[[], Any], prompt_ids: list[int],
-                n_tokens: int, mode: str) -> LMLavaResult:
-    """Generate `n_tokens` greedily after `prompt_ids` in Lava's Loihi2SimCfg (fixed_pt or floating_pt)."""
+                n_tokens: int, mode: str, on_token: Callable[[int, int, float], None] | None = None) -> LMLavaResult:
+    """Generate `n_tokens` greedily after `prompt_ids` in Lava's Loihi2SimCfg (fixed_pt or floating_pt).
+    Lava runs one fed token at a time (substeps x D steps per run call); `on_token(i, fed, seconds)` is called
+    after each with the wall time of that token's run."""
     import time
 
     from lava.magma.core.run_conditions import RunSteps
@@ -282,11 +287,21 @@ def run_lm_lava(g: Graph, schedule: LMSchedule, runner_factory: Callable[[], Any
                    probe: probe_model_for(probe)})
     cfg = Loihi2SimCfg(select_tag=tag, exception_proc_model_map={**models, **{type(p): m for p, m in models.items()}})
     t0 = time.perf_counter()
+    per_token = substeps * D
+    token_s: list[float] = []
     try:
         with contained_processes():
             failed = True
             try:
-                host.run(condition=RunSteps(num_steps=steps), run_cfg=cfg)
+                host.create_runtime(run_cfg=cfg)  # compiles and starts one OS process per Lava process
+                startup = time.perf_counter() - t0
+                os_processes = len(multiprocessing.active_children())  # what Lava really started
+                for i in range(fed):  # one run call per fed token: the runtime keeps every state between calls
+                    t = time.perf_counter()
+                    host.run(condition=RunSteps(num_steps=per_token))
+                    token_s.append(time.perf_counter() - t)
+                    if on_token is not None:
+                        on_token(i, fed, token_s[-1])
                 failed = False
             except RuntimeError as e:
                 raise BackendError(f"the Lava run failed: {_child_error(host) or e}") from e
@@ -306,6 +321,6 @@ def run_lm_lava(g: Graph, schedule: LMSchedule, runner_factory: Callable[[], Any
         outputs[n] = buf[rows, col:col + size[n]]
         col += size[n]
     tokens = [int(np.argmax(logits[i])) for i in range(len(prompt_ids) - 1, fed - 1)]
-    n_procs = len(procs) + 4
     return LMLavaResult(tokens=tokens, logits=logits, outputs=outputs, lava_steps=steps, period=D,
-                        processes=n_procs, wall_s=wall)
+                        processes=os_processes, wall_s=wall,
+                        startup_s=startup, token_s=token_s)
