@@ -448,8 +448,9 @@ def _print_verify(report: dict) -> None:
         layers = p["layer_agreement"]
         worst = min(layers.items(), key=lambda kv: kv[1]) if layers else None
         first = p["first_divergence"]
-        where = "-" if first is None else (f"{first['layer']} step {first['step']} neuron {first['element']}: "
-                                           f"{first[p['a']]:g} vs {first[p['b']]:g}")
+        where = "-" if first is None else (
+            f"{first['layer']} step {first['step']} neuron {first['element']}: {first[p['a']]:g} vs "
+            f"{first[p['b']]:g}" + (f" (fed by {', '.join(first['fed_by'])})" if first["fed_by"] else ""))
         must = ("yes" if p["required"] else "no") + ("" if p["exact"] else " (differs)")
         table.add_row(f"{p['a']} vs {p['b']}", must,
                       f"{p['tokens_agree']}/{p['tokens']}",

@@ -124,41 +124,74 @@ FLOAT_RTOL = 1e-9  # graded values of two float runs: the host's float64 arithme
 
 
 def compare(a: Run, b: Run, graph: Graph) -> dict:
-    """Token agreement, per-node agreement (share of equal values over the steps both ran), the first divergence
-    (node, graph step, element, the values on both sides: the earliest step, ties by graph order) and the largest
-    logit difference. Spikes must be equal; graded values of two float runs equal within FLOAT_RTOL, of two
-    fixed-point runs (integers) exactly. Between a float and a fixed-point run only spikes are compared: graded
-    values are real numbers on one side and integer payloads of per-channel units on the other."""
+    """Token agreement, per-layer agreement (share of equal values over the steps both ran), the first divergence
+    and the largest logit difference.
+
+    Layers: every recorded node (neuro-core neurons, routers and relays; host-to-core payloads), and the logits
+    (under the Output's name, at the last graph step of each token). Spikes must be equal; graded values and
+    logits of two float runs equal within FLOAT_RTOL, integer payloads of two fixed-point runs exactly. Between a
+    float and a fixed-point run only spikes are compared: graded values are real numbers on one side and integer
+    payloads of per-channel units on the other.
+
+    The first divergence is the earliest graph step, ties broken by execution order, so it is the first layer a
+    fault reached: its name, step, element, the values on both sides, and what feeds it (`fed_by`: the synapse
+    layers of a neuro-core node; the host ops behind a payload or the logits)."""
     from spikecc.ir.infer import infer_signals
 
     signals = infer_signals(graph)
     fixed = ("fixed" in a.name, "fixed" in b.name)
-    both_float = not any(fixed)
+    substeps = int(graph.metadata.get("substeps", 1))
     n_tok = min(len(a.tokens), len(b.tokens))
     same_tokens = sum(int(x == y) for x, y in zip(a.tokens, b.tokens))
-    layers, first = {}, None
-    order = {n: i for i, n in enumerate(graph.nodes)}
+    order = {n: i for i, n in enumerate(graph.schedule()[0])}
+    (output,) = graph.outputs()
+    series: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, bool]] = {}  # node -> (steps, a, b, exact)
     for node in sorted(set(a.values) & set(b.values), key=order.get):
         x, y = a.values[node], b.values[node]
         steps = min(len(x), len(y))
-        if steps == 0 or x.shape[1:] != y.shape[1:]:
-            continue
-        x, y = x[:steps], y[:steps]
         spikes = signals[node].kind in ("binary", "ternary")
-        if not spikes and fixed[0] != fixed[1]:
+        if steps == 0 or x.shape[1:] != y.shape[1:] or (not spikes and fixed[0] != fixed[1]):
             continue
-        eq = x == y if spikes or not both_float else np.isclose(x, y, rtol=FLOAT_RTOL, atol=1e-12)
+        series[node] = (np.arange(steps), x[:steps], y[:steps], spikes or all(fixed))
+    rows = min(len(a.logits), len(b.logits))
+    if fixed[0] == fixed[1] and rows:  # the host's float64 logits, the same computation on both sides
+        series[output] = (np.arange(rows) * substeps + substeps - 1, a.logits[:rows], b.logits[:rows], False)
+    layers, first = {}, None
+    for node, (steps, x, y, exact) in series.items():
+        eq = x == y if exact else np.isclose(x, y, rtol=FLOAT_RTOL, atol=1e-12)
         layers[node] = float(eq.mean())
         if not eq.all():
-            step, el = (int(v) for v in np.argwhere(~eq)[0])
+            row, el = (int(v) for v in np.argwhere(~eq)[0])
+            step = int(steps[row])
             if first is None or (step, order[node]) < (first["step"], order[first["layer"]]):
-                first = {"layer": node, "step": step, "element": el, a.name: float(x[step, el]),
-                         b.name: float(y[step, el])}
-    rows = min(len(a.logits), len(b.logits))
+                first = {"layer": node, "step": step, "element": el, a.name: float(x[row, el]),
+                         b.name: float(y[row, el]), "fed_by": fed_by(graph, node)}
     diff = float(np.abs(a.logits[:rows] - b.logits[:rows]).max()) if rows else 0.0
     exact = same_tokens == n_tok == len(a.tokens) == len(b.tokens) and first is None
     return {"a": a.name, "b": b.name, "tokens_agree": same_tokens, "tokens": n_tok, "exact": exact,
             "layer_agreement": layers, "first_divergence": first, "max_logit_difference": diff}
+
+
+def fed_by(graph: Graph, node: str) -> list[str]:
+    """What computes `node`'s input, back to the previous recorded layer: for a neuro-core node its synapse layers
+    (LoihiDense), for a host payload or the output the host ops behind it (in execution order)."""
+    from spikecc.ir.loihi_ops import LoihiDense
+    from spikecc.ir.neurocore_ops import CoreToHost
+
+    recorded = set(recorded_nodes(graph))
+    order = {n: i for i, n in enumerate(graph.schedule()[0])}
+    seen, todo, found = set(), [node], []
+    while todo:
+        for e in graph.in_edges(todo.pop()):
+            src, op = e.src, graph.nodes[e.src]
+            if src in seen or src in recorded or isinstance(op, CoreToHost) or not graph.in_edges(src):
+                continue  # stop at the previous recorded layer, the cores' messages and the Input
+            seen.add(src)
+            found.append(src)
+            if not isinstance(op, LoihiDense):  # a synapse's own input was recorded as a layer
+                todo.append(src)
+    core = graph.annotation(node, "partition") == "neurocore"
+    return sorted((n for n in found if not core or isinstance(graph.nodes[n], LoihiDense)), key=order.get)
 
 
 def verify_build(build: str | Path, prompt: str, n_tokens: int, checkpoint: str | Path | None = None,

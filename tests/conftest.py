@@ -236,3 +236,22 @@ def train_bpe():
     """`train_bpe(vocab_size=400, chars=100_000, pad_to=None)`: a BPE `tokenizers.Tokenizer` trained here, no
     download."""
     return _train_bpe
+
+
+_LM_BUILDS: dict[str, Path] = {}
+
+
+@pytest.fixture(scope="session")
+def shipped_lm_build(tmp_path_factory):
+    """compile(name) -> the build of examples/checkpoints/NAME-shakespeare.pt compiled with default options
+    (`spikecc compile CHECKPOINT -o BUILD`), once per session."""
+    from spikecc.lm_build import compile_lm
+
+    def compile(name: str) -> Path:
+        if name not in _LM_BUILDS:
+            out = tmp_path_factory.mktemp(f"{name}-build") / "build"
+            compile_lm(EXAMPLES_DIR / "checkpoints" / f"{name}-shakespeare.pt", out)
+            _LM_BUILDS[name] = out
+        return _LM_BUILDS[name]
+
+    return compile
