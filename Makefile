@@ -29,6 +29,9 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_simulator.py
 	$(BIN)/python benchmarks/bench_mapping.py
+	$(BIN)/python benchmarks/bench_onnx_host.py
+	$(BIN)/python benchmarks/bench_lava_lm.py
+	$(BIN)/python benchmarks/bench_compile.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check spikecc tests examples benchmarks
