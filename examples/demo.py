@@ -10,11 +10,16 @@ What should agree exactly, and why:
   membrane value (v_init) from which its bias, acting alone until the first input arrives, reaches the
   NIR initial state just in time. 100% up to float rounding (a spike at a threshold to ~1e-15).
 - CPU fixed vs CPU float (lowered)      : differs only by 8-bit weight quantization.
+
+First, though, the reason spikecc exists: a shipped spiking language model (SpikeGPT) compiled for Loihi 2
+with the spikecc CLI, its core budget, text generated inside Lava's Loihi 2 simulator (fixed_pt) next to spikecc's
+fixed-point simulator, and `spikecc verify` across the reference, spikecc and Lava.
 """
 
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,7 +31,43 @@ from rich.table import Table
 HERE = Path(__file__).resolve().parent
 NETWORK = HERE / "networks" / "ff_lif.nir"
 INPUT = HERE / "networks" / "ff_lif.input.npy"
-BUILD = Path("demo-build")
+BUILD = Path("demo-build") / "ff_lif"
+LM_CHECKPOINT = HERE / "checkpoints" / "spikegpt-shakespeare.pt"
+LM_BUILD = Path("demo-build") / "spikegpt"
+SPIKECC = Path(sys.executable).with_name("spikecc")  # the CLI of this environment
+
+
+def spikecc(console: Console, *args: str, head: int = 60) -> subprocess.CompletedProcess:
+    """Run one spikecc command as a user would, showing it and (the first `head` lines of) its output."""
+    shown = " ".join(str(Path(a).relative_to(HERE.parent)) if a.startswith(str(HERE)) else a for a in args)
+    console.print(f"[bold]$ spikecc {shown}[/bold]")
+    done = subprocess.run([str(SPIKECC), *args], capture_output=True, text=True)
+    lines = done.stdout.rstrip("\n").splitlines()
+    if len(lines) > head:
+        lines = lines[:head] + [f"... ({len(lines) - head} more lines)"]
+    for text in (lines, done.stderr.rstrip("\n").splitlines()):
+        if text:
+            print("\n".join(text), flush=True)  # as the command printed it (its own width)
+    return done
+
+
+def language_model(console: Console) -> int:
+    """Compile SpikeGPT for Loihi 2, show its budget, generate in Lava and verify every backend."""
+    console.rule(f"a spiking language model on Loihi 2: {LM_CHECKPOINT.relative_to(HERE.parent)}")
+    if spikecc(console, "compile", str(LM_CHECKPOINT), "-o", str(LM_BUILD)).returncode:
+        return 1
+    budget = spikecc(console, "budget", str(LM_BUILD), head=9)
+    if budget.returncode:
+        return 1
+    prompt, tokens = "ROMEO:", "32"
+    lava = spikecc(console, "lava", str(LM_BUILD), "--prompt", prompt, "--tokens", tokens, "--fixed-point")
+    sim = spikecc(console, "generate", str(LM_BUILD), "--prompt", prompt, "--tokens", tokens, "--fixed-point")
+    same = lava.returncode == sim.returncode == 0 and lava.stdout == sim.stdout
+    console.print("Lava fixed_pt and spikecc's fixed-point simulator generate the same text: "
+                  + ("yes" if same else "NO"))
+    verify = spikecc(console, "verify", str(LM_BUILD), "--prompt", prompt, "--tokens", "8",
+                     "--checkpoint", str(LM_CHECKPOINT))
+    return 0 if same and verify.returncode == 0 else 1
 
 
 def agreement(a: np.ndarray, b: np.ndarray) -> str:
@@ -54,8 +95,13 @@ def main() -> int:
     from spikecc.backends.lava import run_lava
     from spikecc.driver import compile_file, prepare_run
 
-    console = Console()
-    console.rule(f"spikecc demo: {NETWORK.relative_to(HERE.parent)}")
+    console = Console(highlight=False)
+    if not console.is_terminal:  # piped: the width the CLI prints at
+        console = Console(highlight=False, width=120)
+    if language_model(console):
+        console.print("[red]the language model did not compile, run in Lava or verify[/red]")
+        return 1
+    console.rule(f"a NIR network: {NETWORK.relative_to(HERE.parent)}")
     x = np.load(INPUT)
     steps = x.shape[0]
 
@@ -161,4 +207,4 @@ if __name__ == "__main__":
     try:
         sys.exit(main())
     finally:
-        shutil.rmtree(BUILD, ignore_errors=True) if "--clean" in sys.argv else None
+        shutil.rmtree(BUILD.parent, ignore_errors=True) if "--clean" in sys.argv else None

@@ -442,11 +442,10 @@ def _print_verify(report: dict) -> None:
     for name, text in report["texts"].items():
         console.print(f"{name:>17}: {report['prompt'] + text!r}", soft_wrap=True)
     table = Table(title=f"{report['tokens']} tokens after {report['prompt']!r}")
-    for col in ("pair", "must match", "tokens", "layers equal", "lowest layer agreement", "first divergence"):
+    for col in ("pair", "must match", "tokens", "layers equal", "first divergence"):
         table.add_column(col, justify="left" if col in ("pair", "first divergence") else "right")
     for p in report["pairs"]:
         layers = p["layer_agreement"]
-        worst = min(layers.items(), key=lambda kv: kv[1]) if layers else None
         first = p["first_divergence"]
         where = "-" if first is None else (
             f"{first['layer']} step {first['step']} neuron {first['element']}: {first[p['a']]:g} vs "
@@ -454,8 +453,7 @@ def _print_verify(report: dict) -> None:
         must = ("yes" if p["required"] else "no") + ("" if p["exact"] else " (differs)")
         table.add_row(f"{p['a']} vs {p['b']}", must,
                       f"{p['tokens_agree']}/{p['tokens']}",
-                      f"{sum(v == 1.0 for v in layers.values())}/{len(layers)}",
-                      "-" if worst is None else f"{worst[1]:.4f} ({worst[0]})", where)
+                      f"{sum(v == 1.0 for v in layers.values())}/{len(layers)}", where)
     console.print(table)
     for what in report["not_run"]:
         console.print(f"not run: {what}")
