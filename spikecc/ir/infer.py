@@ -14,6 +14,7 @@ import numpy as np
 from spikecc.errors import GraphError, ShapeError, SpikeccError, UnknownOpError
 from spikecc.ir.graph import Graph
 from spikecc.ir.ops import ExtensionOp, TernaryLIF
+from spikecc.ir.rows import rows_shape, vector_rows
 from spikecc.ir.signals import BINARY, REAL, Signal
 
 Shape = tuple[int, ...]
@@ -114,26 +115,17 @@ def _check_elementwise(name: str, what: str, params: Shape, in_shape: Shape) -> 
 
 
 def linear_rows(op: nir.Affine | nir.Linear, in_shape: Shape) -> int:
-    """How many rows an Affine/Linear is applied to: 1 when it takes the whole (flattened) input, as NIR
-    defines it; R when the input is (..., n_in) with R = prod(...) rows, as torch applies a Linear to the
-    last axis (a sequence of token vectors in a transformer encoder). 0 when neither fits."""
-    n_in = int(op.weight.shape[-1])
-    if int(np.prod(in_shape)) == n_in:
-        return 1
-    if len(in_shape) >= 2 and int(in_shape[-1]) == n_in:
-        return int(np.prod(in_shape[:-1]))
-    return 0
+    """How many rows an Affine/Linear is applied to (`vector_rows` of its input width)."""
+    return vector_rows(int(op.weight.shape[-1]), in_shape)
 
 
 def _linear_out(name: str, op: nir.Affine | nir.Linear, in_shape: Shape) -> Shape:
     n_out, n_in = op.weight.shape[0], op.weight.shape[-1]
-    rows = linear_rows(op, in_shape)
-    if rows == 0:
+    out = rows_shape(n_out, n_in, in_shape)
+    if out is None:
         raise ShapeError(f"node '{name}': weight has {n_in} inputs (shape {tuple(op.weight.shape)}) but "
                          f"receives shape {in_shape}; fix the weight or the layer that feeds it")
-    if int(np.prod(in_shape)) == n_in:
-        return (int(n_out),)
-    return (*in_shape[:-1], int(n_out))
+    return out
 
 
 # (name, op, input shape) -> output shape

@@ -39,6 +39,7 @@ import numpy as np
 
 from spikecc.errors import ShapeError
 from spikecc.ir.ops import ExtensionOp, register_op
+from spikecc.ir.rows import rows_shape
 from spikecc.ir.signals import BINARY, REAL, Signal, ternary
 
 
@@ -90,11 +91,14 @@ class LoihiDense(ExtensionOp):
         return (int(self.weight.shape[0]),)
 
     def output_shape(self, in_shapes: dict[str, tuple[int, ...]]) -> tuple[int, ...]:
-        n_in = int(np.prod(in_shapes.get("input", (self.weight.shape[1],))))
-        if n_in != self.weight.shape[1]:
+        """(n_out,) for n_in inputs; (..., n_out) for rows of n_in (spikecc.ir.rows: the same synapses serve each
+        row of an encoder's sequence in turn)."""
+        shape = rows_shape(self.weight.shape[0], self.weight.shape[1],
+                           tuple(in_shapes.get("input", (self.weight.shape[1],))))
+        if shape is None:
             raise ShapeError(f"LoihiDense with {self.weight.shape[1]} inputs is fed a signal of shape "
                              f"{tuple(in_shapes['input'])}; its weight must have one column per input value")
-        return self.natural_shape()
+        return shape
 
     def output_signal(self, in_signals: dict[str, Signal]) -> Signal:
         return REAL  # synaptic current (a 16-bit-annotated integer in fixed point)

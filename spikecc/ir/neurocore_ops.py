@@ -7,6 +7,11 @@ elements k*n .. (k+1)*n - 1, and names them in its `channels()` (a list of (name
 it feeds take the whole vector, their weight columns tiled to match. That keeps NIR's one-output-per-node rule,
 so every pass, backend and file format handles split nodes without a port mechanism of their own.
 
+Rows. Fed (L, n) instead of n values (a BERT-style encoder presents its whole sequence of L tokens at every
+step), SpikeRouter, LoihiElastic and LoihiRelay act on each row alone (spikecc.ir.rows), with the parameters of
+their n neurons: on Loihi the same n neurons serve the L tokens one after another (time-multiplexed), each token
+for its T spike steps from a restarted membrane, which is what the row-wise float and fixed forms compute.
+
 Number formats: each op below has a float form (reals) and a fixed form (integers in Loihi 2's widths,
 spikecc.ir.loihi_spec); the node's `format` annotation says which (spikecc.ir.formats). Boundary ops convert
 between the host's floats and the neuro-cores' integers.
@@ -27,6 +32,7 @@ import numpy as np
 
 from spikecc.errors import ShapeError
 from spikecc.ir.ops import ExtensionOp, register_op
+from spikecc.ir.rows import rows_shape
 from spikecc.ir.signals import BINARY, REAL, Signal, graded, ternary
 
 
@@ -65,9 +71,10 @@ class SpikeRouter(ExtensionOp):
         return (self.banks * self.polarities * self.size,)
 
     def output_shape(self, in_shapes):
-        if int(np.prod(in_shapes["input"])) != self.size:
+        shape = rows_shape(self.banks * self.polarities * self.size, self.size, tuple(in_shapes["input"]))
+        if shape is None:
             raise ShapeError(f"SpikeRouter routes {self.size} neurons but receives shape {in_shapes['input']}")
-        return self.natural_shape()
+        return shape
 
     def output_signal(self, in_signals) -> Signal:
         return BINARY if self.split else ternary(1.0)
@@ -124,7 +131,10 @@ class LoihiElastic(ExtensionOp):
         return (int(self.bias.size),)
 
     def output_shape(self, in_shapes):
-        return self.natural_shape()
+        shape = rows_shape(self.bias.size, self.bias.size, tuple(in_shapes.get("input", self.natural_shape())))
+        if shape is None:
+            raise ShapeError(f"LoihiElastic of {self.bias.size} neurons receives shape {in_shapes['input']}")
+        return shape
 
     def output_signal(self, in_signals) -> Signal:
         return ternary(1.0)
@@ -149,9 +159,10 @@ class LoihiRelay(ExtensionOp):
         return (self.size,)
 
     def output_shape(self, in_shapes):
-        if int(np.prod(in_shapes["input"])) != self.size:
+        shape = rows_shape(self.size, self.size, tuple(in_shapes["input"]))
+        if shape is None:
             raise ShapeError(f"LoihiRelay of {self.size} neurons receives shape {in_shapes['input']}")
-        return self.natural_shape()
+        return shape
 
     def output_signal(self, in_signals) -> Signal:
         return graded(self.message_bits)

@@ -28,6 +28,7 @@ from spikecc.errors import BackendError
 from spikecc.ir.formats import FIXED, format_of
 from spikecc.ir.loihi_ops import LoihiDense, LoihiLIF, LoihiTernaryLIF
 from spikecc.ir.loihi_spec import ACT_SHIFT, DECAY_BITS, UV_BITS, VTH_SHIFT
+from spikecc.ir.rows import vector_rows
 
 UV_MAX = 2 ** (UV_BITS - 1)  # 2**23: u wraps around it, v saturates at +-(UV_MAX - 1)
 DECAY_UNITY = 2**DECAY_BITS
@@ -113,9 +114,10 @@ class DenseKernel(Kernel):
     Float: a = 2**weight_exp * acc.
     """
 
-    def __init__(self, weight: np.ndarray, weight_exp: int, graded: bool, fixed: bool) -> None:
+    def __init__(self, weight: np.ndarray, weight_exp: int, graded: bool, fixed: bool, rows: int = 1) -> None:
         super().__init__()
         self.fixed, self.graded, self.weight_exp = fixed, graded, int(weight_exp)
+        self.rows = rows  # fed rows of n_in (spikecc.ir.rows): each row is gathered on its own, as one more step
         self.dtype = np.int64 if fixed else np.float64
         self.n_out = weight.shape[0]
         self.scale = 2.0**self.weight_exp
@@ -159,7 +161,7 @@ class DenseKernel(Kernel):
         """One step: the same compiled gather as `run`, on one row (so step and run agree bit for bit, and no
         second copy of the weights is needed), or the CSR rows of the non-zero inputs for a sparse layer."""
         s = x["input"]
-        if self.w8 is not None or isinstance(self.rhs, np.ndarray):
+        if self.w8 is not None or isinstance(self.rhs, np.ndarray) or self.rows > 1:
             out, _ = self.run({"input": np.asarray(s).reshape(1, -1)}, 1, False)
             return out[0]
         idx = np.flatnonzero(s)
@@ -169,7 +171,12 @@ class DenseKernel(Kernel):
         return self._finish(np.asarray(acc).reshape(-1))
 
     def run(self, xs, steps, record):
-        s = xs["input"]
+        if self.rows > 1:
+            out, _ = self._gather(xs["input"].reshape(steps * self.rows, -1))
+            return out.reshape(steps, -1), {}
+        return self._gather(xs["input"])
+
+    def _gather(self, s: np.ndarray) -> tuple[np.ndarray, dict]:
         if self.w8 is not None:  # fixed point: int32 currents, exponent and wrap applied in the loop
             s = s if s.dtype == np.int8 else loop_arg(s, np.int64)  # int8: spikes from a neuron loop
             out, events = jit.gather_fixed(loop_arg(s, s.dtype), self.w8, not self.graded, self.factor,
@@ -189,15 +196,16 @@ class DenseKernel(Kernel):
 
 @lowers(LoihiDense)
 def lower_loihi_dense(op: LoihiDense, ctx: BuildContext) -> Kernel:
-    n_in = ctx.in_size("input")
-    if n_in != op.weight.shape[1]:
-        raise BackendError(f"node '{ctx.name}': LoihiDense has {op.weight.shape[1]} inputs but is fed {n_in} values")
+    rows = vector_rows(int(op.weight.shape[1]), ctx.in_shapes.get("input", ()))
+    if rows == 0:
+        raise BackendError(f"node '{ctx.name}': LoihiDense has {op.weight.shape[1]} inputs but is fed "
+                           f"{ctx.in_size('input')} values")
     fixed = ctx.mode == "fixed"
     if fixed or _quantized(ctx):
         weight = effective_weights(_require_int(ctx, "weights", op.weight), op.num_weight_bits)
     else:
         weight = np.asarray(op.weight, dtype=np.float64)
-    return DenseKernel(weight, op.weight_exp, op.num_message_bits > 0, fixed)
+    return DenseKernel(weight, op.weight_exp, op.num_message_bits > 0, fixed, rows=rows)
 
 
 # -- neurons -------------------------------------------------------------------------------------------------

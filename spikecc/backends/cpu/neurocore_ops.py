@@ -26,22 +26,23 @@ class _Stepped(Kernel):
 
 
 class SpikeRouterKernel(_Stepped):
-    def __init__(self, size: int, banks: int, split: bool, dtype) -> None:
+    def __init__(self, size: int, banks: int, split: bool, dtype, rows: int = 1) -> None:
         super().__init__()
-        self.n, self.banks, self.split, self.dtype = size, banks, split, dtype
+        self.n, self.banks, self.split, self.dtype, self.rows = size, banks, split, dtype, rows
         self.p = 2 if split else 1
         self.reset()
 
     def _route(self, s: np.ndarray, ts: np.ndarray) -> np.ndarray:
-        """(steps, n) spikes -> (steps, banks * p * n) blocks (SpikeRouter's docstring)."""
-        out = np.zeros((len(ts), self.banks, self.p, self.n), dtype=self.dtype)
-        rows = np.arange(len(ts))
+        """(steps, rows * n) spikes -> (steps, rows * banks * p * n): each row's blocks (SpikeRouter's docstring)."""
+        out = np.zeros((len(ts), self.rows, self.banks, self.p, self.n), dtype=self.dtype)
+        s = s.reshape(len(ts), self.rows, self.n)
+        steps = np.arange(len(ts))
         b = ts % self.banks
         if self.split:
-            out[rows, b, 0] = s > 0
-            out[rows, b, 1] = s < 0
+            out[steps, :, b, 0] = s > 0
+            out[steps, :, b, 1] = s < 0
         else:
-            out[rows, b, 0] = np.sign(s)
+            out[steps, :, b, 0] = np.sign(s)
         return out.reshape(len(ts), -1)
 
     def step(self, x):
@@ -53,7 +54,7 @@ class SpikeRouterKernel(_Stepped):
 
 @lowers(SpikeRouter)
 def lower_spike_router(op: SpikeRouter, ctx: BuildContext) -> Kernel:
-    return SpikeRouterKernel(op.size, op.banks, op.split, ctx.dtype)
+    return SpikeRouterKernel(op.size, op.banks, op.split, ctx.dtype, rows=ctx.in_size() // op.size)
 
 
 class ElasticKernel(_Stepped):
@@ -61,13 +62,15 @@ class ElasticKernel(_Stepped):
 
     state_names = ("m",)
 
-    def __init__(self, op: LoihiElastic, fixed: bool) -> None:
+    def __init__(self, op: LoihiElastic, fixed: bool, rows: int = 1) -> None:
         super().__init__()
         self.fixed, self.T = fixed, int(op.T)
         self.dtype = np.int64 if fixed else np.float64
         self.mult = np.asarray(op.mult, dtype=self.dtype)
-        self.hi, self.lo = np.asarray(op.hi, dtype=self.dtype), np.asarray(op.lo, dtype=self.dtype)
-        self.bias = np.asarray(op.bias, dtype=self.dtype)
+        # rows (spikecc.ir.rows): every row's neurons have the op's parameters; the state holds rows x n values
+        hi, lo = (np.asarray(v, dtype=self.dtype) for v in (op.hi, op.lo))
+        self.hi, self.lo = (np.tile(v, (1, rows)) if v.ndim == 2 else v for v in (hi, lo))
+        self.bias = np.tile(np.asarray(op.bias, dtype=self.dtype), rows)
         self.n = int(self.bias.size)
         self.reset()
 
@@ -90,7 +93,7 @@ class ElasticKernel(_Stepped):
 
 @lowers(LoihiElastic)
 def lower_loihi_elastic(op: LoihiElastic, ctx: BuildContext) -> Kernel:
-    return ElasticKernel(op, ctx.mode == "fixed")
+    return ElasticKernel(op, ctx.mode == "fixed", rows=ctx.in_size() // op.bias.size)
 
 
 class IdentityKernel(Kernel):
@@ -141,20 +144,23 @@ def lower_host_to_core(op: HostToCore, ctx: BuildContext) -> Kernel:
 
 
 class CoreToHostKernel(_Stepped):
-    """y = x * scales[t mod B] * units + bias, in float64."""
+    """y = x * scales[t mod B] * units + bias, in float64 (units and bias per element of a row: rows of an encoder's
+    sequence share them)."""
 
-    def __init__(self, op: CoreToHost) -> None:
+    def __init__(self, op: CoreToHost, width: int) -> None:
         super().__init__()
         self.scales, self.bias = np.asarray(op.scales, dtype=np.float64), np.asarray(op.bias, dtype=np.float64)
         self.units = np.asarray(op.units, dtype=np.float64)
+        self.width = width
         self.reset()
 
     def _convert(self, x: np.ndarray, ts: np.ndarray) -> np.ndarray:
-        scale = self.scales[ts % self.scales.size].reshape(-1, *([1] * (x.ndim - 1)))
-        y = np.asarray(x, dtype=np.float64) * scale
+        x = np.asarray(x, dtype=np.float64).reshape(len(ts), -1, self.width)
+        y = x * self.scales[ts % self.scales.size].reshape(-1, 1, 1)
         if self.units.size:
             y = y * self.units
-        return y + self.bias if self.bias.size else y
+        y = y + self.bias if self.bias.size else y
+        return y.reshape(len(ts), -1)
 
     def step(self, x):
         return self._convert(x["input"][None], self.steps(1))[0]
@@ -165,4 +171,5 @@ class CoreToHostKernel(_Stepped):
 
 @lowers(CoreToHost)
 def lower_core_to_host(op: CoreToHost, ctx: BuildContext) -> Kernel:
-    return CoreToHostKernel(op)
+    shape = ctx.out_shape or (1,)
+    return CoreToHostKernel(op, int(shape[-1]) if len(shape) > 1 else ctx.size)
