@@ -36,6 +36,15 @@ class Analysis:
     def size(self, name: str) -> int:
         return int(np.prod(self.shapes[name]))
 
+    def rows(self, name: str) -> int:
+        """Rows of a value of shape (..., n) with several axes (spikecc.ir.rows: an encoder's sequence), else 1."""
+        shape = self.shapes[name]
+        return int(np.prod(shape[:-1])) if len(shape) > 1 else 1
+
+    def width(self, name: str) -> int:
+        """Values per row (`rows`): the last axis of a multi-axis value, else all of them."""
+        return self.size(name) // self.rows(name)
+
 
 def analysis_of(g: Graph, a: Analysis | None) -> Analysis:
     """`a` if it describes `g`, else a fresh Analysis (a pass called on its own, outside the spine)."""

@@ -39,7 +39,8 @@ def fold_spike_amplitudes(g: Graph, a: Analysis | None = None) -> Graph:
     T times fewer synapses but a graded message per spike; spikecc takes the banks, which keep the messages
     binary after split-polarity, and records the choice (annotation `amplitude_folding`) so the partition
     report can give both costs. A neuron that feeds a host op (attention's K and V spikes) keeps its amplitude:
-    the boundary restores it (CoreToHost scales).
+    the boundary restores it (CoreToHost scales). An encoder's neurons, fed a sequence of (L, n) rows, get a
+    router of n neurons applied row by row (spikecc.ir.rows) and the same weight banks.
 
     Invariant: each linear layer's output is unchanged (up to float rounding: alpha_t W_ij u_j vs W_ij (alpha_t
     u_j), equal here because alpha_t u_j is exactly +-alpha_t).
@@ -56,9 +57,9 @@ def fold_spike_amplitudes(g: Graph, a: Analysis | None = None) -> Graph:
         consumers = out.out_edges(name)
         if not consumers or not all(is_linear(out.nodes[e.dst]) and e.port == "input" for e in consumers):
             continue
-        n = a.size(name)
+        n = a.width(name)  # the neurons of one row: an encoder's (L, n) neurons are n neurons per token
         if any(np.shape(out.nodes[e.dst].weight)[1] != n for e in consumers):
-            continue  # a sequence (row-wise) linear: it stays on the host with its ternary input
+            continue
         alpha = np.asarray(op.alpha, dtype=np.float64)
         router = insert_after(out, name, f"{name}.route", SpikeRouter(size=n, banks=int(op.T), split=False))
         for e in consumers:

@@ -162,7 +162,7 @@ def map_lm_neurons(g: Graph, a: Analysis | None = None) -> Graph:
             if len(targets) != 1:
                 raise fail(name, "feeds the host and other nodes at once", "give the layer one consumer")
             relay = fresh_name(out, f"{name}.relay")
-            out.add_node(relay, LoihiRelay(size=a.size(name)), partition="neurocore")
+            out.add_node(relay, LoihiRelay(size=a.width(name)), partition="neurocore")
             (e,) = targets
             out.edges.remove(e)
             out.connect(name, relay)
@@ -174,7 +174,7 @@ def map_lm_neurons(g: Graph, a: Analysis | None = None) -> Graph:
         op = g.nodes[name]
         if not isinstance(op, (DiscreteLIF, ElasticBiSpike)):
             continue
-        n = a.size(name)
+        n = a.width(name)  # per row: an encoder's (L, n) neurons are n neurons serving its L tokens in turn
         for e in [e for e in out.in_edges(name) if isinstance(out.nodes[e.src], HostToCore)]:
             syn = fresh_name(out, f"{name}.syn")
             out.add_node(syn, LoihiDense(weight=np.eye(n), delay=0, num_message_bits=GRADED_MAX_BITS),

@@ -2,9 +2,15 @@
 
 Neuro-core: the spiking neurons (SpikeGPT's LIF, SpikeLM's elastic bi-spiking neurons, the routers that carry
 their spikes) and the linear layers of a token (synapses: event-driven where their input is spikes). Host:
-what has no neuro-core form (LayerNorm, softmax attention, WKV's exp and division, sigmoid, GELU, products,
-embedding lookup, the spike encoders of SpikeRWKV, the readout head that feeds the logits) and linear layers
-applied to a sequence row by row (a BERT encoder's whole sequence at once: Loihi would time-multiplex them).
+what has no neuro-core form (`HOST_RULES`: LayerNorm, softmax attention, WKV's exp and division, sigmoid, GELU,
+products, embedding lookup, the spike encoders of SpikeRWKV, the readout head that feeds the logits).
+
+Encoders (SpikeLM's BERT layout) present a whole sequence of L tokens at every step: their neurons and linears
+see (L, n) rows. Their spiking neurons and the linears their spikes drive run on the neuro-cores row by row
+(spikecc.ir.rows): the same n neurons and synapses serve the L tokens one after another, each for its T spike
+steps (a sequence takes L x T chip steps). Their post-LN LayerNorms, the bidirectional attention (which reads the
+padding mask, a host Input), GELU, the token-type, word and position lookups, the residual sums and the read-out
+stay on the host; a linear applied row by row to real values would stay there too (none in SpikeLM).
 
 Every edge that crosses gets a boundary node, one per source (shared by its consumers on the other side):
 
@@ -17,7 +23,7 @@ Every edge that crosses gets a boundary node, one per source (shared by its cons
 
 SpikeGPT's linears take real LayerNorm outputs, not spikes, so their inputs are graded messages (the report says
 so); SpikeLM's and SpikeRWKV's linears take spikes. Annotations: `partition` ("neurocore" | "host") on every
-node, `boundary` on the inserted nodes.
+node (with `placement_rule`, the rule that put it there), `boundary` on the inserted nodes.
 
 Invariant: values are unchanged (the boundary nodes are identities in float form).
 """
@@ -29,10 +35,19 @@ import nir
 from spikecc.compiler.passes.analysis import Analysis, analysis_of
 from spikecc.compiler.passes.rewrite import fresh_name, is_linear
 from spikecc.ir.graph import Edge, Graph
-from spikecc.ir.lm_ops import DiscreteLIF
+from spikecc.ir.lm_ops import GELU, WKV, DiscreteLIF, Embedding, Exp, LayerNorm, Product, Sigmoid, SquaredReLU
 from spikecc.ir.loihi_spec import TERNARY_MESSAGE_BITS
 from spikecc.ir.neurocore_ops import CoreToHost, HostToCore, SpikeRouter
-from spikecc.ir.spikelm_ops import ElasticBiSpike
+from spikecc.ir.rwkv6_ops import WKV6, GroupNorm, Tanh
+from spikecc.ir.spikelm_ops import (
+    CausalSelfAttention,
+    CrossAttention,
+    ElasticBiSpike,
+    PositionEmbedding,
+    SelfAttention,
+    TokenMean,
+)
+from spikecc.ir.spikerwkv_ops import MultiLevelEncoder
 
 CORE, HOST = "neurocore", "host"
 DEFAULT_MESSAGE_BITS = 12  # host -> core graded messages: 8-bit weights x 12-bit payloads x fan-in < 2**31
@@ -42,31 +57,63 @@ def _feeds_output(g: Graph, name: str) -> bool:
     return any(isinstance(g.nodes[e.dst], nir.Output) for e in g.out_edges(name))
 
 
-def placement(g: Graph, a: Analysis) -> dict[str, str]:
-    """Per node, where it runs (module docstring)."""
-    out = {}
-    for name, op in g.nodes.items():
-        core = False
-        if is_linear(op):
-            core = a.size(name) == op.weight.shape[0] and not _feeds_output(g, name)
-        elif isinstance(op, DiscreteLIF):
-            core = True
-        elif isinstance(op, ElasticBiSpike):
-            core = len(a.shapes[name]) == 1
-        out[name] = CORE if core else HOST
+#: Ops with no neuro-core form, and why they stay on the host (the placement rules of the partition report).
+HOST_RULES: tuple[tuple[tuple[type, ...], str], ...] = (
+    ((nir.Input, nir.Output), "ids, masks and results come from and go to the host"),
+    ((Embedding, PositionEmbedding), "table lookup (token, token-type and position ids)"),
+    ((LayerNorm, GroupNorm), "mean and variance over features, division, square root (pre-LN and post-LN alike)"),
+    ((SelfAttention, CausalSelfAttention, CrossAttention),
+     "softmax attention: products of two signals, exp and division (bidirectional with the padding mask, or "
+     "causal over a cache)"),
+    ((GELU, Sigmoid, Exp, Tanh, SquaredReLU), "a nonlinear function of real values"),
+    ((Product, WKV, WKV6), "products of two signals, exp and division"),
+    ((nir.Scale,), "residual sums and scalings of real host values"),
+    ((TokenMean,), "the read-out: mean over the T spike steps of real values"),
+    ((MultiLevelEncoder,), "a spike encoder of real host values (its spikes are sent to the cores)"),
+)
+
+
+def placement_rule(g: Graph, a: Analysis, name: str) -> tuple[str, str]:
+    """(side, why) of one node (module docstring). Linear layers: on the neuro-cores as synapses, except a readout
+    that feeds an Output, and a linear applied row by row to real values (a row-wise linear runs on the cores,
+    the same synapses serving each row of an encoder's sequence in turn, where its input is spikes)."""
+    op = g.nodes[name]
+    if is_linear(op):
+        if _feeds_output(g, name):
+            return HOST, "the readout feeding an Output"
+        if a.size(name) == op.weight.shape[0]:
+            return CORE, "synapses (graded messages where its input is real)"
+        spikes = all(a.signals[e.src].is_spiking for e in g.in_edges(name))
+        if spikes:
+            return CORE, "spike-driven synapses applied row by row (time-multiplexed over the sequence)"
+        return HOST, "a linear applied row by row to real values (a graded message per row and value)"
+    if isinstance(op, DiscreteLIF):
+        return CORE, "a LIF neuron"
+    if isinstance(op, ElasticBiSpike):
+        return CORE, "an elastic bi-spiking neuron (row by row for a sequence: time-multiplexed)"
+    for types, why in HOST_RULES:
+        if isinstance(op, types):
+            return HOST, why
+    return HOST, "no neuro-core form"
+
+
+def placement(g: Graph, a: Analysis) -> dict[str, tuple[str, str]]:
+    """Per node, where it runs and why (module docstring, `placement_rule`)."""
+    out = {name: placement_rule(g, a, name) for name in g.nodes}
     for name, op in g.nodes.items():  # a router is its source's axons: it runs where its source does
         if isinstance(op, SpikeRouter):
-            out[name] = out[g.predecessors(name)[0]]
+            out[name] = (out[g.predecessors(name)[0]][0], "the axons of the neuron it routes")
     return out
 
 
 def partition(g: Graph, a: Analysis | None = None, message_bits: int = DEFAULT_MESSAGE_BITS) -> Graph:
     """A new graph with `partition` on every node and boundary nodes on every crossing edge."""
     a = analysis_of(g, a)
-    where = placement(g, a)
+    rules = placement(g, a)
+    where = {name: side for name, (side, _) in rules.items()}
     out = g.copy()
-    for name, side in where.items():
-        out.annotate(name, partition=side)
+    for name, (side, why) in rules.items():
+        out.annotate(name, partition=side, placement_rule=why)
     crossing: dict[str, list[Edge]] = {}
     for e in g.edges:
         if where[e.src] != where[e.dst]:
