@@ -15,6 +15,11 @@ A LoihiDense whose output goes to the host (or to another synapse) gets a *relay
 accumulators, which forward the synaptic sum as graded messages. Every other node runs on the host; a node
 annotated partition="host" does so whatever its op.
 
+Rows. An encoder presents a sequence of L tokens at once: its neuro-core nodes are fed (L, n) rows
+(spikecc.ir.rows), which the same n neurons and synapses serve one token after another. A population is then the
+n neurons of the op (its natural shape), and per-element rates of the L rows are averaged over the rows: a step
+of the chip is a spike step of one token.
+
 Activity (events per neuron per step) comes from the caller: `{node: per-neuron array or mean rate}`,
 measured by a simulation (spikecc's CPU simulator: SimResult traces, Simulator.neuron_events). Missing
 entries are assumed: spiking populations fire at `default_rate`; graded and real-valued sources (relays,
@@ -213,13 +218,17 @@ def is_router(g: Graph, name: str) -> bool:
     return isinstance(g.nodes[name], SpikeRouter) and not is_host(g, name)
 
 
-def _rates(activity: Activity, name: str, n: int, default: float) -> tuple[np.ndarray, bool]:
-    """(per-neuron events per step, whether it was given)."""
+def _rates(activity: Activity, name: str, n: int, default: float, rows: int = 1) -> tuple[np.ndarray, bool]:
+    """(per-neuron events per step, whether it was given). A node fed `rows` rows of n (an encoder's sequence,
+    whose tokens the same n neurons serve in turn: spikecc.ir.rows) may be given per-element rates of all its
+    rows: they are averaged over the rows."""
     if name not in activity:
         return np.full(n, float(default)), False
     a = np.asarray(activity[name], dtype=np.float64).reshape(-1)
     if a.size == 1:
         a = np.full(n, a[0])
+    if rows > 1 and a.size == rows * n:
+        a = a.reshape(rows, n).mean(axis=0)
     if a.size != n:
         raise MappingError(f"activity for node '{name}' has {a.size} values for {n} neurons; give one rate per "
                            "neuron or a single mean rate")
@@ -266,11 +275,17 @@ def extract(g: Graph, activity: Activity | None, default_rate: float, graded_bit
     except GraphError:
         order = list(g.nodes)
     size = {n: int(np.prod(shapes[n])) if shapes.get(n) else 1 for n in g.nodes}
+    for n in g.nodes:  # on the cores, a node fed rows (spikecc.ir.rows) has the neurons of one row: its op's own
+        natural = g.nodes[n].natural_shape() if isinstance(g.nodes[n], ExtensionOp) and not is_host(g, n) else None
+        if natural and len(shapes.get(n, ())) > 1:
+            size[n] = int(np.prod(natural))
     assumed: list[str] = []
 
-    def rate_of(name: str) -> np.ndarray:
+    def rate_of(name: str, n: int | None = None) -> np.ndarray:
         spiking = signals[name].kind in ("binary", "ternary")
-        r, given = _rates(activity, name, size[name], default_rate if spiking else 1.0)
+        n = size[name] if n is None else n
+        full = int(np.prod(shapes[name])) if shapes.get(name) else 1
+        r, given = _rates(activity, name, n, default_rate if spiking else 1.0, rows=max(1, full // n))
         if not given and name not in assumed:
             assumed.append(name)
         return r
@@ -289,7 +304,7 @@ def extract(g: Graph, activity: Activity | None, default_rate: float, graded_bit
             host = not on_chip_source(e.src)
             out.append(SynapseGroup(name=dense, source=e.src, from_host=host, pattern=pat,
                                     weight_bits=int(op.num_weight_bits), message_bits=int(op.num_message_bits),
-                                    source_rate=rate_of(e.src) if host else None))
+                                    source_rate=rate_of(e.src, pat.n_in) if host else None))
         return out
 
     def host_bits(name: str) -> int | None:
@@ -316,7 +331,8 @@ def extract(g: Graph, activity: Activity | None, default_rate: float, graded_bit
                 else:  # a source wired straight into the neurons: one identity synapse per neuron
                     host = not on_chip_source(e.src)
                     bits = _payload_bits(signals[e.src], graded_bits)
-                    inputs.append(_identity(e.src, name, size[name], host, bits, rate_of(e.src) if host else None))
+                    inputs.append(_identity(e.src, name, size[name], host, bits,
+                                            rate_of(e.src, size[name]) if host else None))
             pops.append(Population(name=name, layer=name, n=size[name], role="neurons", inputs=inputs,
                                    rate=rate_of(name), host_bits=host_bits(name)))
     for p in pops:
