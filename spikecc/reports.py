@@ -108,15 +108,19 @@ def _host_ops(op: nir.NIRNode, out_size: int, in_size: int) -> int:
     return out_size
 
 
-def partition_report(g: Graph, activity: dict[str, np.ndarray], tokens: int) -> dict:
+def partition_report(g: Graph, activity: dict[str, np.ndarray], tokens: int, rows: int = 1) -> dict:
     """Per token, on each side: nodes, parameters, operations (measured synaptic operations on the neuro-cores:
     events x fan-out on the calibration run; estimated operations on the host), and the boundary messages.
-    Also which linear layers take graded inputs (real host values, not spikes) and what each spike-routing
-    choice costs (synapses with it, and with the other choice)."""
+    Also which linear layers take graded inputs (real host values, not spikes), what each spike-routing
+    choice costs (synapses with it, and with the other choice), and by which rule each op type was placed.
+
+    `rows`: tokens presented at each step (an encoder's sequence length; its neuro-cores serve them in turn, and
+    `activity` is per neuron per step of one token): the host's work and messages of a step are shared by them."""
     shapes = infer_shapes(g)
     size = {n: int(np.prod(s)) for n, s in shapes.items()}
     substeps = int(g.metadata.get("substeps", 1))
     steps_per_token = substeps
+    per_token = steps_per_token / rows  # host work and boundary values of a whole step, per token
     sides = {"neurocore": {"nodes": 0, "parameters": 0, "synops_per_token": 0.0},
              "host": {"nodes": 0, "parameters": 0, "ops_per_token": 0.0}}
     for n, op in g.nodes.items():
@@ -125,7 +129,7 @@ def partition_report(g: Graph, activity: dict[str, np.ndarray], tokens: int) -> 
         sides[side]["parameters"] += _params(op)
         if side == "host":
             in_size = sum(size[e.src] for e in g.in_edges(n)[:1])
-            sides["host"]["ops_per_token"] += _host_ops(op, size[n], in_size) * steps_per_token
+            sides["host"]["ops_per_token"] += _host_ops(op, size[n], in_size) * per_token
     # synaptic operations on the cores: each event of a source costs its fan-out in every Dense it feeds
     for n, op in g.nodes.items():
         if not isinstance(op, LoihiDense):
@@ -141,11 +145,11 @@ def partition_report(g: Graph, activity: dict[str, np.ndarray], tokens: int) -> 
 
     def messages(node: str, src: str) -> float:
         rate = activity.get(src)
-        return float(np.sum(rate)) * steps_per_token if rate is not None else float(size[node]) * steps_per_token
+        return float(np.sum(rate)) * steps_per_token if rate is not None else float(size[node]) * per_token
 
     boundary = {
         "to_core": [{"node": n, "values": size[n], "bits": int(op.bits), "messages_per_token":
-                     float(size[n] * steps_per_token)} for n, op in to_core],
+                     float(size[n] * per_token)} for n, op in to_core],
         "to_host": [{"node": n, "values": size[n], "messages_per_token": messages(n, g.predecessors(n)[0])}
                     for n, _ in to_host],
     }
@@ -164,9 +168,20 @@ def partition_report(g: Graph, activity: dict[str, np.ndarray], tokens: int) -> 
                         "synapses_if_graded_polarity": syn // 2 if op.split else syn,
                         "synapses_if_graded_amplitude": syn // op.banks,
                         "messages_per_token": float(np.sum(activity.get(n, np.zeros(1)))) * steps_per_token})
-    return {"tokens": tokens, "steps_per_token": steps_per_token, "neurocore": sides["neurocore"],
+    rules: dict[str, dict] = {}  # the partition pass's rule per placed node (spikecc.compiler.passes.partition)
+    for n, op in g.nodes.items():
+        why = g.annotation(n, "placement_rule")
+        if why is None:
+            continue
+        kind = g.annotation(n, "lowered_from") or type(op).__name__
+        row = rules.setdefault(why, {"side": g.annotation(n, "partition"), "ops": [], "nodes": 0})
+        row["nodes"] += 1
+        if kind not in row["ops"]:
+            row["ops"].append(kind)
+    return {"tokens": tokens, "steps_per_token": steps_per_token, "tokens_per_step": rows,
+            "neurocore": sides["neurocore"],
             "host": sides["host"], "boundary": boundary, "graded_input_layers": graded_inputs,
-            "spike_routing": choices,
+            "spike_routing": choices, "placement": rules,
             "note": ("linear layers listed under graded_input_layers take real host values (e.g. LayerNorm outputs), "
                      "not spikes: their inputs travel as graded messages of the given bits")}
 
@@ -204,6 +219,8 @@ def report_text(data: dict, kind: str) -> str:
         if data["graded_input_layers"]:
             lines.append(f"graded inputs (real host values, not spikes): {len(data['graded_input_layers'])} layers, "
                          f"e.g. {', '.join(data['graded_input_layers'][:4])}")
+        for why, r in data.get("placement", {}).items():
+            lines.append(f"{r['side']:10s}  {', '.join(r['ops'])} ({r['nodes']} nodes): {why}")
         for c in data["spike_routing"]:
             lines.append(f"routing {c['router']}: {c['banks']} bank(s), polarity {c['polarity']}: {c['synapses']:,} "
                          f"synapses ({c['synapses_if_graded_polarity']:,} with graded polarity, "
