@@ -23,6 +23,13 @@ def shakespeare_text() -> str:
     return "\n\n".join(p.read_text(encoding="utf-8") for p in paths)
 
 
+def heldout_text() -> str:
+    """The validation split of `shakespeare_text` (its last 10%, as `load_corpus` cuts it): text the example
+    models were not trained on."""
+    text = shakespeare_text()
+    return text[int(len(text) * 0.9):]
+
+
 @dataclass(frozen=True)
 class CharVocab:
     """A character vocabulary; ids follow sorted code points, so it is the same on every machine."""

@@ -63,6 +63,12 @@ class Tokenizer(ABC):
     def to_metadata(self) -> dict[str, str]:
         """The graph-metadata entries that store this tokenizer (read back by `from_metadata`)."""
 
+    def windows(self, text: str, length: int) -> list[list[int]]:
+        """``text`` as consecutive windows of exactly ``length`` ids (a last, shorter window is dropped): the
+        sequences an encoder reads whole."""
+        ids = self.encode(text)
+        return [ids[i:i + length] for i in range(0, len(ids) - length + 1, length)]
+
     def check_model(self, vocab_size: int, source: str) -> None:
         """Refuse a tokenizer that produces ids the model has no embedding row for."""
         if self.size > vocab_size:
@@ -132,6 +138,21 @@ class HFTokenizer(Tokenizer):
         """Text of ``ids`` without special tokens; ids the file does not know decode to nothing (a model's
         embedding may have more rows than its tokenizer has tokens, as SpikeGPT-216M's 50277 for 50254 + 23)."""
         return self._tok.decode([int(i) for i in ids], skip_special_tokens=True)
+
+    def windows(self, text: str, length: int) -> list[list[int]]:
+        """Windows of ``length`` ids as the tokenizer itself cuts a long text (truncation with overflow, no stride):
+        each window carries the special tokens of the file's post-processor (BERT's ``[CLS] ... [SEP]``), as a
+        sequence encoded on its own would; a last, shorter window is dropped."""
+        from tokenizers import Tokenizer as _HF
+
+        special = self._tok.num_special_tokens_to_add(False)
+        if length <= special:
+            raise InputFileError(f"{self.source}: windows of {length} tokens leave no room beside the {special} "
+                                 "special tokens the tokenizer adds")
+        tok = _HF.from_str(self.json_text)  # a copy: truncation is a setting of the tokenizer object
+        tok.enable_truncation(max_length=length, stride=0)
+        enc = tok.encode(text)
+        return [list(e.ids) for e in (enc, *enc.overflowing) if len(e.ids) == length]
 
     def token_id(self, token: str) -> int | None:
         """The id of ``token`` (e.g. ``"</s>"``), or None."""
