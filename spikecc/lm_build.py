@@ -28,6 +28,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -36,6 +37,9 @@ from spikecc.errors import BudgetError, InputFileError
 from spikecc.files import atomic_directory, check_build_dir, npz_bytes, sha256_file, write_json
 from spikecc.ir import Graph, write
 from spikecc.ir.neurocore_ops import HostToCore
+
+if TYPE_CHECKING:
+    from spikecc.calibration import EncoderCalibration
 
 CALIBRATION_TOKENS = 256  # at most; cut to the model's context
 
@@ -51,6 +55,7 @@ class LMBuild:
     quantization: dict
     partition: dict
     budget: object | None  # spikecc.compiler.mapping.Mapping
+    calibration: str = ""  # how an encoder was calibrated, in one line (spikecc.calibration)
 
 
 def calibration_ids(graph: Graph, text: str | None, tokens: int = CALIBRATION_TOKENS) -> tuple[list[int], str]:
@@ -75,9 +80,15 @@ def calibration_ids(graph: Graph, text: str | None, tokens: int = CALIBRATION_TO
 
 def run_teacher_forced(graph: Graph, ids: list[int], mode: str, record: list[str]) -> dict[str, np.ndarray]:
     """Feed `ids` from a fresh state; the outputs of the nodes in `record` at every simulator step,
-    (steps, n) arrays, plus the simulator (key "__sim__") for its counters."""
+    (steps, n) arrays, plus the simulator (key "__sim__") for its counters. An encoder is fed `ids` as whole
+    sequences of its length, one after another (spikecc.calibration)."""
+    from spikecc.backends.cpu.encoder_runner import EncoderSimulator, is_encoder
     from spikecc.backends.cpu.lm_runner import LMSimulator
 
+    if is_encoder(graph):
+        enc = EncoderSimulator(graph, mode=mode)
+        run = enc.run(np.reshape(ids, (-1, enc.seq_len)), record=record)
+        return {**run.traces, "__sim__": enc.sim}
     lm = LMSimulator(graph, mode=mode)
     lm.sim.start()
     traces: dict[str, list[np.ndarray]] = {n: [] for n in record}
@@ -111,11 +122,20 @@ def calibrate(float_graph: Graph, ids: list[int]) -> tuple[dict[str, float], dic
             op = g.nodes[n]
             bias = np.asarray(op.bias if isinstance(op, LoihiElastic) else getattr(op, "bias_mant", 0.0),
                               dtype=np.float64)
-            top[n] = float(np.abs(sum(run[d] for d in ds) + bias).max(initial=0.0))
+            x = sum(run[d] for d in ds)  # an encoder's rows (steps, L * n) share the n neurons' biases
+            top[n] = float(np.abs(x.reshape(len(x), -1, bias.size) + bias).max(initial=0.0))
+    # events per neuron per step of the chip: an encoder's L rows are served in turn by the same neurons, each
+    # for T steps, so a neuron's events over all rows are divided by the steps of all tokens
     steps = len(ids) * int(float_graph.metadata.get("substeps", 1))
-    activity = {n: ev / steps for n, ev in sim.neuron_events.items()
+    activity = {n: ev.reshape(-1, _width(sim, n)).sum(axis=0) / steps for n, ev in sim.neuron_events.items()
                 if float_graph.annotation(n, "partition") == "neurocore"}
     return top, activity
+
+
+def _width(sim, name: str) -> int:
+    """Values per row of a node's output (spikecc.ir.rows): the last axis of an encoder's (L, n), else all."""
+    shape = sim.shapes[name]
+    return int(shape[-1]) if len(shape) > 1 else int(np.prod(shape))
 
 
 @dataclass
@@ -127,23 +147,34 @@ class Lowered:
     ids: list[int]
     text: str
     activity: dict[str, np.ndarray]
+    encoder: EncoderCalibration | None = None  # an encoder's calibration sequences (spikecc.calibration)
 
 
 def lower_lm(graph: Graph, options: LMOptions | None = None, calibration_text: str | None = None,
              on_pass: Callable[[str, Graph, Graph], None] | None = None,
-             on_stage: Callable[[str], None] | None = None, calibration_tokens: int = CALIBRATION_TOKENS) -> Lowered:
-    """The exported graph of a language model through the LM pass spine, calibrated and quantized."""
+             on_stage: Callable[[str], None] | None = None, calibration_tokens: int = CALIBRATION_TOKENS,
+             text_name: str | None = None) -> Lowered:
+    """The exported graph of a language model through the LM pass spine, calibrated and quantized (an encoder on
+    whole sequences, spikecc.calibration; `text_name` names the calibration text there)."""
+    from spikecc.backends.cpu.encoder_runner import is_encoder
+    from spikecc.calibration import encoder_calibration
     from spikecc.compiler.passes.quantize_lm import quantize_lm
 
     stage = on_stage or (lambda s: None)
     options = options or LMOptions()
     float_graph = run_passes(graph, lm_passes(options), on_pass)
-    stage("calibrating on a short text")
-    ids, used_text = calibration_ids(float_graph, calibration_text, calibration_tokens)
+    encoder = None
+    if is_encoder(float_graph):
+        stage("calibrating on whole sequences")
+        encoder = encoder_calibration(float_graph, calibration_text, calibration_tokens, text_name)
+        ids, used_text = encoder.ids, ""
+    else:
+        stage("calibrating on a short text")
+        ids, used_text = calibration_ids(float_graph, calibration_text, calibration_tokens)
     top, activity = calibrate(float_graph, ids)
     fixed_graph = run_passes(float_graph, [("quantize", lambda g, a: quantize_lm(
         g, a, calibration=top, weight_bits=options.weight_bits))], on_pass)
-    return Lowered(float_graph, fixed_graph, ids, used_text, activity)
+    return Lowered(float_graph, fixed_graph, ids, used_text, activity, encoder)
 
 
 def compile_lm(checkpoint: str | Path, out_dir: str | Path, options: LMOptions | None = None,
@@ -154,6 +185,7 @@ def compile_lm(checkpoint: str | Path, out_dir: str | Path, options: LMOptions |
     """Compile a language-model checkpoint (or exported .nir) into a build directory (module docstring).
     `max_error`: the largest relative error (quantization noise RMS / signal RMS, on the calibration run) any
     neuro-core layer's output may have; past it the compile fails naming the layer, and nothing is written."""
+    from spikecc.backends.cpu.encoder_runner import is_encoder
     from spikecc.compiler.frontends import load_lm
     from spikecc.driver import versions
     from spikecc.reports import partition_report, quantization_report, report_text
@@ -170,11 +202,13 @@ def compile_lm(checkpoint: str | Path, out_dir: str | Path, options: LMOptions |
         text = calibration_text.read_text(encoding="utf-8", errors="strict")
     stage("loading the checkpoint")
     lm = load_lm(checkpoint, tokenizer, reference=False, **(load_options or {}))
-    if "vocab" not in lm.graph.metadata and "tokenizer" not in lm.graph.metadata:
-        raise InputFileError(f"{checkpoint}: a {lm.family} model without a vocabulary (an encoder) cannot be "
-                             "calibrated on text; spikecc compiles generative language models")
+    encoder = is_encoder(lm.graph)
+    if not encoder and "vocab" not in lm.graph.metadata and "tokenizer" not in lm.graph.metadata:
+        raise InputFileError(f"{checkpoint}: a {lm.family} model without a vocabulary cannot be calibrated; give "
+                             "its tokenizer (--tokenizer FILE)")
     exported = lm.graph
-    low = lower_lm(exported, options, text, on_pass, stage, calibration_tokens)
+    low = lower_lm(exported, options, text, on_pass, stage, calibration_tokens,
+                   text_name=calibration_text.name if calibration_text else None)
     float_graph, fixed_graph, ids, activity = low.float_graph, low.fixed_graph, low.ids, low.activity
     stage("measuring quantization error")
     quant = quantization_report(float_graph, fixed_graph, ids)
@@ -184,7 +218,7 @@ def compile_lm(checkpoint: str | Path, out_dir: str | Path, options: LMOptions |
             raise BudgetError(f"layer '{worst['layer']}': relative quantization error {worst['relative_error']:.4g} "
                               f"(SQNR {worst['sqnr_db']:.1f} dB) exceeds --max-error {max_error:g}; use more "
                               "--message-bits or --weight-bits, or allow a larger error")
-    part = partition_report(fixed_graph, activity, len(ids))
+    part = partition_report(fixed_graph, activity, len(ids), rows=low.encoder.sequences.shape[1] if encoder else 1)
     stage(f"mapping onto {target}")
     budget = _map(fixed_graph, activity, target)
     with atomic_directory(out_dir, inputs=[checkpoint]) as tmp:
@@ -211,15 +245,17 @@ def compile_lm(checkpoint: str | Path, out_dir: str | Path, options: LMOptions |
             "load_options": {k: v for k, v in (load_options or {}).items() if v is not None},
             "model": {k: exported.metadata[k] for k in ("embedding", "inference", "substeps", "T", "context")
                       if k in exported.metadata},
-            "calibration": {"tokens": len(ids), "sha256": hashlib.sha256(low.text.encode()).hexdigest(),
-                            "source": calibration_text.name if calibration_text else "shakespeare-validation"},
+            "calibration": low.encoder.manifest() if encoder else
+            {"tokens": len(ids), "sha256": hashlib.sha256(low.text.encode()).hexdigest(),
+             "source": calibration_text.name if calibration_text else "shakespeare-validation"},
             "max_error": max_error,
             "passes": fixed_graph.metadata.get("passes", []),
             "versions": versions(),
             "files": {str(p.relative_to(tmp)): sha256_file(p) for p in files},
         }
         write_json(tmp / "manifest.json", manifest)
-    return LMBuild(out_dir, lm.family, float_graph, fixed_graph, quant, part, budget)
+    return LMBuild(out_dir, lm.family, float_graph, fixed_graph, quant, part, budget,
+                   low.encoder.describe() if encoder else "")
 
 
 def _map(graph: Graph, activity: dict[str, np.ndarray], target: str):
@@ -234,7 +270,8 @@ def _map(graph: Graph, activity: dict[str, np.ndarray], target: str):
 def summary_lines(build: LMBuild) -> list[str]:
     """What `spikecc compile` prints after the passes."""
     q, p = build.quantization, build.partition
-    lines = [f"quantization: worst layer {q['worst']['layer']} SQNR {q['worst']['sqnr_db']:.1f} dB; "
+    lines = [build.calibration] if build.calibration else []
+    lines += [f"quantization: worst layer {q['worst']['layer']} SQNR {q['worst']['sqnr_db']:.1f} dB; "
              f"spike agreement {q['spike_agreement']:.4f}" if q.get("worst") else "quantization: no neuro-core layer"]
     lines.append(f"partition per token: neuro-core {p['neurocore']['synops_per_token']:,.0f} synaptic ops, "
                  f"host {p['host']['ops_per_token']:,.0f} ops; boundary {p['boundary']['to_core_messages']:,.0f} "
