@@ -31,6 +31,7 @@ from typing import ClassVar
 import numpy as np
 
 from spikecc.errors import ShapeError
+from spikecc.ir.loihi_spec import GRADED_MAX_BITS
 from spikecc.ir.ops import ExtensionOp, register_op
 from spikecc.ir.rows import rows_shape
 from spikecc.ir.signals import BINARY, REAL, Signal, graded, ternary
@@ -50,18 +51,39 @@ class SpikeRouter(ExtensionOp):
     every other block is 0 at this step. The synapses fed by the router carry the amplitude of step bank b and
     the polarity in their weight columns (fold-amplitudes, split-polarity): W s = sum over blocks of W_block u.
     On Loihi 2 this is the neuron's output axon choice, not a computation: it costs no neuron.
+
+    Graded amplitudes (`payloads` given, one per spike step; one block, no banks, no split): the spike of step t
+    leaves as a signed graded spike of `payload_bits` bits (Loihi 2's graded spikes, the value a programmable
+    neuron attaches to its spike):
+
+        block 0 = sign(s) * payloads[t mod len(payloads)]
+
+    Float form: the payloads are the reals alpha_t, so W sees s itself; fixed form: integers, one payload unit
+    standing for a value the quantize pass records (annotation `payload_unit`) and folds into W.
     """
 
     size: int  # n, the neurons routed
     banks: int = 1
     split: bool = True
+    payloads: np.ndarray = field(default_factory=lambda: np.zeros(0))  # graded amplitudes per spike step
+    payload_bits: int = 0  # of the graded spikes (with payloads)
 
     def __post_init__(self) -> None:
         self.size, self.banks, self.split = int(self.size), int(self.banks), bool(self.split)
+        self.payloads = np.asarray(self.payloads).reshape(-1)
+        self.payload_bits = int(self.payload_bits)
         if self.size < 1 or self.banks < 1:
             raise ValueError(f"SpikeRouter: size and banks must be >= 1, got {self.size}, {self.banks}")
+        if self.payloads.size and (self.split or self.banks != 1 or not 2 <= self.payload_bits <= GRADED_MAX_BITS):
+            raise ValueError("SpikeRouter: graded amplitudes (payloads) take one unsplit block (banks 1, split "
+                             f"False) and 2..{GRADED_MAX_BITS} payload bits")
         super().__post_init__()
         self.input_type = {"input": np.asarray((self.size,))}
+
+    @property
+    def graded(self) -> bool:
+        """Whether its spikes carry graded amplitudes (`payloads`)."""
+        return bool(self.payloads.size)
 
     @property
     def polarities(self) -> int:
@@ -77,6 +99,8 @@ class SpikeRouter(ExtensionOp):
         return shape
 
     def output_signal(self, in_signals) -> Signal:
+        if self.graded:
+            return graded(self.payload_bits)
         return BINARY if self.split else ternary(1.0)
 
     def channels(self) -> list[tuple[str, int, int]]:

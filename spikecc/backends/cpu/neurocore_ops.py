@@ -26,10 +26,12 @@ class _Stepped(Kernel):
 
 
 class SpikeRouterKernel(_Stepped):
-    def __init__(self, size: int, banks: int, split: bool, dtype, rows: int = 1) -> None:
+    def __init__(self, size: int, banks: int, split: bool, dtype, rows: int = 1,
+                 payloads: np.ndarray | None = None) -> None:
         super().__init__()
         self.n, self.banks, self.split, self.dtype, self.rows = size, banks, split, dtype, rows
         self.p = 2 if split else 1
+        self.payloads = None if payloads is None or not np.size(payloads) else np.asarray(payloads, dtype=dtype)
         self.reset()
 
     def _route(self, s: np.ndarray, ts: np.ndarray) -> np.ndarray:
@@ -38,7 +40,9 @@ class SpikeRouterKernel(_Stepped):
         s = s.reshape(len(ts), self.rows, self.n)
         steps = np.arange(len(ts))
         b = ts % self.banks
-        if self.split:
+        if self.payloads is not None:  # graded amplitudes: one block, the step's payload with the spike's sign
+            out[:, :, 0, 0] = np.sign(s) * self.payloads[ts % self.payloads.size].reshape(-1, 1, 1)
+        elif self.split:
             out[steps, :, b, 0] = s > 0
             out[steps, :, b, 1] = s < 0
         else:
@@ -54,7 +58,8 @@ class SpikeRouterKernel(_Stepped):
 
 @lowers(SpikeRouter)
 def lower_spike_router(op: SpikeRouter, ctx: BuildContext) -> Kernel:
-    return SpikeRouterKernel(op.size, op.banks, op.split, ctx.dtype, rows=ctx.in_size() // op.size)
+    return SpikeRouterKernel(op.size, op.banks, op.split, ctx.dtype, rows=ctx.in_size() // op.size,
+                             payloads=op.payloads)
 
 
 class ElasticKernel(_Stepped):
