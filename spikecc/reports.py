@@ -163,10 +163,13 @@ def partition_report(g: Graph, activity: dict[str, np.ndarray], tokens: int, row
             continue
         syn = sum(int(np.count_nonzero(np.asarray(g.nodes[e.dst].weight))) for e in g.out_edges(n)
                   if isinstance(g.nodes[e.dst], LoihiDense))
+        steps = len(g.annotation(n, "amplitudes") or ()) or op.banks
         choices.append({"router": n, "banks": op.banks, "polarity": "split" if op.split else "graded",
+                        "amplitude": "graded" if op.graded else "banks",
                         "synapses": syn,
                         "synapses_if_graded_polarity": syn // 2 if op.split else syn,
                         "synapses_if_graded_amplitude": syn // op.banks,
+                        "synapses_if_banks": syn * steps * 2 if op.graded else syn,
                         "messages_per_token": float(np.sum(activity.get(n, np.zeros(1)))) * steps_per_token})
     rules: dict[str, dict] = {}  # the partition pass's rule per placed node (spikecc.compiler.passes.partition)
     for n, op in g.nodes.items():
@@ -222,6 +225,10 @@ def report_text(data: dict, kind: str) -> str:
         for why, r in data.get("placement", {}).items():
             lines.append(f"{r['side']:10s}  {', '.join(r['ops'])} ({r['nodes']} nodes): {why}")
         for c in data["spike_routing"]:
+            if c.get("amplitude") == "graded":
+                lines.append(f"routing {c['router']}: graded amplitudes (signed payloads): {c['synapses']:,} synapses "
+                             f"({c['synapses_if_banks']:,} with per-step banks split by polarity)")
+                continue
             lines.append(f"routing {c['router']}: {c['banks']} bank(s), polarity {c['polarity']}: {c['synapses']:,} "
                          f"synapses ({c['synapses_if_graded_polarity']:,} with graded polarity, "
                          f"{c['synapses_if_graded_amplitude']:,} with graded amplitudes)")

@@ -14,6 +14,9 @@ from spikecc.compiler.passes.analysis import Analysis, analysis_of
 from spikecc.ir.graph import Graph
 from spikecc.ir.loihi_ops import LoihiDense, LoihiTernaryLIF
 
+AMPLITUDE_BITS = 8  # graded amplitudes: signed 8-bit payloads (alpha_t to 1/127 of the largest; 8-bit weights x
+#                     a fan-in of 4096 x 127 stays far below the 2**31 a Loihi synapse sums in)
+
 
 def fold_amplitudes(g: Graph, a: Analysis | None = None) -> Graph:
     """A new graph whose synapses carry their sources' spike amplitudes (module docstring)."""
@@ -35,12 +38,15 @@ def fold_spike_amplitudes(g: Graph, a: Analysis | None = None) -> Graph:
     step (a SpikeRouter with T banks) and each linear W becomes the per-step weight banks [alpha_0 W, ...,
     alpha_{T-1} W]: at step t only bank t is active, so the layer receives alpha_t W u = W s.
 
-    The other choice, a graded payload (the spike carries alpha_t as a signed graded value and W stays), costs
-    T times fewer synapses but a graded message per spike; spikecc takes the banks, which keep the messages
-    binary after split-polarity, and records the choice (annotation `amplitude_folding`) so the partition
-    report can give both costs. A neuron that feeds a host op (attention's K and V spikes) keeps its amplitude:
-    the boundary restores it (CoreToHost scales). An encoder's neurons, fed a sequence of (L, n) rows, get a
-    router of n neurons applied row by row (spikecc.ir.rows) and the same weight banks.
+    The other choice, a graded payload (the spike carries alpha_t as a signed graded value of
+    AMPLITUDE_BITS bits and W stays: a SpikeRouter with `payloads`), costs T times fewer synapses (2T fewer than
+    banks split by polarity) but a graded message per spike. A causal decoder takes the banks, which keep the
+    messages binary after split-polarity. An encoder (neurons fed a sequence of (L, n) rows, applied row by row:
+    spikecc.ir.rows) takes the graded payload: its layers are BERT-sized, and the 2T weight copies of split
+    banks (8 x 85M synapses for BERT-base at T = 4) would need about 8 times the cores, and the compile 8 times
+    the memory, for the same arithmetic. The choice is recorded (annotation `amplitude_folding`) so the
+    partition report can give both costs. A neuron that feeds a host op (attention's K and V spikes) keeps its
+    amplitude: the boundary restores it (CoreToHost scales).
 
     Invariant: each linear layer's output is unchanged (up to float rounding: alpha_t W_ij u_j vs W_ij (alpha_t
     u_j), equal here because alpha_t u_j is exactly +-alpha_t).
@@ -61,6 +67,13 @@ def fold_spike_amplitudes(g: Graph, a: Analysis | None = None) -> Graph:
         if any(np.shape(out.nodes[e.dst].weight)[1] != n for e in consumers):
             continue
         alpha = np.asarray(op.alpha, dtype=np.float64)
+        if a.rows(name) > 1:  # an encoder's: the graded payload (docstring); the linears keep W
+            router = insert_after(out, name, f"{name}.route", SpikeRouter(
+                size=n, banks=1, split=False, payloads=alpha, payload_bits=AMPLITUDE_BITS))
+            for e in consumers:
+                out.annotate(e.dst, amplitude_folding="graded")
+            out.annotate(router, amplitude_folding="graded", amplitudes=alpha.tolist())
+            continue
         router = insert_after(out, name, f"{name}.route", SpikeRouter(size=n, banks=int(op.T), split=False))
         for e in consumers:
             lin = out.nodes[e.dst]

@@ -8,7 +8,8 @@
     Input with real values                  GRADED_MAX_BITS, a graded placeholder that quantize narrows to
                                             its input_bits
     HostToCore (language models)            its bits (0 for spikes from the host)
-    SpikeRouter                             0 when split into polarity channels, else 2 (signed unit spikes)
+    SpikeRouter                             0 when split into polarity channels, else 2 (signed unit spikes);
+                                            its payload bits with graded amplitudes
     LoihiElastic (unit +-1 spikes)          TERNARY_MESSAGE_BITS
     LoihiRelay                              its message_bits
 
@@ -33,6 +34,8 @@ def message_bits(g: Graph, a: Analysis, src: str) -> int:
     if isinstance(op, HostToCore):
         return int(op.bits)
     if isinstance(op, SpikeRouter):
+        if op.graded:
+            return int(op.payload_bits)
         return 0 if op.split else TERNARY_MESSAGE_BITS
     if isinstance(op, LoihiRelay):
         return int(op.message_bits)

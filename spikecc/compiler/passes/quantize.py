@@ -113,6 +113,10 @@ def _source_payload(g: Graph, src: str, ann: dict) -> tuple[float, float, bool]:
         if op.bits == 0:
             return 1.0, 1.0, True
         return float(op.scale), float(2 ** (op.bits - 1) - 1), False
+    if isinstance(op, SpikeRouter) and op.graded:  # graded amplitudes: integer payloads once quantized
+        unit = ann.get(src, {}).get("payload_unit")
+        return (float(unit), float(np.abs(op.payloads).max()), False) if unit else \
+            (1.0, float(np.abs(op.payloads).max()), False)
     if isinstance(op, (LoihiTernaryLIF, LoihiElastic)) or (isinstance(op, SpikeRouter) and not op.split):
         return 1.0, 1.0, False
     return 1.0, 1.0, True

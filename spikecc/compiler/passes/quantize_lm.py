@@ -7,6 +7,7 @@ largest |synaptic input| of one step). Per node:
 
     HostToCore (graded)  scale = max |x| / (2**(bits-1) - 1) on the calibration prompt: the prompt's largest value
                          is the top of the payload range (larger values later are clipped, and counted)
+    SpikeRouter (graded amplitudes)  payloads round(alpha_t / unit), unit = max alpha / (2**(bits-1) - 1)
     LoihiLIF             spikecc.compiler.passes.quantize.quantize_neuron: the state scale S bounded by the
                          16-bit a_in, the 24-bit u and the 17-bit threshold, weights on the 8-bit grid
     LoihiRelay           S = 0.97 (2**23 - 1) / bound (the graded spike fits 24 bits), weights
@@ -48,7 +49,7 @@ from spikecc.ir.formats import FLOAT, fixed_format
 from spikecc.ir.graph import Graph
 from spikecc.ir.loihi_ops import LoihiDense, LoihiLIF
 from spikecc.ir.loihi_spec import DECAY_UNITY, UV_BITS, UV_MAX, WEIGHT_EXP_RANGE
-from spikecc.ir.neurocore_ops import CoreToHost, HostToCore, LoihiElastic, LoihiRelay
+from spikecc.ir.neurocore_ops import CoreToHost, HostToCore, LoihiElastic, LoihiRelay, SpikeRouter
 
 INT32_MAX = 2**31 - 1
 HEADROOM = 2.0  # calibrated bounds: twice the largest synaptic input seen on the calibration text
@@ -77,6 +78,8 @@ def _quantize(g: Graph, calibration: dict[str, float], weight_bits: int) -> Grap
             out.annotate(name, calibrated_max=top)
         if isinstance(op, HostToCore):
             out.annotate(name, format=fixed_format(message_bits=op.bits))
+        if isinstance(op, SpikeRouter) and op.graded:
+            _quantize_payloads(out, name, op)
     dense_into: dict[str, list[str]] = {}
     for e in out.edges:
         if isinstance(out.nodes[e.src], LoihiDense):
@@ -102,6 +105,20 @@ def _quantize(g: Graph, calibration: dict[str, float], weight_bits: int) -> Grap
             out.annotate(name, format={"kind": FLOAT})
     out.metadata["quantization"] = {"weight_bits": int(weight_bits)}
     return out
+
+
+def _quantize_payloads(g: Graph, name: str, op: SpikeRouter) -> None:
+    """Graded amplitudes (SpikeRouter `payloads`): p_t = round(alpha_t / unit) with unit = max alpha /
+    (2**(bits-1) - 1), the largest amplitude on the top of the signed payload range; the synapses it feeds take
+    `unit` into their weights (quantize.dense_inputs)."""
+    alpha = np.asarray(op.payloads, dtype=np.float64)
+    top = 2 ** (op.payload_bits - 1) - 1
+    unit = float(np.abs(alpha).max()) / top
+    q = np.clip(np.rint(alpha / unit), -top, top).astype(np.int64)
+    g.nodes[name] = SpikeRouter(size=op.size, banks=op.banks, split=op.split, payloads=q, payload_bits=op.payload_bits,
+                                metadata=dict(op.metadata or {}))
+    g.annotate(name, payload_unit=unit, format=fixed_format(message_bits=op.payload_bits),
+               quant_error={"payload": float(np.abs(q * unit - alpha).max())})
 
 
 def _state_scale(name: str, bound: float) -> float:

@@ -30,8 +30,8 @@ def split_polarity(g: Graph, a: Analysis | None = None, mode: str = "split") -> 
     if mode == "graded":
         return out
     for name, op in g.nodes.items():
-        if not isinstance(op, SpikeRouter) or op.split:
-            continue
+        if not isinstance(op, SpikeRouter) or op.split or op.graded:
+            continue  # graded amplitudes carry the sign in their payload
         n, banks = op.size, op.banks
         out.nodes[name] = SpikeRouter(size=n, banks=banks, split=True, metadata=dict(op.metadata or {}))
         for e in out.out_edges(name):
