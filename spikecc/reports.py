@@ -41,9 +41,9 @@ def quantization_report(float_graph: Graph, fixed_graph: Graph, ids: list[int]) 
     spiking = [n for n, op in g.nodes.items() if isinstance(op, NEURONS)]
     record = to_host + spiking
     ref = run_teacher_forced(float_graph, ids, "float", record)
+    ref.pop("__sim__")  # its kernels (a float copy of every weight) go before the fixed run builds its own
     got = run_teacher_forced(fixed_graph, ids, "fixed", record)
     fixed_sim = got.pop("__sim__")
-    ref.pop("__sim__")
     layers = []
     for n in to_host:  # graded results reaching the host (spikes reaching it are compared spike by spike)
         (src,) = g.predecessors(n)
