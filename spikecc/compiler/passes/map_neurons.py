@@ -203,7 +203,7 @@ def map_lm_neurons(g: Graph, a: Analysis | None = None) -> Graph:
             gain = np.ones(n)
         out.nodes[name] = new
         out.annotate(name, lowered_from=type(op).__name__)
-        for d in dense_inputs(name):
+        for d in dense_inputs(name) if np.any(gain != 1) else ():  # (a gain of 1 keeps the weights, unshared)
             out.nodes[d].weight = gain[:, None] * np.asarray(out.nodes[d].weight, dtype=np.float64)
     if biases:
         raise fail(next(iter(biases)), "has a bias but feeds no neuron or host boundary",
