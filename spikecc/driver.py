@@ -141,7 +141,18 @@ def lm_build_graph(build: str | Path, fixed_point: bool) -> Graph:
     if "family" not in graph.metadata:
         raise InputFileError(f"{build}: a build of a network that is not a language model; run its .nir file with "
                              "--input (spikecc simulate / spikecc lava FILE --input ...)")
+    require_generative(graph, build)
     return graph
+
+
+def require_generative(graph: Graph, where: str | Path) -> None:
+    """A one-line error for an encoder's graph (SpikeLM's BERT layout) where text is to be generated or scored."""
+    from spikecc.compiler.frontends import ENCODER_ONLY, family_name
+
+    family = str(graph.metadata.get("family", ""))
+    if family in ENCODER_ONLY:
+        raise InputFileError(f"{where}: a {family_name(family)} ({family}) has no LM head: an encoder cannot generate "
+                             "text or score next tokens; `spikecc budget BUILD` maps a build of it")
 
 
 def compile_file(nir_path: str | Path, out_dir: str | Path, fixed_point: bool = True, write_lava: bool = True,

@@ -104,12 +104,14 @@ def load_subject(path: str | Path) -> Subject:
     (spikecc.lm_build.lower_lm: the pass spine, a calibration run, quantization): what `spikecc compile` would
     build, without writing it."""
     from spikecc.compiler.frontends import load_lm
+    from spikecc.driver import require_generative
     from spikecc.ir import read
     from spikecc.models.tokenizer import from_metadata
 
     path = Path(path)
     if path.is_dir() and (path / "lowered.nir").exists():
         graph = read(path / "lowered.nir")
+        require_generative(graph, path)
         if from_metadata(graph.metadata) is None:
             raise InputFileError(f"{path}: a build of a network that is not a language model (lowered.nir has no "
                                  "tokenizer); eval needs a language model")
