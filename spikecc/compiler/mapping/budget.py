@@ -114,6 +114,10 @@ def map_graph(graph: Graph, target: Target | str = "loihi2", activity: dict | No
     if not net.populations:
         m.notes.append("no neuro-core part: every node runs on the host; map a graph lowered for Loihi "
                        "(spikecc compile)")
+    if net.rows > 1:
+        m.notes.append(f"rows: the cores serve the {net.rows} tokens of a sequence one after another "
+                       f"(time-multiplexed), each for {m.steps_per_token} step(s): a sequence takes "
+                       f"{net.rows * m.steps_per_token} steps; per-token figures are per token of it")
     if net.assumed:
         m.notes.append(f"activity assumed (not measured) for {len(net.assumed)} node(s): spiking at "
                        f"{default_rate:g} events/neuron/step, graded and real values every step")

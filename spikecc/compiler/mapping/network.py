@@ -195,6 +195,7 @@ class Network:
     host_nodes: list[str]  # every node that runs on the host, Inputs and Outputs included
     io_nodes: list[str]  # the Inputs and Outputs among them
     assumed: list[str]  # nodes whose activity was assumed, not given
+    rows: int = 1  # tokens the neuro-cores serve in turn per step of the graph (an encoder's sequence length)
 
 
 def is_host(g: Graph, name: str) -> bool:
@@ -275,10 +276,12 @@ def extract(g: Graph, activity: Activity | None, default_rate: float, graded_bit
     except GraphError:
         order = list(g.nodes)
     size = {n: int(np.prod(shapes[n])) if shapes.get(n) else 1 for n in g.nodes}
+    rows = 1
     for n in g.nodes:  # on the cores, a node fed rows (spikecc.ir.rows) has the neurons of one row: its op's own
         natural = g.nodes[n].natural_shape() if isinstance(g.nodes[n], ExtensionOp) and not is_host(g, n) else None
         if natural and len(shapes.get(n, ())) > 1:
             size[n] = int(np.prod(natural))
+            rows = max(rows, int(np.prod(shapes[n])) // size[n])
     assumed: list[str] = []
 
     def rate_of(name: str, n: int | None = None) -> np.ndarray:
@@ -342,7 +345,7 @@ def extract(g: Graph, activity: Activity | None, default_rate: float, graded_bit
                                    f"for {p.n} neurons; the graph is not in Loihi form")
     host_nodes = [n for n in order if is_host(g, n)]
     io = [n for n in host_nodes if isinstance(g.nodes[n], (nir.Input, nir.Output))]
-    return Network(populations=pops, host_nodes=host_nodes, io_nodes=io, assumed=assumed)
+    return Network(populations=pops, host_nodes=host_nodes, io_nodes=io, assumed=assumed, rows=rows)
 
 
 def _identity(src: str, dst: str, n: int, host: bool, bits: int, rate: np.ndarray | None) -> InputSlice:
