@@ -236,3 +236,28 @@ def train_bpe():
     """`train_bpe(vocab_size=400, chars=100_000, pad_to=None)`: a BPE `tokenizers.Tokenizer` trained here, no
     download."""
     return _train_bpe
+
+
+def _run_detached(args: list[str], cwd: Path, env: dict | None = None, timeout: float = 600):
+    """Run a command in its own session and return (returncode, stdout, stderr); on a hang or an error the whole
+    session is killed, so Lava's OS processes started by the command go down with it."""
+    import os
+    import signal
+    import subprocess
+
+    proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return proc.returncode, out, err
+
+
+@pytest.fixture(scope="session")
+def run_detached():
+    """`run_detached(args, cwd, env=None, timeout=600) -> (returncode, stdout, stderr)`: a command in its own
+    session, killed with everything it started if it hangs (generated Lava modules run outside spikecc's care)."""
+    return _run_detached
