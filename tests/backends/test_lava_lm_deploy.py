@@ -22,6 +22,8 @@ from spikecc.backends.cpu.lm_runner import LMSimulator
 from spikecc.backends.lava import lm_processes
 from spikecc.backends.lava.lm_codegen import MODULE_NAME
 from spikecc.compiler.frontends import load_lm
+from spikecc.errors import InputFileError
+from spikecc.files import check_build_dir
 from spikecc.lm_build import compile_lm, lower_lm
 from spikecc.lm_deploy import core_assignment, lava_deploy_files, write_lm_lava
 from spikecc.lm_lava import lava_generate, recorded_nodes, simulator_run
@@ -208,3 +210,20 @@ def test_spikeccs_lava_run_still_equals_the_simulator(builds):
     for n in nodes:
         np.testing.assert_array_equal(gen.result.outputs[n], ref.values[n], err_msg=n)
     assert lm_processes._SHARED == {} and multiprocessing.active_children() == []
+
+
+def test_a_bytecode_cache_in_the_build_is_not_the_users_file(builds):
+    """Importing lava_lm.py leaves lava/__pycache__/; the next compile into the same build may still replace it,
+    while a file the user put there keeps the build from being replaced."""
+    build = builds["spikegpt"][0].parent
+    cache = build / "lava" / "__pycache__"
+    cache.mkdir(exist_ok=True)
+    (cache / "lava_lm.cpython-311.pyc").write_bytes(b"\x00")
+    check_build_dir(build)
+    mine = build / "lava" / "notes.txt"
+    mine.write_text("mine")
+    try:
+        with pytest.raises(InputFileError, match="lava/notes.txt in it was not written by spikecc"):
+            check_build_dir(build)
+    finally:
+        mine.unlink()
