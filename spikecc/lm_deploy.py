@@ -70,7 +70,7 @@ def lava_deploy_files(float_graph: Graph, fixed_graph: Graph, mapping=None) -> d
                  "chips": int(mapping.chips), "cores": int(mapping.n_cores),
                  "note": "from budget.json (spikecc's mapping): chip, core on that chip, neuron range per node"}
     info = {"family": fixed_graph.metadata.get("family"), "context": fixed_graph.metadata.get("context", 0),
-            "summary": fixed_graph.summary(), "tokenizer_kind": tok.kind}
+            "summary": f"lowered.nir and float.nir ({len(fixed_graph.nodes)} nodes)", "tokenizer_kind": tok.kind}
     return lm_module_files(modes, tokenizer, cores, {STAGE_RUNNER_STEM: "spikecc.backends.onnx.stage_runner"}, info)
 
 

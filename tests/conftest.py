@@ -261,3 +261,31 @@ def run_detached():
     """`run_detached(args, cwd, env=None, timeout=600) -> (returncode, stdout, stderr)`: a command in its own
     session, killed with everything it started if it hangs (generated Lava modules run outside spikecc's care)."""
     return _run_detached
+
+
+@pytest.fixture(scope="session")
+def made_once(tmp_path_factory):
+    """`made_once(name, make) -> Path`: a folder that `make(folder)` fills once per test session, also when
+    pytest-xdist spreads a module's tests over several workers (each would otherwise build the module's fixtures
+    again): the workers share the parent of their base temporary folders; the first to take the lock makes the
+    folder, the others wait for it and reuse it. A failed `make` leaves no folder, so the next caller tries again."""
+    import fcntl
+    import os
+    import shutil
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+
+    def made(name: str, make) -> Path:
+        folder, done = root / name, root / f"{name}.done"
+        with open(root / f"{name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not done.exists():
+                shutil.rmtree(folder, ignore_errors=True)
+                folder.mkdir()
+                make(folder)
+                done.touch()
+        return folder
+
+    return made

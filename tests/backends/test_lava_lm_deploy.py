@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import re
+import shutil
 import sys
 import textwrap
 from pathlib import Path
@@ -22,11 +23,13 @@ from spikecc.backends.cpu.lm_runner import LMSimulator
 from spikecc.backends.lava import lm_processes
 from spikecc.backends.lava.lm_codegen import MODULE_NAME
 from spikecc.compiler.frontends import load_lm
+from spikecc.compiler.mapping import map_graph
 from spikecc.errors import InputFileError
 from spikecc.files import check_build_dir
+from spikecc.ir import write
 from spikecc.lm_build import compile_lm, lower_lm
 from spikecc.lm_deploy import core_assignment, lava_deploy_files, write_lm_lava
-from spikecc.lm_lava import lava_generate, recorded_nodes, simulator_run
+from spikecc.lm_lava import build_graph, lava_generate, recorded_nodes, simulator_run
 
 PROMPT = "JULIET:"
 # (prompt, tokens) per model and mode run in the fresh process: at least 8 tokens each, SpikeLM (4 spike steps per
@@ -35,18 +38,33 @@ JOBS = {"spikegpt": [(PROMPT, 12, "fixed")], "spikerwkv": [(PROMPT, 16, "fixed")
         "spikelm": [("JU", 8, "fixed")]}
 
 
-@pytest.fixture(scope="module")
-def builds(tmp_path_factory, examples_dir) -> dict:
-    """family -> (BUILD/lava path, float graph, fixed graph, mapping or None)."""
-    tmp = tmp_path_factory.mktemp("deploy")
-    out = {}
+FAMILIES = ("spikegpt", "spikerwkv", "spikelm")
+
+
+def _make_builds(folder: Path, examples_dir: Path) -> None:
+    """SpikeGPT and SpikeRWKV compiled as `spikecc compile` does; SpikeLM lowered (lower_lm) with its graphs and
+    BUILD/lava/ written beside (its compile stops in the mapper on this branch)."""
     for family in ("spikegpt", "spikerwkv"):
-        b = compile_lm(examples_dir / "checkpoints" / f"{family}-shakespeare.pt", tmp / family, calibration_tokens=64)
-        out[family] = (b.path / "lava", b.float_graph, b.fixed_graph, b.budget)
+        compile_lm(examples_dir / "checkpoints" / f"{family}-shakespeare.pt", folder / family, calibration_tokens=64)
     low = lower_lm(load_lm(examples_dir / "checkpoints" / "spikelm-shakespeare.pt").graph, calibration_tokens=64)
-    write_lm_lava(tmp / "spikelm" / "lava", low.float_graph, low.fixed_graph)
-    out["spikelm"] = (tmp / "spikelm" / "lava", low.float_graph, low.fixed_graph, None)
-    return out
+    (folder / "spikelm").mkdir()
+    write(low.float_graph, folder / "spikelm" / "float.nir")
+    write(low.fixed_graph, folder / "spikelm" / "lowered.nir")
+    write_lm_lava(folder / "spikelm" / "lava", low.float_graph, low.fixed_graph)
+
+
+@pytest.fixture(scope="module")
+def builds(made_once, examples_dir) -> dict:
+    """family -> (BUILD/lava path, float graph, fixed graph), the graphs read back from the build's files."""
+    folder = made_once("lava-deploy-builds", lambda d: _make_builds(d, examples_dir))
+    return {f: (folder / f / "lava", build_graph(folder / f, False), build_graph(folder / f, True)) for f in FAMILIES}
+
+
+def _mapping(build: Path, fixed):
+    """The mapping compile_lm made, again: the same graph, the measured activity of activity.npz, the target."""
+    with np.load(build / "activity.npz") as z:
+        activity = {k: z[k] for k in z.files}
+    return map_graph(fixed, json.loads((build / "manifest.json").read_text())["target"], activity=activity)
 
 
 CHILD = textwrap.dedent("""
@@ -97,13 +115,18 @@ def _fresh_python(run_detached, args: list[str], cwd: Path) -> tuple[int, str, s
     return run_detached([sys.executable, "-I", *args], cwd)
 
 
-@pytest.fixture(scope="module")
-def fresh_runs(builds, tmp_path_factory, run_detached) -> dict:
+def _run_fresh(folder: Path, builds: dict, run_detached) -> None:
     jobs = [[family, str(builds[family][0] / MODULE_NAME), runs] for family, runs in JOBS.items()]
-    rc, out, err = _fresh_python(run_detached, ["-c", CHILD, json.dumps(jobs)], tmp_path_factory.mktemp("fresh"))
+    rc, out, err = _fresh_python(run_detached, ["-c", CHILD, json.dumps(jobs)], folder)
     assert rc == 0, err[-3000:]
     assert "Cannot import module" not in err  # Lava's model search found every model it looked for
-    return json.loads(out.strip().splitlines()[-1])
+    (folder / "results.json").write_text(out.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def fresh_runs(builds, made_once, run_detached) -> dict:
+    folder = made_once("lava-deploy-fresh", lambda d: _run_fresh(d, builds, run_detached))
+    return json.loads((folder / "results.json").read_text())
 
 
 def _simulated(graph, prompt: str, n: int, mode: str) -> list[int]:
@@ -115,7 +138,7 @@ def _simulated(graph, prompt: str, n: int, mode: str) -> list[int]:
 
 @pytest.mark.parametrize("family", list(JOBS))
 def test_generated_module_without_spikecc_generates_the_simulators_tokens(family, builds, fresh_runs):
-    _, float_graph, fixed_graph, _ = builds[family]
+    _, float_graph, fixed_graph = builds[family]
     assert fresh_runs["spikecc_modules"] == []
     got = fresh_runs["results"][family]["runs"]
     for (prompt, n, mode), run in zip(JOBS[family], got):
@@ -146,7 +169,7 @@ def test_hardware_branch_up_to_the_run_call(family, builds, fresh_runs):
 def test_core_assignment_is_the_mappings(builds):
     """cores.json against budget.json's per-core fragments ("layer[lo:hi]" on chip, slot), written by the mapping
     report: every population's fragments, synapse layers with the neurons they feed."""
-    lava_dir, _, fixed, mapping = builds["spikegpt"]
+    lava_dir, _, fixed = builds["spikegpt"]
     budget = json.loads((lava_dir.parent / "budget.json").read_text())
     want: dict[str, list] = {}
     for core in budget["per_core"]:
@@ -163,15 +186,16 @@ def test_core_assignment_is_the_mappings(builds):
     assert dense and all(type(fixed.nodes[n]).__name__ == "LoihiDense" for n in dense)
     for n in dense:
         assert nodes[n] == nodes[fixed.successors(n)[0]]
-    assert core_assignment(fixed, mapping) == nodes
+    assert core_assignment(fixed, _mapping(lava_dir.parent, fixed)) == nodes
     spikelm = json.loads((builds["spikelm"][0] / "cores.json").read_text())
     assert spikelm["nodes"] == {}
 
 
 def test_the_same_bytes_on_a_second_write(builds):
-    """The compile wrote BUILD/lava/; writing it again from the same graphs and mapping gives the same files."""
-    lava_dir, float_graph, fixed_graph, mapping = builds["spikegpt"]
-    again = lava_deploy_files(float_graph, fixed_graph, mapping)
+    """The compile wrote BUILD/lava/; writing it again from the build's graphs (read back from its .nir files) and
+    the same mapping gives the same files."""
+    lava_dir, float_graph, fixed_graph = builds["spikegpt"]
+    again = lava_deploy_files(float_graph, fixed_graph, _mapping(lava_dir.parent, fixed_graph))
     on_disk = {str(p.relative_to(lava_dir)): p.read_bytes() for p in lava_dir.rglob("*")
                if p.is_file() and "__pycache__" not in p.parts}
     assert sorted(again) == sorted(on_disk)
@@ -187,7 +211,7 @@ def test_the_same_bytes_on_a_second_write(builds):
 
 
 def test_command_line_prints_what_spikecc_generate_prints(builds, tmp_path, run_detached):
-    lava_dir, float_graph, _, _ = builds["spikerwkv"]
+    lava_dir, float_graph, _ = builds["spikerwkv"]
     module = str(lava_dir / MODULE_NAME)
     rc, out, err = _fresh_python(run_detached, [module, "--prompt", "ROMEO:", "--tokens", "6", "--float"], tmp_path)
     assert rc == 0, err[-2000:]
@@ -200,7 +224,7 @@ def test_command_line_prints_what_spikecc_generate_prints(builds, tmp_path, run_
 def test_spikeccs_lava_run_still_equals_the_simulator(builds):
     """run_lm_lava (the same builder, from the same plain data) against spikecc's fixed-point simulator: the tokens
     and every recorded neuro-core value and host payload at every graph step."""
-    _, _, fixed, _ = builds["spikerwkv"]
+    _, _, fixed = builds["spikerwkv"]
     ids = LMSimulator(fixed).encode(PROMPT)
     gen = lava_generate(fixed, PROMPT, 6, "fixed")
     nodes = recorded_nodes(fixed)
@@ -212,18 +236,16 @@ def test_spikeccs_lava_run_still_equals_the_simulator(builds):
     assert lm_processes._SHARED == {} and multiprocessing.active_children() == []
 
 
-def test_a_bytecode_cache_in_the_build_is_not_the_users_file(builds):
+def test_a_bytecode_cache_in_the_build_is_not_the_users_file(builds, tmp_path):
     """Importing lava_lm.py leaves lava/__pycache__/; the next compile into the same build may still replace it,
     while a file the user put there keeps the build from being replaced."""
-    build = builds["spikegpt"][0].parent
+    build = tmp_path / "build"
+    shutil.copytree(builds["spikegpt"][0].parent, build)
     cache = build / "lava" / "__pycache__"
     cache.mkdir(exist_ok=True)
     (cache / "lava_lm.cpython-311.pyc").write_bytes(b"\x00")
     check_build_dir(build)
     mine = build / "lava" / "notes.txt"
     mine.write_text("mine")
-    try:
-        with pytest.raises(InputFileError, match="lava/notes.txt in it was not written by spikecc"):
-            check_build_dir(build)
-    finally:
-        mine.unlink()
+    with pytest.raises(InputFileError, match="lava/notes.txt in it was not written by spikecc"):
+        check_build_dir(build)

@@ -67,11 +67,11 @@ def lm_module_files(modes: Mapping[str, tuple[dict, dict[str, np.ndarray], dict[
         modes=", ".join(modes))
     constants = "\n".join([
         f"FAMILY = {info.get('family')!r}",
-        f"MODES = {list(modes)!r}  # folders beside this file; the first is the default",
+        f"MODES = {list(modes)!r}  # one folder per mode beside this file",
         f"CONTEXT = {int(info.get('context') or 0)!r}  # tokens the model can take (0: no limit)",
         f"TOKENIZER = {info.get('tokenizer_kind', 'chars')!r}  # chars, or hf (needs the `tokenizers` package)",
-        f"COMPAT, PROCESSES, LM_PROCESSES, STAGE_RUNNER = "
-        f"{COMPAT_STEM!r}, {PROCESSES_STEM!r}, {LM_PROCESSES_STEM!r}, {STAGE_RUNNER_STEM!r}",
+        f"COMPAT, PROCESSES = {COMPAT_STEM!r}, {PROCESSES_STEM!r}  # copies of spikecc's modules",
+        f"LM_PROCESSES, STAGE_RUNNER = {LM_PROCESSES_STEM!r}, {STAGE_RUNNER_STEM!r}",
         f"TOKENIZER_FILE, CORES_FILE, HOST_DIR = {TOKENIZER_FILE!r}, {CORES_FILE!r}, {HOST_DIR!r}",
     ])
     files[MODULE_NAME] = (header + BODY.replace("# <constants>", constants)).encode("utf8")
@@ -79,7 +79,7 @@ def lm_module_files(modes: Mapping[str, tuple[dict, dict[str, np.ndarray], dict[
 
 
 HEADER = '''"""A spikecc-compiled {family} language model as one Lava process graph that generates text inside Lava
-(written by spikecc {version} for {summary}; regenerate it with `spikecc compile`, do not edit).
+(written by spikecc {version} from {summary}; regenerate it with `spikecc compile`, do not edit).
 
     generate(prompt, tokens, mode="fixed", hardware=None) -> str        the greedy continuation of `prompt`
     generate_ids(prompt_ids, tokens, mode="fixed", hardware=None) -> list[int]
@@ -109,10 +109,11 @@ inside Lava, each graph step taking `period` Lava steps (the depth of its datafl
 "fixed_pt" and "floating_pt".
 
 Hardware. hardware=None runs on Loihi 2 where lava-loihi is installed (Loihi2HwCfg), else in Lava's simulator
-(Loihi2SimCfg); hardware=True/False forces either. This path cannot run where this module was generated (no
-lava-loihi there): the tests build everything up to the run call. On hardware, Lava's Dense, LIF and GradedVec
-take lava-loihi's neuro-core models; the host, token source, sampler and spikecc's own processes have Python
-models only, so they run on the host CPU (Loihi2HwCfg falls back to Python models). Loihi 2 computes in fixed
+(Loihi2SimCfg); hardware=True/False forces either. spikecc's tests could not run the hardware path (lava-loihi
+is not installed where spikecc is developed): they build everything up to the run call. On hardware, Lava's Dense
+and GradedVec (and LIF, where one is not phase-gated) take lava-loihi's neuro-core models; the host, token source,
+sampler and spikecc's own processes (the phase-gated PhasedLIF among them) have Python models only, so they run on
+the host CPU (Loihi2HwCfg falls back to Python models). Loihi 2 computes in fixed
 point: "float" runs in simulation only. On Intel's research cloud, select a system first (e.g.
 lava.utils.loihi.use_slurm_host()).
 
