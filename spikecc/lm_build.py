@@ -20,6 +20,8 @@ The build directory:
     partition.json / partition.txt         per token: ops, parameters and boundary messages on each side
     activity.npz         per node, events per neuron per step on the calibration text
     budget.json / budget.txt / budget.html (+ plots)   the mapping onto the target's cores and chips
+    lava/                a generated Lava module that rebuilds the whole process graph and generates text in Lava
+                         without spikecc, both modes, with the mapping's core assignment (spikecc.lm_deploy)
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from spikecc.errors import BudgetError, InputFileError
 from spikecc.files import atomic_directory, check_build_dir, npz_bytes, sha256_file, write_json
 from spikecc.ir import Graph, write
 from spikecc.ir.neurocore_ops import HostToCore
+from spikecc.lm_deploy import write_lm_lava
 
 CALIBRATION_TOKENS = 256  # at most; cut to the model's context
 
@@ -200,6 +203,8 @@ def compile_lm(checkpoint: str | Path, out_dir: str | Path, options: LMOptions |
             from spikecc.compiler.mapping.report import write_budget
 
             write_budget(budget, tmp)
+        stage("writing the Lava module (lava/)")
+        write_lm_lava(tmp / "lava", float_graph, fixed_graph, budget)
         files = sorted(p for p in tmp.rglob("*") if p.is_file())
         source = checkpoint / "config.json" if checkpoint.is_dir() else checkpoint
         manifest = {
@@ -216,6 +221,7 @@ def compile_lm(checkpoint: str | Path, out_dir: str | Path, options: LMOptions |
             "max_error": max_error,
             "passes": fixed_graph.metadata.get("passes", []),
             "versions": versions(),
+            "lava": "lava/lava_lm.py",  # the deployable Lava module (docs/lava-deploy.md)
             "files": {str(p.relative_to(tmp)): sha256_file(p) for p in files},
         }
         write_json(tmp / "manifest.json", manifest)

@@ -4,6 +4,9 @@
     write_lava_module(graph, out_dir)                                     generated module + parameters
     plan_network(graph, mode)                                             the process specs and connections
 
+Language models: lm_schedule (slots of a graph step), lm_network (the process graph as plain data; run_lm_lava),
+lm_processes (the one builder, also copied into a build's generated module), lm_codegen (BUILD/lava/).
+
 Lava itself is imported only when a network is built or run, so writing a module needs no Lava import.
 spikecc's own processes for language-model ops (and the phase gate that runs a token-synchronous graph at
 several Lava steps per graph step) are in spikecc.backends.lava.processes.

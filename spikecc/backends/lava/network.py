@@ -16,7 +16,6 @@ without any messages.
 from __future__ import annotations
 
 import itertools
-import mmap
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +34,7 @@ from lava.proc.io.source import RingBuffer as Source
 from lava.proc.lif.process import LIF, TernaryLIF
 
 from spikecc.backends.lava import processes
+from spikecc.backends.lava.lm_processes import _SHARED, release_shared, shared_array
 from spikecc.backends.lava.lowering import ProcessSpec
 from spikecc.backends.lava.plan import SELECT_TAGS, NetworkPlan, output_reads
 
@@ -44,8 +44,8 @@ _CLASSES: dict[str, type[AbstractProcess]] = {
 
 
 # -- the recording process ------------------------------------------------------------------------
-# Shared buffers by key: filled in the parent before Lava forks its processes, so every child finds them.
-_SHARED: dict[str, np.ndarray] = {}
+# Shared buffers by key (lm_processes.shared_array): made in the parent before Lava forks its processes, so every
+# child finds them.
 _KEYS = itertools.count()
 
 
@@ -142,7 +142,6 @@ class LavaNetwork:
     outputs: dict[str, list[tuple[int, int, int]]] = field(default_factory=dict)
     states: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
     key: str = ""
-    _mmap: mmap.mmap | None = None
 
     def buffer(self) -> np.ndarray:
         return _SHARED[self.key]
@@ -163,13 +162,7 @@ class LavaNetwork:
 
     def release(self) -> None:
         """Drop the shared buffer (after the results were copied out)."""
-        _SHARED.pop(self.key, None)
-        if self._mmap is not None:
-            try:
-                self._mmap.close()
-            except BufferError:  # a view of it is still alive somewhere: the GC frees the map later
-                pass
-            self._mmap = None
+        release_shared(self.key)
 
 
 def _new_process(spec: ProcessSpec, name: str, data: np.ndarray | None) -> AbstractProcess:
@@ -238,11 +231,7 @@ def build_network(plan: NetworkPlan, inputs: dict[str, np.ndarray], steps: int,
         getattr(probe, f"ref_{j}").connect_var(var)
     model = probe_model_for(probe)
 
-    # An anonymous shared map survives fork: the probe's OS process writes, this one reads.
-    nbytes = max(1, steps * probe.width) * 8
-    mm = mmap.mmap(-1, nbytes)
-    _SHARED[key] = np.frombuffer(mm, dtype=np.float64, count=steps * probe.width).reshape(steps, probe.width)
-    _SHARED[key][:] = 0.0
+    shared_array(key, (steps, probe.width))  # the probe's OS process writes, this one reads
     in_cols = probe.proc_params["in_cols"]
     ref_cols = probe.proc_params["ref_cols"]
     cols = {"in": in_cols, "ref": ref_cols}
@@ -250,7 +239,7 @@ def build_network(plan: NetworkPlan, inputs: dict[str, np.ndarray], steps: int,
     return LavaNetwork(plan=plan, steps=steps, processes=processes, probe=probe, probe_model=model,
                        outputs=outputs,
                        states={k: tuple(ref_cols[j]) for k, j in state_refs.items()},
-                       key=key, _mmap=mm)
+                       key=key)
 
 
 def _unreached_components(plan: NetworkPlan, touched: list[str]) -> list[str]:

@@ -69,48 +69,19 @@ def _state_request(plan, record_states) -> dict[str, tuple[str, ...]]:
     return out
 
 
-def _actors(process) -> list:
-    runtime = process.runtime
-    infra = getattr(runtime, "_messaging_infrastructure", None)
-    return list(getattr(infra, "actors", []) or [])
-
-
 def _child_error(process) -> str:
-    """The last line of the first traceback a Lava OS process reported, or ''."""
-    for actor in _actors(process):
-        try:
-            exc = actor.exception
-        except (OSError, ValueError, EOFError):
-            continue
-        if exc:
-            lines = [ln for ln in str(exc[1]).strip().splitlines() if ln.strip()]
-            return lines[-1].strip() if lines else repr(exc[0])
-    return ""
+    """The last line of the first traceback a Lava OS process reported, or '' (lm_processes.child_error)."""
+    from spikecc.backends.lava.lm_processes import child_error
+
+    return child_error(process)
 
 
 def _shutdown(process, failed: bool) -> None:
-    """Stop the Lava runtime of `process` and end its OS processes, also after a failure.
+    """Stop the Lava runtime of `process` and end its OS processes, also after a failure
+    (lm_processes.stop_runtime, which the generated language-model modules share)."""
+    from spikecc.backends.lava.lm_processes import stop_runtime
 
-    After an error (or an interrupt), Lava 0.10's Runtime.stop sends STOP to its runtime services and waits
-    for answers from services that are gone, forever (runtime.py:485-497). So on failure: terminate what
-    still runs, mark the runtime not started, and let stop() only tear down channels and shared memory.
-    """
-    runtime = process.runtime
-    if runtime is None:
-        return
-    if not failed:
-        process.stop()
-        return
-    for actor in _actors(process):
-        if getattr(actor, "_is_done", False):
-            continue
-        try:
-            if actor.is_alive():
-                actor.terminate()
-        except ValueError:  # already closed
-            pass
-    runtime._is_started = False
-    runtime.stop()
+    stop_runtime(process, failed)
 
 
 # -- process hygiene ---------------------------------------------------------------------------------
