@@ -407,16 +407,17 @@ def plot_png(report: SweepReport) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [", ".join(f"{k}={_value(v)}" for k, v in r.options.items()) for r in report.rows]
+    names = list(report.grid)
+    labels = ["/".join(_value(r.options[n]) for n in names) for r in report.rows]
     ppl = [r.score.perplexity for r in report.rows]
+    energy_uj = [None if r.energy_per_token is None else r.energy_per_token * 1e6 for r in report.rows]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, (what, unit, values) in zip(axes, [("cores", f"{report.target} cores", [r.cores for r in report.rows]),
-                                               ("energy per token", f"J on {report.target}",
-                                                [r.energy_per_token for r in report.rows])]):
+                                               ("energy per token", f"uJ on {report.target}", energy_uj)]):
         if all(v is not None for v in values):
             ax.scatter(values, ppl)
-            for x, y, lab in zip(values, ppl, labels):
-                ax.annotate(lab, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            for i, (x, y, lab) in enumerate(zip(values, ppl, labels)):  # alternate sides: fewer overlaps
+                ax.annotate(lab, (x, y), fontsize=7, xytext=(4, 4 if i % 2 == 0 else -10), textcoords="offset points")
             ax.set_xlabel(f"{what} ({unit})")
             ax.set_title(f"perplexity against {what}")
         else:
@@ -425,7 +426,8 @@ def plot_png(report: SweepReport) -> bytes:
             ax.set_title(f"{what}: not known for every build (no neuro-core part)", fontsize=9)
         ax.set_ylabel(f"perplexity ({report.mode})")
         ax.grid(alpha=0.3)
-    fig.suptitle(f"{Path(report.checkpoint).name} on {Path(report.text).name}", fontsize=10)
+    fig.suptitle(f"{Path(report.checkpoint).name} on {Path(report.text).name}; points labelled "
+                 f"{'/'.join(names)}", fontsize=10)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
