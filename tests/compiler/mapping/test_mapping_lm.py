@@ -117,3 +117,29 @@ def test_rwkv6_token_shift_sum_crosses_into_the_cores_as_one_message(lm_build):
         ya = a.sim.step({a.input: np.array([float(t)])})[a.output]
         yb = b.sim.step({b.input: np.array([float(t)])})[b.output]
         np.testing.assert_allclose(yb, ya, rtol=1e-9, atol=1e-9)
+
+
+def test_a_router_without_measured_rates_spreads_its_neurons_rates_over_their_rows(lm_lowered):
+    g, activity = lm_lowered("spikelm")
+    router, source = "layers.0.attn.in_spike.route", "layers.0.attn.in_spike"
+    given = {k: v for k, v in activity.items() if k != router}
+    m = map_graph(g, activity=given)
+    assert router in m.network.assumed and source not in m.network.assumed
+    w = np.asarray(g.nodes["layers.0.attn.query"].weight)
+    spread = np.tile(activity[source] / 8, 8)  # 4 step banks x 2 polarities, each row equally likely
+    (pop,) = [p for p in m.split.populations if any(s.group.name == "layers.0.attn.query" for s in p.inputs)]
+    frag_index = {id(f): i for i, f in enumerate(m.split.fragments)}
+    synops = sum(m.traffic.synops[frag_index[id(f)]] for f in pop.fragments)
+    assert synops == pytest.approx(float(spread @ np.count_nonzero(w, axis=0)))
+
+
+def test_a_router_that_feeds_neurons_without_synapses_is_named(loihi_chain):
+    from spikecc.compiler.mapping import MappingError
+
+    g = loihi_chain([4, 6, 12])
+    g.edges = [e for e in g.edges if not (e.src == "dense1" and e.dst == "lif1")]
+    g.add_node("route", SpikeRouter(size=6, banks=1, split=True), partition="neurocore")
+    g.connect("lif0", "route")
+    g.connect("route", "lif1")
+    with pytest.raises(MappingError, match="router 'route' feeds neurons 'lif1' without synapses"):
+        map_graph(g)
