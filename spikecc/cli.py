@@ -732,12 +732,12 @@ def eval_cmd(subject: Path, text: Path, modes: tuple[str, ...], as_json: bool, w
 @main.command()
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("--grid", "grid", multiple=True, required=True, metavar="NAME=V1,V2",
-              help="an option and its values (repeatable); options: weight_bits, k (SpikeLM)")
+              help="a compile option and its values (repeatable): weight_bits, polarity, message_bits, k (SpikeLM)")
 @click.option("--text", "text", required=True, type=click.Path(path_type=Path), help="UTF-8 text to evaluate on")
 @click.option("--calibration", type=click.Path(path_type=Path), default=None,
               help="text that re-calibrates SpikeLM's alphas for --grid k")
-@click.option("--mode", type=click.Choice(["auto", "reference", "float", "fixed"]), default="auto", show_default=True,
-              help="what is evaluated (auto: fixed point where the builds have it, else the float graph)")
+@click.option("--mode", type=click.Choice(["auto", "float", "fixed"]), default="auto", show_default=True,
+              help="what each build is evaluated in (auto: its fixed-point graph, bit-accurate)")
 @click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path),
               help="directory for sweep.json, sweep.txt, sweep.png and the build cache")
 @cluster_options

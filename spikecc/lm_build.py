@@ -97,7 +97,8 @@ def run_teacher_forced(graph: Graph, ids: list[int], mode: str, record: list[str
 def calibrate(float_graph: Graph, ids: list[int]) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """(largest |value| per HostToCore node, and per neuro-core neuron or relay the largest |synaptic input| of
     one step (its incoming LoihiDense outputs summed, plus its bias); events per neuron per step of every
-    spike-carrying neuro-core node) on the calibration run."""
+    spike-carrying neuro-core node and messages per element per step of every HostToCore boundary) on the
+    calibration run."""
     from spikecc.ir.loihi_ops import LoihiDense, LoihiLIF
     from spikecc.ir.neurocore_ops import LoihiElastic, LoihiRelay
 
@@ -116,8 +117,8 @@ def calibrate(float_graph: Graph, ids: list[int]) -> tuple[dict[str, float], dic
                               dtype=np.float64)
             top[n] = float(np.abs(sum(run[d] for d in ds) + bias).max(initial=0.0))
     steps = len(ids) * int(float_graph.metadata.get("substeps", 1))
-    activity = {n: ev / steps for n, ev in sim.neuron_events.items()
-                if float_graph.annotation(n, "partition") == "neurocore"}
+    activity = {n: ev / steps for n, ev in sim.neuron_events.items()  # and the messages into the cores
+                if float_graph.annotation(n, "partition") == "neurocore" or isinstance(g.nodes[n], HostToCore)}
     return top, activity
 
 
@@ -141,6 +142,7 @@ def lower_lm(graph: Graph, options: LMOptions | None = None, calibration_text: s
     stage = on_stage or (lambda s: None)
     options = options or LMOptions()
     float_graph = run_passes(graph, lm_passes(options), on_pass)
+    del graph  # not needed past the passes: a caller that does not keep it gets its memory back (216M: ~2 GB)
     stage("calibrating on a short text")
     ids, used_text = calibration_ids(float_graph, calibration_text, calibration_tokens)
     top, activity = calibrate(float_graph, ids)

@@ -6,6 +6,10 @@ what has no neuro-core form (LayerNorm, softmax attention, WKV's exp and divisio
 embedding lookup, the spike encoders of SpikeRWKV, the readout head that feeds the logits) and linear layers
 applied to a sequence row by row (a BERT encoder's whole sequence at once: Loihi would time-multiplex them).
 
+A neuro-core linear whose input is the sum of several real-valued host nodes (RWKV-6's token shift:
+x + (x_prev - x) * mu feeds r, k, v, g) takes that sum as one message: the host adds them in an identity node
+(`<linear>.sum`, a nir.Scale of ones, which sums its inputs as every NIR node does) and one boundary crosses.
+
 Every edge that crosses gets a boundary node, one per source (shared by its consumers on the other side):
 
     host -> core   HostToCore: binary spikes (0 bits) where the host sends spikes (an encoder's, split into
@@ -25,6 +29,7 @@ Invariant: values are unchanged (the boundary nodes are identities in float form
 from __future__ import annotations
 
 import nir
+import numpy as np
 
 from spikecc.compiler.passes.analysis import Analysis, analysis_of
 from spikecc.compiler.passes.rewrite import fresh_name, is_linear
@@ -64,6 +69,10 @@ def partition(g: Graph, a: Analysis | None = None, message_bits: int = DEFAULT_M
     """A new graph with `partition` on every node and boundary nodes on every crossing edge."""
     a = analysis_of(g, a)
     where = placement(g, a)
+    summed = _sum_host_inputs(g, a, where)
+    if summed is not g:
+        g, a = summed, Analysis(summed)
+        where = placement(g, a)
     out = g.copy()
     for name, side in where.items():
         out.annotate(name, partition=side)
@@ -88,6 +97,27 @@ def partition(g: Graph, a: Analysis | None = None, message_bits: int = DEFAULT_M
             out.connect(src, name)
             for e in moved:
                 out.connect(name, e.dst, e.port)
+    return out
+
+
+def _sum_host_inputs(g: Graph, a: Analysis, where: dict[str, str]) -> Graph:
+    """`g`, or a copy in which every neuro-core linear fed by several real host nodes reads their sum from one
+    host identity node (module docstring)."""
+    out = g
+    for name, op in g.nodes.items():
+        edges = g.in_edges(name)
+        if not (is_linear(op) and where[name] == CORE and len(edges) > 1):
+            continue
+        if any(where[e.src] != HOST or a.signals[e.src].kind != "real" for e in edges):
+            continue
+        if out is g:
+            out = g.copy()
+        node = fresh_name(out, f"{name}.sum")
+        out.add_node(node, nir.Scale(scale=np.ones(op.weight.shape[1])))
+        out.edges = [e for e in out.edges if e not in edges]
+        for e in edges:
+            out.connect(e.src, node)
+        out.connect(node, name)
     return out
 
 
