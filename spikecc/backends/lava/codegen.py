@@ -164,7 +164,7 @@ def _recording(plan: NetworkPlan, arrays: dict[str, np.ndarray]) -> dict[str, An
                    for n in dict.fromkeys(r.ports) for p in plan.parts[n]] for o, r in reads.items() if r.ports}
     readouts = {o: [(p.process, r.states.count(n), elements(p)) for n in dict.fromkeys(r.states)
                     for p in plan.parts[n]] for o, r in reads.items() if r.states}
-    sinks = {process: plan.out_size(process) for feeds in outputs.values() for process, *_ in feeds}
+    sinks = {process: plan.out_sizes[process] for feeds in outputs.values() for process, *_ in feeds}
     return {"outputs": outputs, "readouts": readouts, "sinks": sinks, "components": _components(plan)}
 
 

@@ -253,7 +253,7 @@ def build_network(plan: NetworkPlan, inputs: dict[str, np.ndarray], steps: int,
 
     key = f"spikecc-{next(_KEYS)}"
     probe_cls = make_probe_class()
-    probe = probe_cls(key=key, steps=steps, in_sizes=[plan.out_size(n) for n in in_sources], ref_vars=ref_vars)
+    probe = probe_cls(key=key, steps=steps, in_sizes=[plan.out_sizes[n] for n in in_sources], ref_vars=ref_vars)
     for i, src in enumerate(in_sources):
         getattr(processes[src], plan.specs[src].out_port).connect(getattr(probe, f"in_{i}"))
     for j, var in enumerate(ref_vars):

@@ -4,7 +4,7 @@
         (spikecc.backends.lava.lowering) and the connections between process ports, one per graph edge;
         with `split`, neuron nodes whose per-process values (du, dv, thresholds) differ become one process
         per value group, as Loihi 2 needs (spikecc.backends.lava.split)
-    split_report(plan) -> dict: what a split plan divided and what it left whole (JSON)
+    split_report(graph, mode) -> dict: what the split plan divides and what it leaves whole (JSON)
 
 Connections follow the graph's edges: the source node's out port (s_out of a neuron, relay, router or source,
 a_out of a Dense) to the destination's in port (s_in of a Dense or router, a_in of a neuron or relay); each
@@ -24,6 +24,7 @@ behind a split node differ, and a run reads them back in the node's neuron order
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -64,13 +65,11 @@ class NetworkPlan:
     def processes(self) -> list[str]:
         return list(self.specs)
 
-    def out_size(self, process: str) -> int:
-        """How many values a process's out port sends."""
-        for node, parts in self.parts.items():
-            for p in parts:
-                if p.process == process:
-                    return self.sizes[node] if p.index is None else int(p.index.size)
-        raise KeyError(process)
+    @cached_property
+    def out_sizes(self) -> dict[str, int]:
+        """How many values each process's out port sends."""
+        return {p.process: self.sizes[node] if p.index is None else int(p.index.size)
+                for node, parts in self.parts.items() for p in parts}
 
 
 def check_mode(graph: Graph, mode: str | None) -> str:
@@ -154,13 +153,15 @@ def plan_network(graph: Graph, mode: str | None = None, split: bool = False) -> 
                        node_specs=specs, parts=parts, splits=groups, kept=kept)
 
 
-def split_report(plan: NetworkPlan) -> dict:
-    """What a split plan did, as JSON: `split` (node -> neurons, groups, the parameters that differ),
-    `kept_whole` (node -> why; Loihi2HwCfg refuses these), `processes` (how many Lava processes it has)."""
+def split_report(graph: Graph, mode: str | None = None) -> dict:
+    """What splitting by value does to a graph's Lava network, as JSON: `split` (node -> neurons, groups, the
+    parameters that differ), `kept_whole` (node -> why; Loihi2HwCfg refuses these), and `processes`, how many
+    Lava processes the whole plan (simulation) and the split plan (hardware) have."""
+    whole, split = plan_network(graph, mode), plan_network(graph, mode, split=True)
     return {"split": {n: {"neurons": g.neurons, "groups": len(g.groups), "by": list(g.by)}
-                      for n, g in plan.splits.items()},
-            "kept_whole": dict(plan.kept),
-            "processes": len(plan.specs)}
+                      for n, g in split.splits.items()},
+            "kept_whole": dict(split.kept),
+            "processes": {"whole": len(whole.specs), "split": len(split.specs)}}
 
 
 @dataclass(frozen=True)

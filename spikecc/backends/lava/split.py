@@ -164,12 +164,11 @@ def expand(order: Sequence[str], specs: dict[str, ProcessSpec], connections: Seq
         spec = specs[name]
         split_consumers = [c for c in consumers[name] if c in groups]
         row_sets = list(groups[split_consumers[0]].groups) if split_consumers else [None]
-        col_sets: list[np.ndarray | None] = []
+        found: dict[bytes | None, np.ndarray | None] = {}
         for src in producers[name]:
             for index in ([None] if specs[src].cls == "Dense" else [p.index for p in parts[src]]):
-                if not any(_same(index, c) for c in col_sets):
-                    col_sets.append(index)
-        col_sets = col_sets or [None]
+                found.setdefault(_key(index), index)
+        col_sets = list(found.values()) or [None]
         if row_sets == [None] and col_sets == [None]:
             procs[name] = spec
             parts[name], inputs[name] = [Part(name, None)], [(name, None)]
@@ -205,10 +204,14 @@ def expand(order: Sequence[str], specs: dict[str, ProcessSpec], connections: Seq
         if specs[name].cls == "Dense":
             dense_blocks(name)
 
+    takers_of: dict[str, dict[bytes | None, list[str]]] = {}
+    for name, entries in inputs.items():
+        for process, want in entries:
+            takers_of.setdefault(name, {}).setdefault(_key(want), []).append(process)
     links: list[tuple[str, str]] = []
     for src, dst in connections:
         for p in parts[src]:
-            takers = [process for process, want in inputs[dst] if _same(p.index, want)]
+            takers = takers_of[dst].get(_key(p.index), [])
             if not takers and specs[dst].cls != "Dense":  # why_whole keeps this from happening
                 raise BackendError(f"node '{dst}': its input from '{src}' arrives in parts that none of its "
                                    "processes takes; report this as a spikecc bug")
@@ -217,8 +220,6 @@ def expand(order: Sequence[str], specs: dict[str, ProcessSpec], connections: Seq
     return ordered, parts, links
 
 
-def _same(a: np.ndarray | None, b: np.ndarray | None) -> bool:
-    """The same output elements in the same order (None: all of them)."""
-    if a is None or b is None:
-        return a is None and b is None
-    return a.shape == b.shape and bool(np.all(a == b))
+def _key(index: np.ndarray | None) -> bytes | None:
+    """A dict key for a set of elements in order (None: all of them)."""
+    return None if index is None else np.asarray(index, dtype=np.int64).tobytes()
