@@ -114,9 +114,21 @@ def _components(plan: NetworkPlan) -> list[list[str]]:
     return sorted(comps, key=lambda c: order[c[0]])
 
 
-def _body(plan: NetworkPlan, arrays: dict[str, np.ndarray]) -> list[str]:
+def _store(arrays: dict[str, np.ndarray], key: str, value: np.ndarray, prefix: str) -> str:
+    """Put `value` into the parameter file's `arrays` under `key` (a process both plans share writes the same
+    array there), or under `prefix + key` where the other plan already holds something else at `key` (a block
+    of the same name that the two plans cut differently). Returns the key used."""
+    if key in arrays and not (arrays[key].dtype == value.dtype and np.array_equal(arrays[key], value)):
+        key = prefix + key
+        if key in arrays:
+            raise BackendError(f"two different arrays for {key} in one generated module; report this as a spikecc bug")
+    arrays[key] = value
+    return key
+
+
+def _body(plan: NetworkPlan, arrays: dict[str, np.ndarray], prefix: str = "") -> list[str]:
     """The lines that create a plan's processes and connections; their arrays go into `arrays` by
-    `process/kwarg` (a process both plans share writes the same array under the same key)."""
+    `process/kwarg` (`_store`)."""
     lines: list[str] = []
     for name in plan.processes:
         spec = plan.specs[name]
@@ -128,10 +140,7 @@ def _body(plan: NetworkPlan, arrays: dict[str, np.ndarray]) -> list[str]:
         for k in sorted(spec.kwargs):
             v = spec.kwargs[k]
             if isinstance(v, np.ndarray):
-                key = f"{name}/{k}"
-                if key in arrays and not (arrays[key].dtype == v.dtype and np.array_equal(arrays[key], v)):
-                    raise BackendError(f"node '{name}': two different arrays for {k} in one generated module")
-                arrays[key] = v
+                key = _store(arrays, f"{name}/{k}", v, prefix)
                 args.append(f"{k}=P[{key!r}]")
             elif k == "sign_mode":  # a block of a split Dense keeps its layer's sign mode (split.py)
                 args.append(f"sign_mode=SignMode({int(v)})")
@@ -145,7 +154,7 @@ def _body(plan: NetworkPlan, arrays: dict[str, np.ndarray]) -> list[str]:
     return lines or ["    pass"]
 
 
-def _recording(plan: NetworkPlan, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+def _recording(plan: NetworkPlan, arrays: dict[str, np.ndarray], prefix: str = "") -> dict[str, Any]:
     """What a plan's run records: per Output the processes to read (out-port messages, or a readout's v),
     each with the number of edges that carry it and the key of its elements in the parameter file (None: all
     of the Output, in order), the sink size per process, and the connected components to run."""
@@ -154,9 +163,7 @@ def _recording(plan: NetworkPlan, arrays: dict[str, np.ndarray]) -> dict[str, An
     def elements(part: Part) -> str | None:
         if part.index is None:
             return None
-        key = f"{part.process}/elements"
-        arrays[key] = part.index.astype(np.int64)
-        return key
+        return _store(arrays, f"{part.process}/elements", part.index.astype(np.int64), prefix)
 
     # Each Output sums what it reads, each source times the number of edges that carry it: Lava cannot
     # connect the same two ports twice, so every distinct source gets its own sink (or Monitor) instead.
@@ -183,18 +190,19 @@ def module_source(whole: NetworkPlan, split: NetworkPlan | None = None) -> tuple
                 if plan.mode == "fixed" else
                 (0 if g.annotation(n, "signal", {}).get("kind") == "binary" else -1, 1.0) for n in inputs}
     kept = dict(split.kept if split is not None else whole.kept)
-    split = split if split is not None and split.splits else None
+    if split is not None and set(split.splits) == set(whole.splits):
+        split = None  # the same processes (either nothing differs, or only what the whole plan splits too)
     body = _body(whole, arrays)
     rec_whole = _recording(whole, arrays)
+    splits = {n: f"{v.neurons} -> {len(v.groups)} groups by {', '.join(v.by)}"
+              for n, v in (split or whole).splits.items()}
     if split is None:
-        split_body = "_build_split = _build_whole  # nothing to split: the same processes"
+        split_body = "_build_split = _build_whole  # the same processes"
         split_rec = "SPLIT = WHOLE"
-        splits: dict[str, str] = {}
     else:
         split_body = ('def _build_split(P, inputs, steps):\n    """The split plan: one process per value group."""\n'
-                      "    procs = {}\n" + "\n".join(_body(split, arrays)) + "\n    return procs")
-        split_rec = f"SPLIT = {_pretty(_recording(split, arrays))}"
-        splits = {n: f"{v.neurons} -> {len(v.groups)} groups by {', '.join(v.by)}" for n, v in split.splits.items()}
+                      "    procs = {}\n" + "\n".join(_body(split, arrays, "split:")) + "\n    return procs")
+        split_rec = f"SPLIT = {_pretty(_recording(split, arrays, 'split:'))}"
     classes = sorted({p.specs[n].cls for p in (whole, split) if p is not None for n in p.processes} - {"Source"})
     by_module: dict[str, list[str]] = {}
     for cls in classes:
@@ -216,6 +224,7 @@ def module_source(whole: NetworkPlan, split: NetworkPlan | None = None) -> tuple
         inputs=_pretty(inputs), payloads=_pretty(payloads), out_sizes=_pretty({o: plan.sizes[o] for o in
                                                                                 g.outputs()}),
         whole=_pretty(rec_whole), split=split_rec, splits=_pretty(splits), non_uniform=_pretty(kept),
+        whole_non_uniform=_pretty(list(whole.kept)),
         body="\n".join(body), split_body=split_body)
     return text, arrays
 
@@ -306,6 +315,7 @@ WHOLE = {whole}
 {split}
 SPLITS = {splits}  # layers SPLIT divides: neurons -> value groups
 NON_UNIFORM = {non_uniform}  # layers SPLIT keeps whole although their values differ: Loihi2HwCfg refuses them
+WHOLE_NON_UNIFORM = {whole_non_uniform}  # layers WHOLE runs as one process although their values differ
 
 
 def hardware_available() -> bool:
@@ -356,9 +366,9 @@ def build(inputs=None, steps=1, split=False):
 def check_hardware(split=True):
     """Raise a one-line ValueError where Loihi 2 would not take the plan: layers whose du, dv or thresholds
     differ between neurons in one process (Lava's LIF holds one value per process, lava/proc/lif/process.py)."""
-    if not split and SPLITS:
-        raise ValueError(f"layers {{', '.join(SPLITS)}} hold several du/dv/threshold values in one process; "
-                         "Loihi 2 holds one per process: run the split plan (split=True) on hardware")
+    if not split and WHOLE_NON_UNIFORM:
+        raise ValueError(f"layers {{', '.join(WHOLE_NON_UNIFORM)}} hold several du/dv/threshold values in one "
+                         "process; Loihi 2 holds one per process: run the split plan (split=True) on hardware")
     if NON_UNIFORM:
         why = "; ".join(f"{{name}}: {{reason}}" for name, reason in NON_UNIFORM.items())
         raise ValueError(f"layers {{', '.join(NON_UNIFORM)}} keep several du/dv/threshold values in one process, "

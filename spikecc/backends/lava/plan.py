@@ -16,9 +16,10 @@ does in the CPU simulator's schedule. Alias nodes (Output, Flatten) have no proc
 are resolved to the ports that feed them.
 
 Two plans come from the same code: the whole plan (one process per node, Lava's Python models broadcasting
-per-neuron du/dv/thresholds; what simulation runs, since Lava starts one OS process per process) and the split
-plan (what Loihi 2 takes). Node names, the graph and the outputs are the same in both; only the processes
-behind a split node differ, and a run reads them back in the node's neuron order (`NetworkPlan.parts`).
+per-neuron du/dv/thresholds; what simulation runs, since Lava starts one OS process per process; it splits only
+what Lava's Python models cannot broadcast, `ProcessSpec.one_value`) and the split plan (what Loihi 2 takes).
+Node names, the graph and the outputs are the same in both; only the processes behind a split node differ,
+and a run reads them back in the node's neuron order (`NetworkPlan.parts`).
 """
 
 from __future__ import annotations
@@ -140,11 +141,19 @@ def plan_network(graph: Graph, mode: str | None = None, split: bool = False) -> 
     groups: dict[str, ValueGroups] = {}
     kept: dict[str, str] = {}
     for name in order:
-        if not specs[name].per_process_arrays:
+        spec = specs[name]
+        if not spec.per_process_arrays:
             continue
-        reason = why_whole(name, specs, connections, mode) if split else "the simulation plan keeps layers whole"
+        if split or spec.one_value:
+            reason = why_whole(name, specs, connections, mode)
+        else:
+            reason = "the simulation plan keeps layers whole"
         if reason is None:
-            groups[name] = value_groups(name, specs[name])
+            groups[name] = value_groups(name, spec)
+        elif spec.one_value:
+            raise BackendError(f"node '{name}': Lava's {spec.cls} model takes one {' and one '.join(spec.one_value)} "
+                               f"per process, and this layer's differ between neurons, but it cannot be split by "
+                               f"value: {reason}; give its neurons equal values")
         else:
             kept[name] = reason
     processes, parts, links = expand(order, specs, connections, groups, mode)
