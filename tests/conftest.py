@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -47,6 +50,29 @@ def work_dir(tmp_path: Path) -> Path:
     d = tmp_path / "work"
     d.mkdir()
     return d
+
+
+def run_fresh_python(code: str, *args: str, cwd: Path, timeout: float = 600) -> str:
+    """Run `code` in a fresh Python (this interpreter, without PYTHONPATH, so a worktree's spikecc is not on
+    its path) in its own session, so that a hang takes every OS process it started (Lava's) down with it.
+    Asserts that it exits 0; returns its stderr."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, stderr = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, stderr[-3000:]
+    return stderr
+
+
+@pytest.fixture(scope="session")
+def fresh_python():
+    """run_fresh_python: run code in a fresh Python process of its own session (generated Lava modules)."""
+    return run_fresh_python
 
 
 @pytest.fixture(scope="session")
