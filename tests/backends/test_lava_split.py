@@ -16,7 +16,7 @@ cuts the synapse layers around it into blocks. Checked here:
    module's hardware check refuses them in one line while its simulation still agrees with the CPU;
 3. every example network (examples/networks): `spikecc compile` says what it split, the generated module
    lists nothing it could not split, passes its hardware check and builds only processes with one du, dv and
-   threshold each; two compiles give the same bytes. The smallest (cuba_lif, 136 processes) runs its split plan
+   threshold each; two compiles give the same bytes. The smallest (cuba_lif, 135 processes) runs its split plan
    in Lava's simulator, in a fresh Python without spikecc, equal to the CPU simulator. The others split every
    neuron into a group of its own (their snntorch export draws per-neuron decays and thresholds): 373 to 3,067
    processes, each an OS process in Lava's simulator, too many to run here; for them the checks stop at the
@@ -42,8 +42,9 @@ from spikecc.backends.cpu import Simulator
 from spikecc.backends.lava import plan_network, run_lava, write_lava_module
 from spikecc.cli import main
 from spikecc.compiler.passes import lower_for_loihi, quantize_for_loihi, quantize_inputs
-from spikecc.ir import Graph, TernaryLIF, read
-from spikecc.ir.loihi_ops import LOIHI_NEURON_OPS, LoihiDense, LoihiLIF
+from spikecc.errors import BackendError
+from spikecc.ir import Graph, TernaryLIF, read, write
+from spikecc.ir.loihi_ops import LOIHI_NEURON_OPS, LoihiDense, LoihiLIF, LoihiTernaryLIF
 
 DT = 1e-4
 STEPS = 60
@@ -129,6 +130,12 @@ def _import(path: Path, name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _compile(nir_path: Path, out: Path) -> str:
+    result = CliRunner().invoke(main, ["compile", str(nir_path), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    return result.output
 
 
 def neuron_nodes(g: Graph) -> list[str]:
@@ -300,6 +307,46 @@ def test_layers_that_cannot_be_split_are_named_and_refused_on_hardware(tmp_path)
     assert all(cpu.outputs[o].sum() > 0 for o in ("out2", "outa", "outb"))
 
 
+def test_a_ternary_layer_that_lava_cannot_simulate_whole_and_cannot_split_is_an_error():
+    """Lava's fixed-point TernaryLIF model takes one vth_hi/vth_lo per process, so even the simulation plan splits
+    a layer whose thresholds differ; where it cannot (here its synapse layer also feeds another layer), the plan
+    refuses in one line instead of Lava failing inside a forked process."""
+    g = Graph(metadata={"dt": DT, "fixed_point": True})
+    g.add_node("in", nir.Input(input_type={"input": np.array([3])}), signal={"kind": "binary"})
+    g.add_node("d", LoihiDense(weight=np.full((2, 3), 60)), fixed_point=True)
+    g.add_node("t", LoihiTernaryLIF(du=np.full(2, 4095), dv=np.full(2, 10), vth_hi=np.array([5, 9]),
+                                    vth_lo=np.array([-5, -9]), bias_mant=np.zeros(2, int), bias_exp=np.zeros(2, int)),
+               fixed_point=True)
+    g.add_node("l", _loihi_lif([10, 10]), fixed_point=True)
+    for name in ("out_t", "out_l"):
+        g.add_node(name, nir.Output(output_type={"output": np.array([2])}))
+    for a, b in [("in", "d"), ("d", "t"), ("d", "l"), ("t", "out_t"), ("l", "out_l")]:
+        g.connect(a, b)
+    with pytest.raises(BackendError) as e:
+        plan_network(g)
+    assert str(e.value) == ("node 't': Lava's TernaryLIF model takes one vth_hi and one vth_lo per process, and this "
+                            "layer's differ between neurons, but it cannot be split by value: its synapse layer 'd' "
+                            "also feeds 'l', so its rows cannot follow t's groups; give its neurons equal values")
+
+
+def test_compile_says_when_there_is_nothing_to_split(tmp_path):
+    g = Graph(metadata={"dt": DT})
+    g.add_node("input", nir.Input(input_type={"input": np.array([4])}))
+    g.add_node("fc", nir.Linear(weight=np.full((3, 4), 0.5)))
+    tau = np.full(3, DT / 0.2)
+    g.add_node("lif", nir.LIF(tau=tau, r=tau / DT, v_leak=np.zeros(3), v_threshold=np.ones(3), v_reset=np.zeros(3)))
+    g.add_node("output", nir.Output(output_type={"output": np.array([3])}))
+    for a, b in [("input", "fc"), ("fc", "lif"), ("lif", "output")]:
+        g.connect(a, b)
+    write(g, tmp_path / "uniform.nir")
+    printed = _compile(tmp_path / "uniform.nir", tmp_path / "build")
+    assert "lava: every population has one du/dv/threshold value per layer; nothing to split for Loihi 2" in printed
+    lava = json.loads((tmp_path / "build" / "manifest.json").read_text())["lava"]
+    assert lava == {"split": {}, "kept_whole": {}, "processes": {"whole": 3, "split": 3}}  # source, Dense, LIF
+    source = (tmp_path / "build" / "lava" / "lava_network.py").read_text()
+    assert "_build_split = _build_whole" in source and "SPLIT = WHOLE" in source
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # the generated module, in a Python without spikecc
 # ------------------------------------------------------------------------------------------------------------------
@@ -363,12 +410,6 @@ def test_generated_module_runs_the_split_plan_without_spikecc(tmp_path, graphs, 
 # 3. the example networks
 # ------------------------------------------------------------------------------------------------------------------
 EXAMPLES = ["ff_lif", "cuba_lif", "conv_lif", "recurrent_rleaky"]
-
-
-def _compile(nir_path: Path, out: Path) -> str:
-    result = CliRunner().invoke(main, ["compile", str(nir_path), "-o", str(out)])
-    assert result.exit_code == 0, result.output
-    return result.output
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
