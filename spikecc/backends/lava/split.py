@@ -68,9 +68,6 @@ class ValueGroups:
     groups: tuple[np.ndarray, ...]
     by: tuple[str, ...]
 
-    def describe(self) -> str:
-        return f"{self.node} ({self.neurons} -> {len(self.groups)} groups by {', '.join(self.by)})"
-
 
 def value_groups(name: str, spec: ProcessSpec) -> ValueGroups:
     """The neurons of `spec` grouped by their per-process values (`spec.per_process_arrays`), groups in order
