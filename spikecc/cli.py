@@ -496,11 +496,13 @@ def compile_cmd(file: Path, out_dir: Path, float_mode: bool, spike_inputs: bool,
         _compile_lm(file, out_dir, target, polarity, levels, weight_bits, message_bits, max_error, calibration_text,
                     calibration_tokens, options)
         return
-    from spikecc.driver import compile_file
+    from spikecc.driver import compile_file, lava_split_lines
 
     with console.status("compiling"):
         out = compile_file(file, out_dir, fixed_point=not float_mode, spike_inputs=spike_inputs,
                            input_range=input_range, dt=dt)
+    for line in lava_split_lines(out):
+        console.print(line, markup=False, soft_wrap=True)
     console.print(f"wrote {out}/: " + ", ".join(sorted(p.name for p in out.iterdir())))
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -47,6 +50,28 @@ def work_dir(tmp_path: Path) -> Path:
     d = tmp_path / "work"
     d.mkdir()
     return d
+
+
+def run_fresh_python(args: list[str], cwd: Path, timeout: float = 600) -> tuple[int, str, str]:
+    """`python -I ARGS`: this interpreter without PYTHONPATH, user site or the current directory on sys.path (the
+    children then check that they never import spikecc), in a session of its own, so that a hang takes every OS
+    process it started (Lava's) down with it. Returns (returncode, stdout, stderr)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.Popen([sys.executable, "-I", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return proc.returncode, out, err
+
+
+@pytest.fixture(scope="session")
+def fresh_python():
+    """run_fresh_python: a fresh Python process of its own session (generated Lava modules, without spikecc)."""
+    return run_fresh_python
 
 
 @pytest.fixture(scope="session")
@@ -236,31 +261,6 @@ def train_bpe():
     """`train_bpe(vocab_size=400, chars=100_000, pad_to=None)`: a BPE `tokenizers.Tokenizer` trained here, no
     download."""
     return _train_bpe
-
-
-def _run_detached(args: list[str], cwd: Path, env: dict | None = None, timeout: float = 600):
-    """Run a command in its own session and return (returncode, stdout, stderr); on a hang or an error the whole
-    session is killed, so Lava's OS processes started by the command go down with it."""
-    import os
-    import signal
-    import subprocess
-
-    proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    return proc.returncode, out, err
-
-
-@pytest.fixture(scope="session")
-def run_detached():
-    """`run_detached(args, cwd, env=None, timeout=600) -> (returncode, stdout, stderr)`: a command in its own
-    session, killed with everything it started if it hangs (generated Lava modules run outside spikecc's care)."""
-    return _run_detached
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,6 @@ import json
 import multiprocessing
 import re
 import shutil
-import sys
 import textwrap
 from pathlib import Path
 
@@ -112,22 +111,17 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def _fresh_python(run_detached, args: list[str], cwd: Path) -> tuple[int, str, str]:
-    """`python -I` (no PYTHONPATH, no user site, no current directory on sys.path), in a session of its own."""
-    return run_detached([sys.executable, "-I", *args], cwd)
-
-
-def _run_fresh(folder: Path, builds: dict, run_detached) -> None:
+def _run_fresh(folder: Path, builds: dict, fresh_python) -> None:
     jobs = [[family, str(builds[family][0] / MODULE_NAME), runs] for family, runs in JOBS.items()]
-    rc, out, err = _fresh_python(run_detached, ["-c", CHILD, json.dumps(jobs)], folder)
+    rc, out, err = fresh_python(["-c", CHILD, json.dumps(jobs)], folder)
     assert rc == 0, err[-3000:]
     assert "Cannot import module" not in err  # Lava's model search found every model it looked for
     (folder / "results.json").write_text(out.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")
-def fresh_runs(builds, made_once, run_detached) -> dict:
-    folder = made_once("lava-deploy-fresh", lambda d: _run_fresh(d, builds, run_detached))
+def fresh_runs(builds, made_once, fresh_python) -> dict:
+    folder = made_once("lava-deploy-fresh", lambda d: _run_fresh(d, builds, fresh_python))
     return json.loads((folder / "results.json").read_text())
 
 
@@ -212,13 +206,13 @@ def test_the_same_bytes_on_a_second_write(builds):
         assert not re.search(rb"^\s*(import|from)\s+spikecc\b", text, re.MULTILINE)
 
 
-def test_command_line_prints_what_spikecc_generate_prints(builds, tmp_path, run_detached):
+def test_command_line_prints_what_spikecc_generate_prints(builds, tmp_path, fresh_python):
     lava_dir, float_graph, _ = builds["spikerwkv"]
     module = str(lava_dir / MODULE_NAME)
-    rc, out, err = _fresh_python(run_detached, [module, "--prompt", "ROMEO:", "--tokens", "6", "--float"], tmp_path)
+    rc, out, err = fresh_python([module, "--prompt", "ROMEO:", "--tokens", "6", "--float"], tmp_path)
     assert rc == 0, err[-2000:]
     assert out == "ROMEO:" + LMSimulator(float_graph).generate("ROMEO:", 6).text + "\n"
-    rc, out, err = _fresh_python(run_detached, [module, "--prompt", "~~", "--tokens", "2"], tmp_path)
+    rc, out, err = fresh_python([module, "--prompt", "~~", "--tokens", "2"], tmp_path)
     assert rc == 1 and out == "" and err.startswith("error: characters ['~'] are not in the model's vocabulary")
     assert "Traceback" not in err
 
