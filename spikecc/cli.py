@@ -496,11 +496,13 @@ def compile_cmd(file: Path, out_dir: Path, float_mode: bool, spike_inputs: bool,
         _compile_lm(file, out_dir, target, polarity, levels, weight_bits, message_bits, max_error, calibration_text,
                     calibration_tokens, options)
         return
-    from spikecc.driver import compile_file
+    from spikecc.driver import compile_file, lava_split_lines
 
     with console.status("compiling"):
         out = compile_file(file, out_dir, fixed_point=not float_mode, spike_inputs=spike_inputs,
                            input_range=input_range, dt=dt)
+    for line in lava_split_lines(out):
+        console.print(line, markup=False, soft_wrap=True)
     console.print(f"wrote {out}/: " + ", ".join(sorted(p.name for p in out.iterdir())))
 
 
@@ -732,12 +734,12 @@ def eval_cmd(subject: Path, text: Path, modes: tuple[str, ...], as_json: bool, w
 @main.command()
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("--grid", "grid", multiple=True, required=True, metavar="NAME=V1,V2",
-              help="an option and its values (repeatable); options: weight_bits, k (SpikeLM)")
+              help="a compile option and its values (repeatable): weight_bits, polarity, message_bits, k (SpikeLM)")
 @click.option("--text", "text", required=True, type=click.Path(path_type=Path), help="UTF-8 text to evaluate on")
 @click.option("--calibration", type=click.Path(path_type=Path), default=None,
               help="text that re-calibrates SpikeLM's alphas for --grid k")
-@click.option("--mode", type=click.Choice(["auto", "reference", "float", "fixed"]), default="auto", show_default=True,
-              help="what is evaluated (auto: fixed point where the builds have it, else the float graph)")
+@click.option("--mode", type=click.Choice(["auto", "float", "fixed"]), default="auto", show_default=True,
+              help="what each build is evaluated in (auto: its fixed-point graph, bit-accurate)")
 @click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path),
               help="directory for sweep.json, sweep.txt, sweep.png and the build cache")
 @cluster_options

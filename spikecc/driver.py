@@ -12,7 +12,8 @@ The rule is recorded in `manifest.json` (key "inputs").
 A build directory (`compile_file`) holds:
     input.nir       the graph as read (flattened, annotated), for reference
     lowered.nir     the Loihi-form graph after all passes (quantized parameters in fixed point)
-    manifest.json   input hashes, versions, target, dt, input kinds, passes run, files written (their hashes)
+    manifest.json   input hashes, versions, target, dt, input kinds, passes run, files written (their hashes),
+                    and under "lava" what the Lava module's split plan divides for Loihi 2 (split_report)
     report.json     per-layer neurons, synapses, fan-in and quantization error
     lava/           a generated Lava module + parameter file that rebuilds the process graph
 Builds are atomic and byte-identical for the same inputs (no timestamps, sorted keys), and replace only an
@@ -22,6 +23,7 @@ earlier spikecc build (see spikecc.files).
 from __future__ import annotations
 
 import importlib.metadata as md
+import json
 import platform
 import warnings
 from collections.abc import Mapping
@@ -167,13 +169,15 @@ def compile_file(nir_path: str | Path, out_dir: str | Path, fixed_point: bool = 
     check_build_dir(out_dir, inputs=[nir_path])
     graph = mark_inputs(read(nir_path, dt=dt), spike_inputs)
     lowered = lower_for_target(graph, fixed_point, input_range)
+    lava: dict = {}
     with atomic_directory(out_dir, inputs=[nir_path]) as tmp:
         write(graph, tmp / "input.nir")
         write(lowered, tmp / "lowered.nir")
         if write_lava:
-            from spikecc.backends.lava import write_lava_module
+            from spikecc.backends.lava import split_report, write_lava_module
 
             write_lava_module(lowered, tmp / "lava")
+            lava = split_report(lowered)
         write_json(tmp / "report.json", {"layers": [vars(r) for r in layer_report(lowered)]})
         files = sorted(p for p in tmp.rglob("*") if p.is_file())
         manifest = {
@@ -187,5 +191,28 @@ def compile_file(nir_path: str | Path, out_dir: str | Path, fixed_point: bool = 
             "versions": versions(),
             "files": {str(p.relative_to(tmp)): sha256_file(p) for p in files},
         }
+        if lava:
+            manifest["lava"] = lava
         write_json(tmp / "manifest.json", manifest)
     return out_dir
+
+
+def lava_split_lines(build_dir: str | Path) -> list[str]:
+    """What a NIR build's Lava module splits for Loihi 2 (manifest key "lava"), as lines for the terminal."""
+    lava = json.loads((Path(build_dir) / "manifest.json").read_text()).get("lava")
+    if not lava:
+        return []
+    split, kept, procs = lava["split"], lava["kept_whole"], lava["processes"]
+    lines = []
+    if split:
+        layers = ", ".join(f"{n} ({s['neurons']} -> {s['groups']} groups by {', '.join(s['by'])})"
+                           for n, s in split.items())
+        lines.append(f"lava: split {len(split)} population(s) by value for Loihi 2: {layers}; "
+                     f"{procs['split']:,} Lava processes on hardware, {procs['whole']:,} in simulation")
+    if kept:
+        why = "; ".join(f"{n}: {reason}" for n, reason in kept.items())
+        lines.append(f"lava: {len(kept)} population(s) keep per-neuron du/dv/thresholds, which Loihi2HwCfg "
+                     f"refuses: {why}")
+    if not split and not kept:
+        lines.append("lava: every population has one du/dv/threshold value per layer; nothing to split for Loihi 2")
+    return lines

@@ -18,6 +18,8 @@ from spikecc.errors import InputFileError
 from spikecc.ir import Graph, read
 
 LOWERED = "lowered.nir"
+FLOAT = "float.nir"  # a language-model build's graph before quantization (the same nodes, float weights)
+ACTIVITY = "activity.npz"  # a language-model build's measured rates on its calibration text
 
 
 def read_build(build: str | Path) -> Graph:
@@ -45,9 +47,16 @@ def load_activity(path: str | Path) -> dict[str, np.ndarray]:
 
 def budget_of_build(build: str | Path, target: str = "loihi2", chips: int | None = None, split: str = "min-cores",
                     placement: str = "auto", activity: str | Path | None = None) -> Mapping:
+    """The mapping of a build onto `target`. Activity: the given .npz, else the build's own activity.npz
+    (measured on its calibration text) where it has one, else assumed rates; a note in the mapping says which."""
     g = read_build(build)
-    return map_graph(g, target, activity=load_activity(activity) if activity else None, chips=chips, split=split,
-                     placement=placement)
+    if activity is None and (Path(build) / ACTIVITY).is_file():
+        activity = Path(build) / ACTIVITY
+    m = map_graph(g, target, activity=load_activity(activity) if activity else None, chips=chips, split=split,
+                  placement=placement)
+    if activity is not None:
+        m.notes.insert(0, f"activity measured: {activity}")
+    return m
 
 
 def write_report(mapping: Mapping, out_dir: str | Path) -> Path:
@@ -84,8 +93,10 @@ def sample_text(vocab: str, n: int) -> str:
 
 
 def measure_lm(graph: Graph, seq_len: int) -> Measured:
-    """Feed `seq_len` characters of held-out text through an LM graph in the CPU simulator."""
+    """Feed `seq_len` characters of held-out text through an LM graph in the CPU simulator (a compiled graph in
+    fixed point: its neuro-core part bit-accurately, as it would run on the chip)."""
     from spikecc.backends.cpu.lm_runner import LMSimulator
+    from spikecc.ir.formats import is_fixed
 
     if "vocab" not in graph.metadata:
         raise InputFileError(f"a {graph.metadata.get('family', 'model')} graph without a vocabulary (an encoder) "
@@ -93,7 +104,7 @@ def measure_lm(graph: Graph, seq_len: int) -> Measured:
     context = int(graph.metadata.get("context", 0) or 0)
     if context and seq_len > context:
         raise InputFileError(f"the model reads at most {context} tokens at once; give --seq-len {context} or less")
-    lm = LMSimulator(graph)
+    lm = LMSimulator(graph, mode="fixed" if is_fixed(graph) else "float")
     text = sample_text(lm.vocab, seq_len)
     if len(text) < seq_len:
         raise InputFileError(f"only {len(text)} characters of held-out text fit the model's vocabulary; give a "
@@ -131,16 +142,20 @@ def energy_of(source: str | Path, seq_len: int = 128, precision: str = "fp32", t
     """The papers' energy model for a checkpoint, exported LM or build (measured firing rates), and for a build
     also the mapping whose target profile gives the Loihi estimate."""
     source = Path(source)
+    structure = None
     if source.is_dir():
         g = read_build(source)
         measured = measure_inputs(g, input_path) if input_path else measure_lm(g, seq_len)
         mapping = map_graph(g, target, activity=measured.activity)
+        if (source / FLOAT).is_file():  # connections of the layers before quantization zeroed small weights
+            structure = read(source / FLOAT)
     else:
         from spikecc.compiler.frontends import load_lm
 
         measured = measure_lm(load_lm(source).graph, seq_len)
         mapping = None
-    table = energy_table(count_graph(measured.graph, measured.synops, measured.tokens), precision, measured.tokens)
+    rows = count_graph(structure or measured.graph, measured.synops, measured.tokens)
+    table = energy_table(rows, precision, measured.tokens)
     return table, mapping, measured
 
 

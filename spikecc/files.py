@@ -6,6 +6,7 @@ Rules every command follows (they are the whole of spikecc's promise about a use
 - An existing output is replaced only when spikecc wrote it itself, recognised by its mark:
     build directory   a `manifest.json` that lists every file in the directory (`MANIFEST`, key "files");
                       a file the user added inside a build makes it the user's, so it is not replaced
+                      (bytecode caches, `__pycache__/`, that running a build's generated module leaves are not)
     .npz / .pt (zip)  the zip archive comment starts with `MARK` (np.load and torch.load ignore it)
     .nir (HDF5)       the root attribute `MARK` (nir.read ignores it)
   Anything else at the output path is refused with a one-line error that says how to proceed.
@@ -38,6 +39,7 @@ from spikecc.errors import InputFileError
 
 MARK = "spikecc"  # zip comment prefix / HDF5 root attribute of files spikecc wrote
 MANIFEST = "manifest.json"
+PYCACHE = "__pycache__"  # Python's bytecode caches of a build's generated modules: not the user's files
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -180,7 +182,7 @@ def check_build_dir(path: str | os.PathLike, inputs: Iterable[str | os.PathLike]
                                  "is left alone; give a new directory, or remove this one yourself")
         listed = set(manifest["files"]) | {MANIFEST}
         extra = sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()
-                       and str(p.relative_to(path)) not in listed)
+                       and str(p.relative_to(path)) not in listed and PYCACHE not in p.relative_to(path).parts)
         if extra:
             raise InputFileError(f"{path}: is a spikecc build, but {extra[0]} in it was not written by spikecc, so "
                                  "the build is left alone; move that file out, or give a new directory")
@@ -267,7 +269,9 @@ def npz_bytes(arrays: dict[str, np.ndarray], comment: str = "") -> bytes:
             info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.external_attr = 0o644 << 16
             b = io.BytesIO()
-            np.lib.format.write_array(b, np.ascontiguousarray(arrays[key]), allow_pickle=False)
+            a = np.asarray(arrays[key])
+            # ascontiguousarray makes a 0-d array 1-d: keep scalars (a step counter) as they are
+            np.lib.format.write_array(b, np.ascontiguousarray(a) if a.ndim else a, allow_pickle=False)
             zf.writestr(info, b.getvalue())
         zf.comment = comment.encode()
     return buf.getvalue()

@@ -20,6 +20,9 @@ The build directory:
     partition.json / partition.txt         per token: ops, parameters and boundary messages on each side
     activity.npz         per node, events per neuron per step on the calibration text
     budget.json / budget.txt / budget.html (+ plots)   the mapping onto the target's cores and chips
+    lava/                a generated Lava module that rebuilds the whole process graph and generates text in Lava
+                         without spikecc, both modes, with the mapping's core assignment (spikecc.lm_deploy);
+                         causal models only (an encoder build has none)
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from spikecc.errors import BudgetError, InputFileError
 from spikecc.files import atomic_directory, check_build_dir, npz_bytes, sha256_file, write_json
 from spikecc.ir import Graph, write
 from spikecc.ir.neurocore_ops import HostToCore
+from spikecc.lm_deploy import write_lm_lava
 
 if TYPE_CHECKING:
     from spikecc.calibration import EncoderCalibration
@@ -105,7 +109,8 @@ def run_teacher_forced(graph: Graph, ids: list[int], mode: str, record: list[str
 def calibrate(float_graph: Graph, ids: list[int]) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """(largest |value| per HostToCore node, and per neuro-core neuron or relay the largest |synaptic input| of
     one step (its incoming LoihiDense outputs summed, plus its bias); events per neuron per step of every
-    spike-carrying neuro-core node) on the calibration run."""
+    spike-carrying neuro-core node and messages per element per step of every HostToCore boundary) on the
+    calibration run."""
     from spikecc.ir.loihi_ops import LoihiDense, LoihiLIF
     from spikecc.ir.neurocore_ops import LoihiElastic, LoihiRelay
 
@@ -128,7 +133,7 @@ def calibrate(float_graph: Graph, ids: list[int]) -> tuple[dict[str, float], dic
     # for T steps, so a neuron's events over all rows are divided by the steps of all tokens
     steps = len(ids) * int(float_graph.metadata.get("substeps", 1))
     activity = {n: ev.reshape(-1, _width(sim, n)).sum(axis=0) / steps for n, ev in sim.neuron_events.items()
-                if float_graph.annotation(n, "partition") == "neurocore"}
+                if float_graph.annotation(n, "partition") == "neurocore" or isinstance(g.nodes[n], HostToCore)}
     return top, activity
 
 
@@ -163,6 +168,7 @@ def lower_lm(graph: Graph, options: LMOptions | None = None, calibration_text: s
     stage = on_stage or (lambda s: None)
     options = options or LMOptions()
     float_graph = run_passes(graph, lm_passes(options), on_pass)
+    del graph  # not needed past the passes: a caller that does not keep it gets its memory back (216M: ~2 GB)
     encoder = None
     if is_encoder(float_graph):
         stage("calibrating on whole sequences")
@@ -234,6 +240,9 @@ def compile_lm(checkpoint: str | Path, out_dir: str | Path, options: LMOptions |
             from spikecc.compiler.mapping.report import write_budget
 
             write_budget(budget, tmp)
+        if not encoder:  # the Lava LM runner steps a causal model token by token; an encoder's rows have none
+            stage("writing the Lava module (lava/)")
+            write_lm_lava(tmp / "lava", float_graph, fixed_graph, budget)
         files = sorted(p for p in tmp.rglob("*") if p.is_file())
         source = checkpoint / "config.json" if checkpoint.is_dir() else checkpoint
         manifest = {
@@ -251,6 +260,7 @@ def compile_lm(checkpoint: str | Path, out_dir: str | Path, options: LMOptions |
             "max_error": max_error,
             "passes": fixed_graph.metadata.get("passes", []),
             "versions": versions(),
+            "lava": None if encoder else "lava/lava_lm.py",  # the deployable Lava module (docs/lava-deploy.md)
             "files": {str(p.relative_to(tmp)): sha256_file(p) for p in files},
         }
         write_json(tmp / "manifest.json", manifest)
@@ -280,6 +290,9 @@ def summary_lines(build: LMBuild) -> list[str]:
         b = build.budget
         lines.append(f"budget: {b.n_cores} cores on {b.chips} chip(s) (lower bound {b.lower_bound_cores}); "
                      f"{len(b.violations)} violation(s)")
+    if not (build.path / "lava").is_dir():
+        lines.append("lava: no Lava module for an encoder (its rows have no Lava runner; lava/ is written for "
+                     "causal language models)")
     return lines
 
 

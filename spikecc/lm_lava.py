@@ -41,7 +41,7 @@ def lava_generate(graph: Graph, prompt: str, n_tokens: int, mode: str, on_token=
                              f"{context}; generate fewer tokens")
     program = export_host_program(graph, mode)
     schedule = lm_schedule(graph, program.stages, program.core_phases)
-    result = run_lm_lava(graph, schedule, partial(HostRunner, program), ids, n_tokens, mode, on_token)
+    result = run_lm_lava(graph, schedule, partial(HostRunner, program), ids, n_tokens, mode, on_token=on_token)
     return LavaGeneration(ids, tok.decode(result.tokens), result)
 
 

@@ -1,24 +1,24 @@
-"""`spikecc sweep`: build a checkpoint under every combination of compile options, evaluate every build on a
+"""`spikecc sweep`: compile a checkpoint under every combination of compile options, evaluate every build on a
 text (spikecc.evaluate, windows spread over the executor's workers), and tabulate perplexity against cost.
 
-    sweep(checkpoint, {"weight_bits": [4, 8], "k": [2, 3]}, text, out_dir, executor)
+    sweep(checkpoint, {"weight_bits": [4, 8], "polarity": ["split", "graded"]}, text, out_dir, executor)
 
-Options (OPTIONS, applied in that order whatever the order on the command line):
-    weight_bits  1..8. Until language-model compilation lands, the weights of every linear layer inside the
-                 blocks (the synapses that go onto neuro-cores: SpikeGPT-216M's K/V/R/output/FFN, SpikeLM's
-                 Q/K/V/output/FC, SpikeRWKV's encoded linears) are rounded, per layer, onto Loihi 2's weight
-                 grid for that many bits (spikecc.compiler.passes.quantize.quantize_weights: the grid
-                 quantize_for_loihi uses, the largest |weight| on its top value); the rest of the model stays as
-                 it is, and the build still runs in float. With LM compilation this becomes quantize_for_loihi's
-                 weight_bits on the neuro-core graph.
-    k            SpikeLM only: every neuron's alphas re-calibrated with alpha_t = k * mean|m_t| (SpikeLM paper
-                 Eq. 10; spikecc.models.spikelm.recalibrate) on a calibration text (`calibration`): its first
-                 min(16, n // context) windows of `context` characters, one batch.
-Polarity mode and message width arrive with LM compilation: a new entry in OPTIONS each.
+Options (OPTIONS, listed in this order whatever the order on the command line):
+    weight_bits   1..8: bits of the neuro-core weights (`spikecc compile --weight-bits`)
+    polarity      split | graded: ternary spikes as two binary channels or signed graded messages (--polarity)
+    message_bits  2..24: bits of the graded host -> neuro-core messages (--message-bits)
+    k             SpikeLM only: every neuron's alphas re-calibrated with alpha_t = k * mean|m_t| (SpikeLM paper
+                  Eq. 10; spikecc.models.spikelm.recalibrate) on a calibration text (`calibration`): its first
+                  min(16, n // context) windows of `context` characters, one batch; the model changes before it
+                  is compiled
 
-Builds are cached under OUT/cache/<key>/ (checkpoint, build.json), key = sha256 of the checkpoint's sha256, the
-options, the calibration text's sha256 (when used) and the spikecc version; an evaluation is cached beside its
-build, keyed by the text, windows and mode. Costs (cores, energy per token) come from spikecc.mapping_hooks.
+Each combination is a real build: spikecc.lm_build.compile_lm with those options (a model option first rewrites the
+checkpoint it compiles), what `spikecc compile` writes, with its budget on the target (`target`) mapped with the
+activity its calibration run measured. Builds are cached under OUT/cache/<key>/ (build/, build.json; the rewritten
+checkpoint where a model option applies), key = sha256 of the checkpoint's sha256, the options, the target, the
+calibration text's sha256 (when used) and the spikecc version; an evaluation is cached beside its build, keyed by
+the text, windows and mode. A build is evaluated in fixed point (its lowered.nir, bit-accurate) or in float
+(its float.nir); costs (cores, energy per token on the target) come from its budget (spikecc.mapping_hooks).
 
 Outputs in OUT: sweep.json (sorted keys; identical for any number of workers), sweep.txt (the table) and
 sweep.png (perplexity against cores and against energy per token). OUT must be new, empty, or an earlier
@@ -37,8 +37,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 import spikecc
 from spikecc import evaluate, mapping_hooks
 from spikecc.distributed import Executor, InProcess
@@ -46,6 +44,7 @@ from spikecc.errors import InputFileError
 from spikecc.files import atomic_directory, atomic_write_bytes, sha256_file, write_json
 
 OUTPUTS = ("sweep.json", "sweep.txt", "sweep.png")
+MODES = ("auto", "float", "fixed")
 
 
 # -- options ----------------------------------------------------------------------------------------------
@@ -59,19 +58,35 @@ class BuildInput:
 
 @dataclass(frozen=True)
 class SweepOption:
+    """A compile option (`compile_field`: the spikecc.compiler.pipeline.LMOptions field it sets) or a model option
+    (`apply`: changes the torch model, in place, before it is compiled)."""
+
     name: str
     parse: Callable[[str], Any]
-    apply: Callable[[Any, Any, BuildInput], None]  # (torch model, value, inputs): changes the model in place
     families: tuple[str, ...] | None  # None: every family
+    compile_field: str | None = None
+    apply: Callable[[Any, Any, BuildInput], None] | None = None  # (torch model, value, inputs)
     needs_calibration: bool = False
     doc: str = ""
 
 
-def _parse_bits(s: str) -> int:
-    v = int(s)
-    if not 1 <= v <= 8:
-        raise ValueError("weight_bits must be an integer in 1..8")
-    return v
+def _int_in(name: str, lo: int, hi: int) -> Callable[[str], int]:
+    def parse(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError:
+            v = lo - 1
+        if not lo <= v <= hi:
+            raise ValueError(f"{name} must be an integer in {lo}..{hi}")
+        return v
+
+    return parse
+
+
+def _parse_polarity(s: str) -> str:
+    if s not in ("split", "graded"):
+        raise ValueError("polarity must be split or graded")
+    return s
 
 
 def _parse_k(s: str) -> float:
@@ -79,24 +94,6 @@ def _parse_k(s: str) -> float:
     if not (math.isfinite(v) and v > 0):
         raise ValueError("k must be a positive number")
     return v
-
-
-def round_block_weights(model, bits: int, _: BuildInput) -> None:
-    """Each nn.Linear inside `blocks`/`layers` rounded onto Loihi's weight grid of `bits` bits (module docstring)."""
-    import torch
-
-    from spikecc.compiler.passes.quantize import quantize_weights, weight_grid
-
-    for name, m in model.named_modules():
-        if isinstance(m, torch.nn.Linear) and name.split(".")[0] in ("blocks", "layers"):
-            w = m.weight.detach().to(torch.float64).numpy()
-            top = float(np.abs(w).max())
-            if top == 0.0:
-                continue
-            step, _, hi = weight_grid(bits, mixed=bool(w.min() < 0 < w.max()))
-            unit = top / hi
-            with torch.no_grad():
-                m.weight.copy_(torch.from_numpy(quantize_weights(w, unit, bits) * unit))
 
 
 def recalibrate_k(model, k: float, inputs: BuildInput) -> None:
@@ -120,10 +117,14 @@ def recalibrate_k(model, k: float, inputs: BuildInput) -> None:
 
 
 OPTIONS: dict[str, SweepOption] = {o.name: o for o in (
-    SweepOption("weight_bits", _parse_bits, round_block_weights, None,
-                doc="bits of the neuro-core weights (rounded onto Loihi's grid; float until LM compilation)"),
-    SweepOption("k", _parse_k, recalibrate_k, ("spikelm",), needs_calibration=True,
-                doc="SpikeLM's alpha = k * mean|m|, re-calibrated on --calibration"),
+    SweepOption("weight_bits", _int_in("weight_bits", 1, 8), None, compile_field="weight_bits",
+                doc="bits of the neuro-core weights"),
+    SweepOption("polarity", _parse_polarity, None, compile_field="polarity",
+                doc="ternary spikes as binary +/- channels (split) or signed graded messages (graded)"),
+    SweepOption("message_bits", _int_in("message_bits", 2, 24), None, compile_field="message_bits",
+                doc="bits of the graded host -> neuro-core messages"),
+    SweepOption("k", _parse_k, ("spikelm",), apply=recalibrate_k, needs_calibration=True,
+                doc="SpikeLM's alpha = k * mean|m|, re-calibrated on --calibration before compiling"),
 )}
 
 
@@ -136,8 +137,7 @@ def parse_grid(items: Sequence[str]) -> dict[str, list]:
         if not sep or not values.strip():
             raise InputFileError(f"--grid {item!r}: write NAME=V1,V2,...; options: {', '.join(OPTIONS)}")
         if name not in OPTIONS:
-            raise InputFileError(f"--grid {item!r}: unknown option {name!r}; options: {', '.join(OPTIONS)} (polarity "
-                                 "mode and message width come with language-model compilation)")
+            raise InputFileError(f"--grid {item!r}: unknown option {name!r}; options: {', '.join(OPTIONS)}")
         if name in grid:
             raise InputFileError(f"--grid: option {name!r} is given twice; list all its values in one --grid")
         try:
@@ -174,35 +174,58 @@ def _save(family: str, model, vocab: str, path: Path) -> None:
         save_spikegpt(model, path)
         save_vocab(CharVocab(vocab), path.with_suffix(".vocab.json"))
     else:
-        raise InputFileError(f"sweep cannot rebuild a {family} model; families: spikegpt, spikelm, spikerwkv")
+        raise InputFileError(f"sweep cannot rewrite a {family} model; families: spikegpt, spikelm, spikerwkv")
 
 
-def build_key(checkpoint_sha: str, options: dict, inputs: BuildInput | None) -> str:
-    blob = {"checkpoint": checkpoint_sha, "options": options, "spikecc": spikecc.__version__,
+def build_key(checkpoint_sha: str, options: dict, inputs: BuildInput | None, target: str = "loihi2") -> str:
+    blob = {"checkpoint": checkpoint_sha, "options": options, "spikecc": spikecc.__version__, "target": target,
             "calibration": hashlib.sha256(json.dumps(inputs.calibration).encode()).hexdigest() if inputs else None}
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def build(checkpoint: Path, options: dict, cache: Path, checkpoint_sha: str,
-          inputs: BuildInput) -> tuple[evaluate.Subject, str, bool]:
-    """(the build as eval sees it, its key, whether it came from the cache). A build is always evaluated as
-    read back from its cache directory, so a cached and a fresh build are the same bits."""
+def model_variant(checkpoint: Path, options: dict, out: Path, inputs: BuildInput) -> Path:
+    """The checkpoint to compile: `checkpoint` itself, or, where model options apply, the model they changed,
+    saved as `out`/checkpoint.pt in its family's format."""
+    model_options = {n: v for n, v in options.items() if OPTIONS[n].apply is not None}
+    if not model_options:
+        return checkpoint
     from spikecc.compiler.frontends import load_lm
 
+    lm = load_lm(checkpoint)
+    for name, value in model_options.items():
+        OPTIONS[name].apply(lm.model, value, inputs)
+    path = out / "checkpoint.pt"
+    _save(lm.family, lm.model, lm.graph.metadata["vocab"], path)
+    return path
+
+
+def compile_options(options: dict):
+    """The LMOptions of a combination: the defaults of `spikecc compile`, changed by its compile options."""
+    from spikecc.compiler.pipeline import LMOptions
+
+    return LMOptions(**{OPTIONS[n].compile_field: v for n, v in options.items() if OPTIONS[n].compile_field})
+
+
+def build(checkpoint: Path, options: dict, cache: Path, checkpoint_sha: str, inputs: BuildInput,
+          target: str = "loihi2") -> tuple[evaluate.Subject, str, bool]:
+    """(the build as eval sees it, its key, whether it came from the cache). A build is always evaluated as
+    read back from its cache directory, so a cached and a fresh build are the same bits."""
+    from spikecc.lm_build import compile_lm
+
     uses_calibration = any(OPTIONS[n].needs_calibration for n in options)
-    key = build_key(checkpoint_sha, options, inputs if uses_calibration else None)
+    key = build_key(checkpoint_sha, options, inputs if uses_calibration else None, target)
     where = cache / key
     cached = (where / "build.json").exists()
     if not cached:
-        lm = load_lm(checkpoint)
-        for name, value in options.items():
-            OPTIONS[name].apply(lm.model, value, inputs)
         with atomic_directory(where) as tmp:
-            _save(lm.family, lm.model, lm.graph.metadata["vocab"], tmp / "checkpoint.pt")
+            source = model_variant(checkpoint, options, tmp, inputs)
+            lm_options = compile_options(options)
+            compile_lm(source, tmp / "build", lm_options, target=target)
             write_json(tmp / "build.json", {"checkpoint": checkpoint.name, "checkpoint_sha256": checkpoint_sha,
-                                            "options": options, "spikecc": spikecc.__version__,
+                                            "options": options, "compile_options": lm_options.as_dict(),
+                                            "target": target, "spikecc": spikecc.__version__,
                                             "calibration": inputs.calibration_source if uses_calibration else None})
-    return evaluate.load_subject(where / "checkpoint.pt"), key, cached
+    return evaluate.load_subject(where / "build"), key, cached
 
 
 # -- the sweep --------------------------------------------------------------------------------------------
@@ -226,13 +249,14 @@ class SweepReport:
     window: int
     warmup: int
     grid: dict[str, list]
+    target: str = "loihi2"
     rows: list[Row] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {
             "checkpoint": self.checkpoint, "checkpoint_sha256": self.checkpoint_sha256, "text": self.text,
             "text_sha256": self.text_sha256, "mode": self.mode, "window": self.window, "warmup": self.warmup,
-            "grid": self.grid,
+            "grid": self.grid, "target": self.target,
             "builds": [{"options": r.options, "key": r.key, "perplexity": r.score.perplexity,
                         "accuracy": r.score.accuracy, "nll": r.score.nll, "tokens": r.score.tokens,
                         "cores": r.cores, "energy_per_token_j": r.energy_per_token} for r in self.rows],
@@ -250,20 +274,32 @@ def check_output_dir(out: Path) -> None:
                                  "give a new or empty directory, or an earlier sweep's, to -o")
 
 
-def _choose_mode(subject: evaluate.Subject, mode: str) -> str:
-    available = subject.modes()
-    if mode == "auto":
-        return "fixed" if available["fixed"] is None else "float"
-    if available.get(mode, "unknown mode") is not None:
-        raise InputFileError(f"sweep mode {mode!r} is not available: {available.get(mode, 'unknown mode')}")
-    return mode
+def _choose_mode(mode: str) -> str:
+    """What every build is evaluated in: its fixed-point graph (auto) or its float graph."""
+    if mode not in MODES:
+        raise InputFileError(f"sweep mode {mode!r}: a sweep evaluates its builds, in {' or '.join(MODES[1:])} "
+                             "(auto: fixed); the torch reference model would not see the compile options")
+    return "fixed" if mode == "auto" else mode
+
+
+def _base_subject(checkpoint: Path) -> evaluate.Subject:
+    """The checkpoint as exported (no compile): its family, vocabulary and float graph, to check the options and
+    the texts before anything is compiled."""
+    from spikecc.compiler.frontends import load_lm
+    from spikecc.models.tokenizer import from_metadata
+
+    lm = load_lm(checkpoint)
+    if from_metadata(lm.graph.metadata) is None:
+        raise InputFileError(f"{checkpoint}: a {lm.family} model is an encoder without a vocabulary or LM head; a "
+                             "sweep evaluates language models")
+    return evaluate.Subject(lm.family, str(checkpoint), graph=lm.graph, model=lm.model)
 
 
 def sweep(checkpoint: str | Path, grid: dict[str, list], text: str | Path, out: str | Path,
           executor: Executor | None = None, mode: str = "auto", window: int = evaluate.DEFAULT_WINDOW,
           warmup: int = evaluate.DEFAULT_WARMUP, calibration: str | Path | None = None,
           progress: Callable[[int, int], None] | None = None,
-          on_builds: Callable[[int], None] | None = None) -> SweepReport:
+          on_builds: Callable[[int], None] | None = None, target: str = "loihi2") -> SweepReport:
     """Build, evaluate and report every combination of `grid` (see the module docstring)."""
     checkpoint, out = Path(checkpoint), Path(out)
     check_output_dir(out)
@@ -271,7 +307,8 @@ def sweep(checkpoint: str | Path, grid: dict[str, list], text: str | Path, out: 
         raise InputFileError(f"{checkpoint}: sweep needs a checkpoint file (its options rebuild the model)")
     if not grid:
         raise InputFileError("give at least one --grid NAME=V1,V2; options: " + ", ".join(OPTIONS))
-    base = evaluate.load_subject(checkpoint)
+    mode = _choose_mode(mode)
+    base = _base_subject(checkpoint)
     for name in grid:
         fams = OPTIONS[name].families
         if fams is not None and base.family not in fams:
@@ -282,9 +319,8 @@ def sweep(checkpoint: str | Path, grid: dict[str, list], text: str | Path, out: 
             raise InputFileError("--grid k re-calibrates SpikeLM's alphas on a calibration text: give --calibration "
                                  "FILE (text the model was not evaluated on)")
         inputs = BuildInput(evaluate.encode(base, evaluate.read_text(calibration), str(calibration)), str(calibration))
-    mode = _choose_mode(base, mode)
     text = Path(text)
-    base_plan = evaluate.plan(base, text, [mode], window, warmup)  # checks the text and the windows once
+    base_plan = evaluate.plan(base, text, ["float"], window, warmup)  # checks the text and the windows once
     ckpt_sha = sha256_file(checkpoint)
     text_sha = hashlib.sha256(evaluate.read_text(text).encode()).hexdigest()
     cache = out / "cache"
@@ -293,7 +329,7 @@ def sweep(checkpoint: str | Path, grid: dict[str, list], text: str | Path, out: 
     combos = combinations(grid)
     builds = []
     for i, options in enumerate(combos):
-        builds.append(build(checkpoint, options, cache, ckpt_sha, inputs))
+        builds.append(build(checkpoint, options, cache, ckpt_sha, inputs, target))
         if on_builds:
             on_builds(i + 1)
     ex = executor or InProcess()
@@ -320,7 +356,7 @@ def sweep(checkpoint: str | Path, grid: dict[str, list], text: str | Path, out: 
         atomic_write_bytes(cache / builds[b][1] / f"eval-{eval_key}.json",
                            json.dumps(vars(scores[b]), sort_keys=True).encode())
 
-    report = SweepReport(str(checkpoint), ckpt_sha, str(text), text_sha, mode, window, warmup, grid)
+    report = SweepReport(str(checkpoint), ckpt_sha, str(text), text_sha, mode, window, warmup, grid, target)
     for b, (subject, key, cached) in enumerate(builds):
         report.rows.append(Row(combos[b], key, cached, scores[b], mapping_hooks.cores(subject),
                                mapping_hooks.energy_per_token(subject)))
@@ -333,17 +369,22 @@ def _fmt(v: float | int | None, spec: str) -> str:
     return "n/a" if v is None else format(v, spec)
 
 
+def _value(v: Any) -> str:
+    """An option's value as written on the command line (numbers without trailing zeros)."""
+    return format(v, "g") if isinstance(v, (int, float)) else str(v)
+
+
 def table(report: SweepReport):
     from rich.table import Table
 
     t = Table(title=f"sweep of {report.checkpoint} on {report.text} ({report.mode} mode, window {report.window}, "
-                    f"warm-up {report.warmup})")
+                    f"warm-up {report.warmup}; cores and energy on {report.target})")
     for name in report.grid:
         t.add_column(name, justify="right")
     for col in ("perplexity", "accuracy", "nats/token", "cores", "energy/token", "build", "cached"):
         t.add_column(col, justify="left" if col in ("build", "cached") else "right")
     for r in report.rows:
-        t.add_row(*(f"{r.options[n]:g}" for n in report.grid), f"{r.score.perplexity:.4f}",
+        t.add_row(*(_value(r.options[n]) for n in report.grid), f"{r.score.perplexity:.4f}",
                   f"{r.score.accuracy:.4f}", f"{r.score.nll:.4f}", _fmt(r.cores, ","),
                   _fmt(None if r.energy_per_token is None else r.energy_per_token * 1e6, ".3g") +
                   ("" if r.energy_per_token is None else " uJ"), r.key, "yes" if r.cached else "no")
@@ -359,31 +400,34 @@ def table_text(report: SweepReport) -> str:
 
 
 def plot_png(report: SweepReport) -> bytes:
-    """Perplexity against cores and against energy per token; where those are not known yet (mapping stage),
+    """Perplexity against cores and against energy per token; where a build has none (no neuro-core part),
     perplexity per build, said in the panel's title."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [", ".join(f"{k}={v:g}" for k, v in r.options.items()) for r in report.rows]
+    names = list(report.grid)
+    labels = ["/".join(_value(r.options[n]) for n in names) for r in report.rows]
     ppl = [r.score.perplexity for r in report.rows]
+    energy_uj = [None if r.energy_per_token is None else r.energy_per_token * 1e6 for r in report.rows]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, (what, unit, values) in zip(axes, [("cores", "Loihi 2 cores", [r.cores for r in report.rows]),
-                                               ("energy per token", "J", [r.energy_per_token for r in report.rows])]):
+    for ax, (what, unit, values) in zip(axes, [("cores", f"{report.target} cores", [r.cores for r in report.rows]),
+                                               ("energy per token", f"uJ on {report.target}", energy_uj)]):
         if all(v is not None for v in values):
             ax.scatter(values, ppl)
-            for x, y, lab in zip(values, ppl, labels):
-                ax.annotate(lab, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            for i, (x, y, lab) in enumerate(zip(values, ppl, labels)):  # alternate sides: fewer overlaps
+                ax.annotate(lab, (x, y), fontsize=7, xytext=(4, 4 if i % 2 == 0 else -10), textcoords="offset points")
             ax.set_xlabel(f"{what} ({unit})")
             ax.set_title(f"perplexity against {what}")
         else:
             ax.plot(range(len(ppl)), ppl, "o")
             ax.set_xticks(range(len(ppl)), labels, rotation=30, ha="right", fontsize=7)
-            ax.set_title(f"{what}: not estimated yet (no mapping stage)", fontsize=9)
+            ax.set_title(f"{what}: not known for every build (no neuro-core part)", fontsize=9)
         ax.set_ylabel(f"perplexity ({report.mode})")
         ax.grid(alpha=0.3)
-    fig.suptitle(f"{Path(report.checkpoint).name} on {Path(report.text).name}", fontsize=10)
+    fig.suptitle(f"{Path(report.checkpoint).name} on {Path(report.text).name}; points labelled "
+                 f"{'/'.join(names)}", fontsize=10)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -47,6 +50,28 @@ def work_dir(tmp_path: Path) -> Path:
     d = tmp_path / "work"
     d.mkdir()
     return d
+
+
+def run_fresh_python(args: list[str], cwd: Path, timeout: float = 600) -> tuple[int, str, str]:
+    """`python -I ARGS`: this interpreter without PYTHONPATH, user site or the current directory on sys.path (the
+    children then check that they never import spikecc), in a session of its own, so that a hang takes every OS
+    process it started (Lava's) down with it. Returns (returncode, stdout, stderr)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.Popen([sys.executable, "-I", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return proc.returncode, out, err
+
+
+@pytest.fixture(scope="session")
+def fresh_python():
+    """run_fresh_python: a fresh Python process of its own session (generated Lava modules, without spikecc)."""
+    return run_fresh_python
 
 
 @pytest.fixture(scope="session")
@@ -238,20 +263,42 @@ def train_bpe():
     return _train_bpe
 
 
-_LM_BUILDS: dict[str, Path] = {}
+@pytest.fixture(scope="session")
+def made_once(tmp_path_factory):
+    """`made_once(name, make) -> Path`: a folder that `make(folder)` fills once per test session, also when
+    pytest-xdist spreads a module's tests over several workers (each would otherwise build the module's fixtures
+    again): the workers share the parent of their base temporary folders; the first to take the lock makes the
+    folder, the others wait for it and reuse it. A failed `make` leaves no folder, so the next caller tries again."""
+    import fcntl
+    import os
+    import shutil
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+
+    def made(name: str, make) -> Path:
+        folder, done = root / name, root / f"{name}.done"
+        with open(root / f"{name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not done.exists():
+                shutil.rmtree(folder, ignore_errors=True)
+                folder.mkdir()
+                make(folder)
+                done.touch()
+        return folder
+
+    return made
 
 
 @pytest.fixture(scope="session")
-def shipped_lm_build(tmp_path_factory):
+def shipped_lm_build(made_once):
     """compile(name) -> the build of examples/checkpoints/NAME-shakespeare.pt compiled with default options
-    (`spikecc compile CHECKPOINT -o BUILD`), once per session."""
+    (`spikecc compile CHECKPOINT -o BUILD`), once per session (also across pytest-xdist workers)."""
     from spikecc.lm_build import compile_lm
 
     def compile(name: str) -> Path:
-        if name not in _LM_BUILDS:
-            out = tmp_path_factory.mktemp(f"{name}-build") / "build"
-            compile_lm(EXAMPLES_DIR / "checkpoints" / f"{name}-shakespeare.pt", out)
-            _LM_BUILDS[name] = out
-        return _LM_BUILDS[name]
+        ckpt = EXAMPLES_DIR / "checkpoints" / f"{name}-shakespeare.pt"
+        return made_once(f"shipped-{name}-build", lambda d: compile_lm(ckpt, d / "build")) / "build"
 
     return compile

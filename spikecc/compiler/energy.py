@@ -20,9 +20,15 @@ For a model graph, `count_graph` counts per node from a simulation's measured sy
 simulator counts one per non-zero input per synapse it reaches): a synapse layer fed spikes (binary or
 ternary) counts them as accumulates, one fed real or graded values as multiply-accumulates; its ANN baseline
 is the dense layer once per token (for a linear fed by SpikeRWKV's multi-level encoder, the weight before it was
-tiled over the encoder's steps and levels). Attention products (SpikeLM's causal attention: Q K^T and P V over the
-context) and RWKV's WKV (7 d element-wise multiply-adds per token, SpikeGPT's count) are counted as in the
-papers; element-wise ops, normalisations and neuron updates are left out, as the papers leave them out.
+tiled over the encoder's steps and levels). A lowered layer (LoihiDense) counts the connections of the layer it
+came from: where a SpikeRouter feeds it (directly, or from the host through a boundary node), its columns are
+the router's (step bank, polarity) blocks of one weight, so an input connects where any block's weight does;
+a build's float graph (float.nir) gives those, quantization's zeroed weights aside. A synapse layer fed unit
+spikes sent as 2-bit messages (ternary) counts accumulates, as for binary spikes.
+
+Attention products (SpikeLM's causal attention: Q K^T and P V over the context) and RWKV's WKV (7 d element-wise
+multiply-adds per token, SpikeGPT's count) are counted as in the papers; element-wise ops, normalisations and
+neuron updates are left out, as the papers leave them out.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ from spikecc.errors import SpikeccError
 from spikecc.ir import Graph, infer_shapes, infer_signals
 from spikecc.ir.lm_ops import WKV
 from spikecc.ir.loihi_ops import LoihiDense
+from spikecc.ir.loihi_spec import TERNARY_MESSAGE_BITS
+from spikecc.ir.neurocore_ops import BOUNDARY_OPS, SpikeRouter
 from spikecc.ir.spikelm_ops import CausalSelfAttention
 from spikecc.ir.spikerwkv_ops import MultiLevelEncoder
 
@@ -144,10 +152,17 @@ def counts(*types: type) -> Callable[[Rule], Rule]:
     return deco
 
 
+def _spikes_in(ctx: CountContext, name: str) -> bool:
+    """Every input of `name` is spikes: binary, ternary, or signed unit spikes in a 2-bit graded message."""
+    sigs = [ctx.signals[e.src] for e in ctx.graph.in_edges(name) if e.port == "input"]
+    return bool(sigs) and all(s.kind in ("binary", "ternary")
+                              or (s.kind == "graded" and 0 < s.bits <= TERNARY_MESSAGE_BITS) for s in sigs)
+
+
 def _synapse_row(name: str, ctx: CountContext, macs_per_step: float) -> OpCount:
     kinds = ctx.input_kinds(name)
     ops = float(ctx.synops.get(name, 0))
-    if kinds and kinds <= {"binary", "ternary"}:
+    if _spikes_in(ctx, name):
         return OpCount(name, ann_macs=macs_per_step * ctx.tokens, snn_acs=ops, note="spike input: accumulates")
     return OpCount(name, ann_macs=macs_per_step * ctx.tokens, snn_macs=ops,
                    note=f"{'/'.join(sorted(kinds)) or 'no'} input: multiply-accumulates")
@@ -171,10 +186,26 @@ def _linear(name: str, op, ctx: CountContext) -> OpCount:
     return _synapse_row(name, ctx, float(w.size) * vectors / _spike_channels_per_value(name, ctx))
 
 
+def _upstream(ctx: CountContext, name: str) -> str | None:
+    """The one node feeding `name`, looking through boundary nodes (they change number formats only)."""
+    srcs = ctx.graph.predecessors(name)
+    while len(srcs) == 1 and isinstance(ctx.graph.nodes[srcs[0]], BOUNDARY_OPS):
+        srcs = ctx.graph.predecessors(srcs[0])
+    return srcs[0] if len(srcs) == 1 else None
+
+
 @counts(LoihiDense)
 def _loihi_dense(name: str, op: LoihiDense, ctx: CountContext) -> OpCount:
-    # a lowered layer: its non-zeros are the connections of the layer it came from (a convolution unrolled)
-    return _synapse_row(name, ctx, float(np.count_nonzero(op.weight)))
+    # a lowered layer: its non-zeros are the connections of the layer it came from (a convolution unrolled); a
+    # routed one has a column block per (step bank, polarity) of the same weight (module docstring)
+    connected = np.asarray(op.weight) != 0
+    src = _upstream(ctx, name)
+    per_value = 1
+    if src is not None and isinstance(ctx.graph.nodes[src], SpikeRouter):
+        router: SpikeRouter = ctx.graph.nodes[src]
+        connected = connected.reshape(connected.shape[0], router.banks * router.polarities, router.size).any(axis=1)
+        per_value = _spike_channels_per_value(src, ctx)
+    return _synapse_row(name, ctx, float(np.count_nonzero(connected)) / per_value)
 
 
 @counts(nir.Conv1d, nir.Conv2d)

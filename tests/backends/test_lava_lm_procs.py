@@ -21,10 +21,6 @@ from __future__ import annotations
 
 import inspect
 import multiprocessing
-import os
-import signal
-import subprocess
-import sys
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -513,7 +509,7 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def test_generated_module_runs_without_spikecc(tmp_path, fixed_runs, float_runs):
+def test_generated_module_runs_without_spikecc(tmp_path, fixed_runs, float_runs, fresh_python):
     chosen = ("c2_", "c6_", "elD_", "pipe_")
     dirs = []
     for mode, runs in (("fixed", fixed_runs), ("float", float_runs)):
@@ -528,17 +524,8 @@ def test_generated_module_runs_without_spikecc(tmp_path, fixed_runs, float_runs)
         dirs.append((out_dir, runs, nets))
     assert sorted(p.name for p in (tmp_path / "fixed").iterdir()) == [
         "inputs.npz", "lava_network.py", "lava_params.npz", "spikecc_lava_compat.py", "spikecc_processes.py"]
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    # its own session, so that a hang takes Lava's OS processes down with it (the module is not spikecc's runner)
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, *(str(d) for d, _, _ in dirs)], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        _, stderr = proc.communicate(timeout=600)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode == 0, stderr[-3000:]
+    rc, _, stderr = fresh_python(["-c", CHILD, *(str(d) for d, _, _ in dirs)], tmp_path)  # own session
+    assert rc == 0, stderr[-3000:]
     assert "Cannot import module" not in stderr  # Lava's model search found everything it looked at
     for out_dir, runs, nets in dirs:
         got = np.load(out_dir / "outputs.npz")

@@ -78,6 +78,9 @@ def test_compile_runs_the_lm_spine_and_writes_an_lm_build(bert):
     manifest = json.loads((build / "manifest.json").read_text())
     assert manifest["kind"] == "language-model" and manifest["family"] == "spikelm-bert"
     assert manifest["passes"] == [name for name, _ in lm_passes()] + ["quantize"]
+    # the Lava LM runner steps causal models token by token: an encoder build says it has no Lava module
+    assert manifest["lava"] is None and not (build / "lava").exists()
+    assert "no Lava module for an encoder" in result.output
     for rel, digest in manifest["files"].items():
         assert hashlib.sha256((build / rel).read_bytes()).hexdigest() == digest
     # no tokenizer: seeded pseudo-random ids, 256 // 40 = 6 whole sequences, and the output says it is a fallback
@@ -185,7 +188,8 @@ def test_default_calibration_text_is_the_held_out_tail(bert):
     cal = encoder_calibration(g, None, 200)
     tok = load_tokenizer(bert["tokenizer"])
     assert cal.sequences.shape == (5, L) and cal.text_name == "shakespeare-validation"
-    assert np.all(cal.sequences[:, 0] == tok.token_id("[CLS]")) and np.all(cal.sequences[:, -1] == tok.token_id("[SEP]"))
+    assert np.all(cal.sequences[:, 0] == tok.token_id("[CLS]"))
+    assert np.all(cal.sequences[:, -1] == tok.token_id("[SEP]"))
     assert len(np.unique(cal.sequences)) > 50  # words, not padding
 
 

@@ -1,14 +1,19 @@
 """Write a Loihi-form graph as a small stand-alone Lava program: `lava_network.py` + `lava_params.npz`.
 
-The generated module rebuilds the same process graph that `run_lava` runs (both come from
+The generated module rebuilds the same process graphs that `run_lava` runs (both come from
 `plan_network`), with Lava's own processes and, for language-model ops, spikecc's (Elastic, SpikeRouter,
 Relay, PhasedLIF), so it also serves `Loihi2HwCfg` where the proprietary lava-loihi extension is installed
 (spikecc's processes have Python models only: under Loihi2HwCfg they would run on the host CPU, not on
-neuro-cores):
+neuro-cores). It holds two plans of the same network: the whole plan (one process per layer, what
+`run_lava` runs by default) and the split plan (`plan_network(..., split=True)`: layers whose du, dv or
+thresholds differ between neurons become one process per value group, which is what Loihi 2 takes;
+spikecc.backends.lava.split). Hardware runs use the split plan; simulation runs the whole plan unless told
+otherwise, since Lava's simulator starts one OS process per process:
 
-    build(inputs=None, steps=1) -> dict node -> process     sources hold `inputs` (zeros when None)
-    run(inputs, steps=None, hardware=None) -> dict Output name -> (steps, n) array
+    build(inputs=None, steps=1, split=False) -> dict process -> Lava process   (sources hold `inputs`)
+    run(inputs, steps=None, hardware=None, split=None) -> dict Output name -> (steps, n) array
     hardware_available() -> bool                             lava-loihi importable (lava.utils.loihi)
+    check_hardware(split=True)                               ValueError where Loihi 2 would refuse the plan
 
 Outputs are recorded with lava.proc.io.sink.RingBuffer (one per Output node) and line up with the CPU
 simulator's steps as `run_lava`'s do (see spikecc.backends.lava.run). Weakly connected parts of the graph
@@ -40,6 +45,7 @@ import numpy as np
 import spikecc
 from spikecc.backends.lava.lowering import PROCESS_CLASSES, SPIKECC_PROCESSES
 from spikecc.backends.lava.plan import SELECT_TAGS, NetworkPlan, check_mode, output_reads, plan_network
+from spikecc.backends.lava.split import Part
 from spikecc.errors import BackendError
 from spikecc.files import atomic_write_bytes, npz_bytes
 from spikecc.ir.graph import Graph
@@ -108,19 +114,22 @@ def _components(plan: NetworkPlan) -> list[list[str]]:
     return sorted(comps, key=lambda c: order[c[0]])
 
 
-def module_source(plan: NetworkPlan) -> tuple[str, dict[str, np.ndarray]]:
-    """The generated module's text and the arrays of its parameter file."""
-    arrays: dict[str, np.ndarray] = {}
+def _store(arrays: dict[str, np.ndarray], key: str, value: np.ndarray, prefix: str) -> str:
+    """Put `value` into the parameter file's `arrays` under `key` (a process both plans share writes the same
+    array there), or under `prefix + key` where the other plan already holds something else at `key` (a block
+    of the same name that the two plans cut differently). Returns the key used."""
+    if key in arrays and not (arrays[key].dtype == value.dtype and np.array_equal(arrays[key], value)):
+        key = prefix + key
+        if key in arrays:
+            raise BackendError(f"two different arrays for {key} in one generated module; report this as a spikecc bug")
+    arrays[key] = value
+    return key
+
+
+def _body(plan: NetworkPlan, arrays: dict[str, np.ndarray], prefix: str = "") -> list[str]:
+    """The lines that create a plan's processes and connections; their arrays go into `arrays` by
+    `process/kwarg` (`_store`)."""
     lines: list[str] = []
-    non_uniform: dict[str, list[str]] = {}
-    inputs = {n: plan.sizes[n] for n in plan.graph.inputs()}
-    # How each Input's real values become what its source sends (fixed point: integer payloads, as
-    # spikecc.compiler.passes.quantize.quantize_inputs makes them): (payload bits, value of one unit);
-    # bits 0 = binary spikes.
-    g = plan.graph
-    payloads = {n: (int(g.annotation(n, "input_bits", 0)), float(g.annotation(n, "input_scale", 1.0)))
-                if plan.mode == "fixed" else
-                (0 if g.annotation(n, "signal", {}).get("kind") == "binary" else -1, 1.0) for n in inputs}
     for name in plan.processes:
         spec = plan.specs[name]
         if spec.cls == "Source":
@@ -131,28 +140,70 @@ def module_source(plan: NetworkPlan) -> tuple[str, dict[str, np.ndarray]]:
         for k in sorted(spec.kwargs):
             v = spec.kwargs[k]
             if isinstance(v, np.ndarray):
-                key = f"{name}/{k}"
-                arrays[key] = v
+                key = _store(arrays, f"{name}/{k}", v, prefix)
                 args.append(f"{k}=P[{key!r}]")
+            elif k == "sign_mode":  # a block of a split Dense keeps its layer's sign mode (split.py)
+                args.append(f"sign_mode=SignMode({int(v)})")
             else:
                 args.append(f"{k}={_literal(v)}")
         if spec.named:
             args.append(f"name={name!r}")
         lines.append(f"    procs[{name!r}] = {spec.cls}({', '.join(args)})")
-        if spec.per_process_arrays:
-            non_uniform[name] = list(spec.per_process_arrays)
     for src, dst in plan.connections:
         lines.append(f"    procs[{src!r}].{plan.specs[src].out_port}.connect(procs[{dst!r}].{plan.specs[dst].in_port})")
+    return lines or ["    pass"]
+
+
+def _recording(plan: NetworkPlan, arrays: dict[str, np.ndarray], prefix: str = "") -> dict[str, Any]:
+    """What a plan's run records: per Output the processes to read (out-port messages, or a readout's v),
+    each with the number of edges that carry it and the key of its elements in the parameter file (None: all
+    of the Output, in order), the sink size per process, and the connected components to run."""
     reads = output_reads(plan)
+
+    def elements(part: Part) -> str | None:
+        if part.index is None:
+            return None
+        return _store(arrays, f"{part.process}/elements", part.index.astype(np.int64), prefix)
+
     # Each Output sums what it reads, each source times the number of edges that carry it: Lava cannot
     # connect the same two ports twice, so every distinct source gets its own sink (or Monitor) instead.
-    outputs = {o: [(n, plan.specs[n].out_port, r.ports.count(n)) for n in dict.fromkeys(r.ports)]
-               for o, r in reads.items() if r.ports}
-    readouts = {o: [(n, r.states.count(n)) for n in dict.fromkeys(r.states)] for o, r in reads.items() if r.states}
-    sink_sizes = {n: plan.sizes[n] for r in reads.values() for n in r.ports}
-    out_sizes = {o: plan.sizes[o] for o in reads}
-    comps = _components(plan)
-    classes = sorted({plan.specs[n].cls for n in plan.processes} - {"Source"})
+    outputs = {o: [(p.process, plan.specs[p.process].out_port, r.ports.count(n), elements(p))
+                   for n in dict.fromkeys(r.ports) for p in plan.parts[n]] for o, r in reads.items() if r.ports}
+    readouts = {o: [(p.process, r.states.count(n), elements(p)) for n in dict.fromkeys(r.states)
+                    for p in plan.parts[n]] for o, r in reads.items() if r.states}
+    sinks = {process: plan.out_sizes[process] for feeds in outputs.values() for process, *_ in feeds}
+    return {"outputs": outputs, "readouts": readouts, "sinks": sinks, "components": _components(plan)}
+
+
+def module_source(whole: NetworkPlan, split: NetworkPlan | None = None) -> tuple[str, dict[str, np.ndarray]]:
+    """The generated module's text and the arrays of its parameter file, from the whole plan and the split
+    plan of the same graph (plan_network(..., split=True)); without a split plan, or when it splits nothing,
+    the module holds one set of processes for both."""
+    plan = whole
+    arrays: dict[str, np.ndarray] = {}
+    inputs = {n: plan.sizes[n] for n in plan.graph.inputs()}
+    # How each Input's real values become what its source sends (fixed point: integer payloads, as
+    # spikecc.compiler.passes.quantize.quantize_inputs makes them): (payload bits, value of one unit);
+    # bits 0 = binary spikes.
+    g = plan.graph
+    payloads = {n: (int(g.annotation(n, "input_bits", 0)), float(g.annotation(n, "input_scale", 1.0)))
+                if plan.mode == "fixed" else
+                (0 if g.annotation(n, "signal", {}).get("kind") == "binary" else -1, 1.0) for n in inputs}
+    kept = dict(split.kept if split is not None else whole.kept)
+    if split is not None and set(split.splits) == set(whole.splits):
+        split = None  # the same processes (either nothing differs, or only what the whole plan splits too)
+    body = _body(whole, arrays)
+    rec_whole = _recording(whole, arrays)
+    splits = {n: f"{v.neurons} -> {len(v.groups)} groups by {', '.join(v.by)}"
+              for n, v in (split or whole).splits.items()}
+    if split is None:
+        split_body = "_build_split = _build_whole  # the same processes"
+        split_rec = "SPLIT = WHOLE"
+    else:
+        split_body = ('def _build_split(P, inputs, steps):\n    """The split plan: one process per value group."""\n'
+                      "    procs = {}\n" + "\n".join(_body(split, arrays, "split:")) + "\n    return procs")
+        split_rec = f"SPLIT = {_pretty(_recording(split, arrays, 'split:'))}"
+    classes = sorted({p.specs[n].cls for p in (whole, split) if p is not None for n in p.processes} - {"Source"})
     by_module: dict[str, list[str]] = {}
     for cls in classes:
         by_module.setdefault(PROCESS_CLASSES[cls], []).append(cls)
@@ -161,6 +212,8 @@ def module_source(plan: NetworkPlan) -> tuple[str, dict[str, np.ndarray]]:
     imports.append("from lava.proc.io.source import RingBuffer as Source")
     imports.append("from lava.proc.io.sink import RingBuffer as Sink")
     imports.append("from lava.proc.monitor.process import Monitor")
+    if split is not None and split.mode == "fixed":
+        imports.append("from lava.utils.weightutils import SignMode")
     own = by_module.get(SPIKECC_PROCESSES, [])
     if own:  # spikecc's processes, from the copy beside the module (see module docstring)
         imports.append(f"\n_PROCESSES = _beside({PROCESSES_STEM!r})")
@@ -168,9 +221,11 @@ def module_source(plan: NetworkPlan) -> tuple[str, dict[str, np.ndarray]]:
     text = TEMPLATE.format(
         version=spikecc.__version__, summary=plan.graph.summary(), mode=plan.mode, compat=COMPAT_STEM,
         select_tag=SELECT_TAGS[plan.mode], params=PARAMS_NAME, imports="\n".join(imports),
-        inputs=_pretty(inputs), payloads=_pretty(payloads), outputs=_pretty(outputs), readouts=_pretty(readouts),
-        out_sizes=_pretty(out_sizes), sink_sizes=_pretty(sink_sizes), components=_pretty(comps),
-        non_uniform=_pretty(non_uniform), body="\n".join(lines) or "    pass")
+        inputs=_pretty(inputs), payloads=_pretty(payloads), out_sizes=_pretty({o: plan.sizes[o] for o in
+                                                                                g.outputs()}),
+        whole=_pretty(rec_whole), split=split_rec, splits=_pretty(splits), non_uniform=_pretty(kept),
+        whole_non_uniform=_pretty(list(whole.kept)),
+        body="\n".join(body), split_body=split_body)
     return text, arrays
 
 
@@ -185,7 +240,7 @@ def write_lava_module(graph: Graph, out_dir: str | os.PathLike, mode: str | None
     quantize_for_loihi). Returns the module path. The same graph gives the same bytes."""
     mode = check_mode(graph, mode)
     plan = plan_network(graph, mode)
-    text, arrays = module_source(plan)
+    text, arrays = module_source(plan, plan_network(graph, mode, split=True))
     stems = [COMPAT_STEM]
     if any(PROCESS_CLASSES[plan.specs[n].cls] == SPIKECC_PROCESSES for n in plan.processes):
         stems.append(PROCESSES_STEM)
@@ -201,9 +256,15 @@ def write_lava_module(graph: Graph, out_dir: str | os.PathLike, mode: str | None
 
 TEMPLATE = '''"""Lava process graph for a spikecc {summary} (generated by spikecc {version}; regenerate, do not edit).
 
-    build(inputs=None, steps=1) -> dict node -> Lava process     (sources hold `inputs`, zeros when None)
-    run(inputs, steps=None, hardware=None) -> dict Output name -> (steps, n) array
+    build(inputs=None, steps=1, split=False) -> dict process -> Lava process   (sources hold `inputs`)
+    run(inputs, steps=None, hardware=None, split=None) -> dict Output name -> (steps, n) array
     hardware_available() -> bool                                  (lava-loihi installed: Loihi2HwCfg)
+    check_hardware(split=True)                                    ValueError where Loihi 2 would refuse
+
+Two plans of one network: WHOLE (one process per layer) and SPLIT (layers whose du, dv or thresholds differ
+between neurons as one process per value group, SPLITS; Loihi 2 holds those values once per process). Both
+give the same outputs; hardware runs take SPLIT, simulation WHOLE unless split=True (Lava's simulator starts
+one OS process per process). NON_UNIFORM lists the layers SPLIT had to keep whole, and why.
 
 Mode: {mode} (Loihi2SimCfg(select_tag="{select_tag}") in simulation). Parameters: {params} next to this file;
 also next to it: {compat}.py (Lava's Python 3.11 import fix) and, where the network has spikecc's own processes,
@@ -245,12 +306,16 @@ MODE = "{mode}"
 SELECT_TAG = "{select_tag}"
 INPUTS = {inputs}  # Input node -> values per step
 PAYLOADS = {payloads}  # Input node -> (bits, scale): 0 = binary spikes, -1 = real values (float), else graded
-OUTPUTS = {outputs}  # Output node -> [(process node, out port, edges)]: sum of messages x edges
-READOUTS = {readouts}  # Output node -> [(readout neuron, edges)]: sum of v after each step x edges
 OUTPUT_SIZES = {out_sizes}
-SINK_SIZES = {sink_sizes}  # process node -> size, one sink each
-COMPONENTS = {components}  # process nodes that share connections: run together
-NON_UNIFORM = {non_uniform}  # per-neuron values Loihi 2 holds once per process (fine in simulation)
+# Per plan: "outputs": Output -> [(process, out port, edges, elements)], the sum of messages x edges, each
+# placed at its elements of the Output (a key of the parameter file; None: all, in order); "readouts": Output ->
+# [(readout neuron process, edges, elements)], v after each step, the same way; "sinks": process -> size, one
+# sink each; "components": processes that share connections, run together.
+WHOLE = {whole}
+{split}
+SPLITS = {splits}  # layers SPLIT divides: neurons -> value groups
+NON_UNIFORM = {non_uniform}  # layers SPLIT keeps whole although their values differ: Loihi2HwCfg refuses them
+WHOLE_NON_UNIFORM = {whole_non_uniform}  # layers WHOLE runs as one process although their values differ
 
 
 def hardware_available() -> bool:
@@ -278,57 +343,93 @@ def _source_data(inputs, name, size, steps):
     return np.ascontiguousarray(x.T.astype(np.int64 if MODE == "fixed" else np.float64))
 
 
-def build(inputs=None, steps=1):
-    """Create every process and connection of the network; returns them by graph node name."""
-    P = np.load(Path(__file__).with_name("{params}"))
+def _params():
+    return np.load(Path(__file__).with_name("{params}"))
+
+
+def _build_whole(P, inputs, steps):
+    """The whole plan: one process per layer."""
     procs = {{}}
 {body}
     return procs
 
 
-def run(inputs, steps=None, hardware=None):
+{split_body}
+
+
+def build(inputs=None, steps=1, split=False):
+    """Create every process and connection of the network (the split plan with `split`); returns them by
+    process name (a layer's name, or `layer[i]` for the parts of a split layer and its synapses)."""
+    return (_build_split if split else _build_whole)(_params(), inputs, steps)
+
+
+def check_hardware(split=True):
+    """Raise a one-line ValueError where Loihi 2 would not take the plan: layers whose du, dv or thresholds
+    differ between neurons in one process (Lava's LIF holds one value per process, lava/proc/lif/process.py)."""
+    if not split and WHOLE_NON_UNIFORM:
+        raise ValueError(f"layers {{', '.join(WHOLE_NON_UNIFORM)}} hold several du/dv/threshold values in one "
+                         "process; Loihi 2 holds one per process: run the split plan (split=True) on hardware")
+    if NON_UNIFORM:
+        why = "; ".join(f"{{name}}: {{reason}}" for name, reason in NON_UNIFORM.items())
+        raise ValueError(f"layers {{', '.join(NON_UNIFORM)}} keep several du/dv/threshold values in one process, "
+                         f"which Loihi 2 holds once per process, and could not be split by value ({{why}})")
+
+
+def run_config(hardware):
+    """The run configuration: Loihi2HwCfg (lava-loihi's neuro-core models) or Lava's simulator."""
+    return Loihi2HwCfg() if hardware else Loihi2SimCfg(select_tag=SELECT_TAG)
+
+
+def run(inputs, steps=None, hardware=None, split=None):
     """Run `steps` steps (default: all input steps) and return each Output's values, (steps, n).
 
-    hardware=None picks Loihi2HwCfg where lava-loihi is installed, else Loihi2SimCfg."""
+    hardware=None picks Loihi2HwCfg where lava-loihi is installed, else Loihi2SimCfg; split=None runs the
+    split plan on hardware and the whole plan in simulation (the same outputs)."""
     if steps is None:
         first = next(iter(inputs.values())) if isinstance(inputs, dict) else inputs
         steps = int(np.shape(first)[0]) if INPUTS else 1
     hardware = hardware_available() if hardware is None else hardware
-    if hardware and NON_UNIFORM:
-        raise ValueError(f"layers {{sorted(NON_UNIFORM)}} have per-neuron du/dv/thresholds, which Loihi 2 holds once "
-                         "per process; split them by value before running on hardware")
-    procs = build(inputs, steps)
+    split = hardware if split is None else split
+    if hardware:
+        check_hardware(split)
+    plan = SPLIT if split else WHOLE
+    procs = build(inputs, steps, split)
     sinks, monitors = {{}}, {{}}
-    for out, feeds in OUTPUTS.items():
-        for node, port, _ in feeds:
-            if node not in sinks:
-                sinks[node] = Sink(shape=(SINK_SIZES[node],), buffer=steps)
-                getattr(procs[node], port).connect(sinks[node].a_in)
-    for out, feeds in READOUTS.items():
-        for node, _ in feeds:
-            if node not in monitors:
-                monitors[node] = Monitor()  # one Var per Monitor (lava/proc/monitor/process.py)
-                monitors[node].probe(procs[node].v, steps)
+    for out, feeds in plan["outputs"].items():
+        for proc, port, _, _ in feeds:
+            if proc not in sinks:
+                sinks[proc] = Sink(shape=(plan["sinks"][proc],), buffer=steps)
+                getattr(procs[proc], port).connect(sinks[proc].a_in)
+    for out, feeds in plan["readouts"].items():
+        for proc, _, _ in feeds:
+            if proc not in monitors:
+                monitors[proc] = Monitor()  # one Var per Monitor (lava/proc/monitor/process.py)
+                monitors[proc].probe(procs[proc].v, steps)
     recorded = {{}}
-    for comp in COMPONENTS:
-        mine = [node for node in comp if node in sinks or node in monitors]
+    for comp in plan["components"]:
+        mine = [proc for proc in comp if proc in sinks or proc in monitors]
         if not mine:
             continue  # nothing recorded here: running it would not change any output
         root = procs[comp[0]]
-        cfg = Loihi2HwCfg() if hardware else Loihi2SimCfg(select_tag=SELECT_TAG)
         try:
-            root.run(condition=RunSteps(num_steps=steps), run_cfg=cfg)
-            for node in mine:
-                if node in sinks:
-                    recorded[node] = np.asarray(sinks[node].data.get()).T
+            root.run(condition=RunSteps(num_steps=steps), run_cfg=run_config(hardware))
+            for proc in mine:
+                if proc in sinks:
+                    recorded[proc] = np.asarray(sinks[proc].data.get()).T
                 else:
-                    recorded[node] = np.asarray(monitors[node].get_data()[procs[node].name]["v"])
+                    recorded[proc] = np.asarray(monitors[proc].get_data()[procs[proc].name]["v"])
         finally:
             root.stop()
+    P = _params()
     results = {{}}
-    for out in OUTPUT_SIZES:
-        feeds = [(node, count) for node, _, count in OUTPUTS.get(out, [])] + READOUTS.get(out, [])
-        value = sum(recorded[node] * count for node, count in feeds)
+    for out, size in OUTPUT_SIZES.items():
+        value = np.zeros((steps, size))
+        feeds = [(proc, count, at) for proc, _, count, at in plan["outputs"].get(out, [])]
+        for proc, count, at in feeds + plan["readouts"].get(out, []):
+            if at is None:
+                value += recorded[proc] * count
+            else:
+                value[:, P[at]] += recorded[proc] * count
         results[out] = np.rint(value).astype(np.int64) if MODE == "fixed" else value
     return results
 '''

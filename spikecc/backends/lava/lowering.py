@@ -17,8 +17,10 @@ A neuron's v_init and u_init are Lava's `v` and `u` initial values in both modes
 Lava's LIF processes declare du, dv and thresholds as one value per process (Var shape (1,)). A uniform
 per-neuron array is handed over as that one value; a non-uniform one is handed over as the array, which
 Lava's Python models (fixed_pt and floating_pt) broadcast per neuron exactly (checked against their
-equations in tests/backends/test_lava.py). Loihi 2 hardware takes one value per process, so the generated
-module refuses non-uniform layers under `Loihi2HwCfg` (see `ProcessSpec.per_process_arrays`).
+equations in tests/backends/test_lava.py), except the fixed_pt TernaryLIF's thresholds (`ProcessSpec.one_value`).
+Loihi 2 hardware takes one value per process: the split plan (spikecc.backends.lava.split) gives each group of
+equal values a process of its own, and the generated module refuses under `Loihi2HwCfg` what it could not split
+(see `ProcessSpec.per_process_arrays`).
 
 Language-model ops: LoihiElastic and SpikeRouter become spikecc's own processes (Elastic, SpikeRouter in
 spikecc.backends.lava.processes), LoihiRelay Lava's GradedVec (fixed) or spikecc's Relay (float). A node's
@@ -77,8 +79,10 @@ class ProcessSpec:
 
     `kwargs` are the process constructor's keyword arguments; arrays stay numpy arrays so that they go
     into the parameter file unchanged. `per_process_arrays` lists the kwargs that Lava declares with one
-    value per process but that this spec passes per neuron because the layer's values differ. `named` is
-    False for a process class whose constructor takes no `name` (Lava's GradedVec).
+    value per process but that this spec passes per neuron because the layer's values differ; `one_value`
+    those among them that even Lava's Python model takes only as one value (its Var is an array of shape
+    (1,)), so that every plan, the simulation's too, splits the layer by value. `named` is False for a process
+    class whose constructor takes no `name` (Lava's GradedVec).
     """
 
     cls: str | None
@@ -87,6 +91,7 @@ class ProcessSpec:
     out_port: str | None = None
     states: tuple[str, ...] = ()
     per_process_arrays: tuple[str, ...] = ()
+    one_value: tuple[str, ...] = ()
     named: bool = True
 
     @property
@@ -283,8 +288,11 @@ def lower_ternary_lif(op: LoihiTernaryLIF, ctx: LoweringContext) -> ProcessSpec:
     if _gate(ctx)["period"] > 1:
         raise BackendError(f"node '{ctx.name}': spikecc has no phase-gated TernaryLIF process; run the graph with "
                            "period 1, or map the neuron to LoihiLIF or LoihiElastic")
+    # PyTernLifModelFixed declares vth_hi and vth_lo as arrays of its (1,)-shaped Vars (lava/proc/lif/models.py:
+    # 320-321), and Lava's builder refuses per-neuron values there; the float model and du/dv broadcast.
+    one_value = tuple(k for k in per_process if k in ("vth_hi", "vth_lo")) if ctx.mode == "fixed" else ()
     return ProcessSpec("TernaryLIF", kwargs, in_port="a_in", out_port="s_out", states=("u", "v"),
-                       per_process_arrays=per_process)
+                       per_process_arrays=per_process, one_value=one_value)
 
 
 @lava_lowers(LoihiElastic)

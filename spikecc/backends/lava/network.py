@@ -16,7 +16,6 @@ without any messages.
 from __future__ import annotations
 
 import itertools
-import mmap
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,8 +32,10 @@ from lava.proc.dense.process import Dense
 from lava.proc.graded.process import GradedVec
 from lava.proc.io.source import RingBuffer as Source
 from lava.proc.lif.process import LIF, TernaryLIF
+from lava.utils.weightutils import SignMode
 
 from spikecc.backends.lava import processes
+from spikecc.backends.lava.lm_processes import _SHARED, release_shared, shared_array
 from spikecc.backends.lava.lowering import ProcessSpec
 from spikecc.backends.lava.plan import SELECT_TAGS, NetworkPlan, output_reads
 
@@ -44,8 +45,8 @@ _CLASSES: dict[str, type[AbstractProcess]] = {
 
 
 # -- the recording process ------------------------------------------------------------------------
-# Shared buffers by key: filled in the parent before Lava forks its processes, so every child finds them.
-_SHARED: dict[str, np.ndarray] = {}
+# Shared buffers by key (lm_processes.shared_array): made in the parent before Lava forks its processes, so every
+# child finds them.
 _KEYS = itertools.count()
 
 
@@ -128,24 +129,39 @@ def make_probe_class() -> type[Probe]:
 
 
 # -- live network ---------------------------------------------------------------------------------
+Columns = tuple[int, int, int, "np.ndarray | None"]  # (first column, end column, count, elements or None)
+
+
 @dataclass
 class LavaNetwork:
-    """Live Lava processes for a plan. `outputs[name]` lists (first column, end column, count): the Output
-    is the sum of those column ranges times their counts; `states[(node, var)]` is one column range. Both
-    index the probe's buffer; `buffer()` is that buffer, (steps, columns), valid after a run."""
+    """Live Lava processes for a plan. `outputs[name]` lists (first column, end column, count, elements): the
+    Output is the sum of those column ranges times their counts, each placed at its elements of the Output
+    (None: all, in order; a split node's processes each carry some); `states[(node, var)]` lists (first
+    column, end column, 1, elements) the same way. Both index the probe's buffer; `buffer()` is that buffer,
+    (steps, columns), valid after a run; `gather` puts columns together."""
 
     plan: NetworkPlan
     steps: int
     processes: dict[str, AbstractProcess]
     probe: Probe
     probe_model: type[PyLoihiProcessModel]
-    outputs: dict[str, list[tuple[int, int, int]]] = field(default_factory=dict)
-    states: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
+    outputs: dict[str, list[Columns]] = field(default_factory=dict)
+    states: dict[tuple[str, str], list[Columns]] = field(default_factory=dict)
     key: str = ""
-    _mmap: mmap.mmap | None = None
 
     def buffer(self) -> np.ndarray:
         return _SHARED[self.key]
+
+    @staticmethod
+    def gather(buf: np.ndarray, cols: list[Columns], size: int) -> np.ndarray:
+        """(steps, size): the sum of the column ranges of `buf` times their counts, each at its elements."""
+        out = np.zeros((buf.shape[0], size))
+        for a, b, count, index in cols:
+            if index is None:
+                out += buf[:, a:b] * count
+            else:
+                out[:, index] += buf[:, a:b] * count
+        return out
 
     def run_config(self):
         from lava.magma.core.run_configs import Loihi2SimCfg
@@ -163,21 +179,18 @@ class LavaNetwork:
 
     def release(self) -> None:
         """Drop the shared buffer (after the results were copied out)."""
-        _SHARED.pop(self.key, None)
-        if self._mmap is not None:
-            try:
-                self._mmap.close()
-            except BufferError:  # a view of it is still alive somewhere: the GC frees the map later
-                pass
-            self._mmap = None
+        release_shared(self.key)
 
 
 def _new_process(spec: ProcessSpec, name: str, data: np.ndarray | None) -> AbstractProcess:
     if spec.cls == "Source":
         return Source(data=data)  # RingBuffer takes no name argument
+    kwargs = dict(spec.kwargs)
+    if "sign_mode" in kwargs:  # the blocks of a split Dense (spikecc.backends.lava.split)
+        kwargs["sign_mode"] = SignMode(kwargs["sign_mode"])
     if not spec.named:
-        return _CLASSES[spec.cls](**spec.kwargs)
-    return _CLASSES[spec.cls](name=name, **spec.kwargs)
+        return _CLASSES[spec.cls](**kwargs)
+    return _CLASSES[spec.cls](name=name, **kwargs)
 
 
 def build_network(plan: NetworkPlan, inputs: dict[str, np.ndarray], steps: int,
@@ -217,40 +230,38 @@ def build_network(plan: NetworkPlan, inputs: dict[str, np.ndarray], steps: int,
             ref_vars.append(getattr(processes[node], var))
         return ref_keys.index((node, var))
 
-    out_reads: dict[str, list[tuple[str, int, int]]] = {}  # Output -> [("in" | "ref", index, count)]
+    # Output -> [("in" | "ref", index, count, elements)]: one entry per process of each node it reads
+    out_reads: dict[str, list[tuple[str, int, int, np.ndarray | None]]] = {}
     for name, reads in output_reads(plan).items():
-        if reads.ports:
-            idx = [in_index(node) for node in reads.ports]
-            out_reads[name] = [("in", i, idx.count(i)) for i in sorted(set(idx))]
-        else:
-            idx = [ref_index(node, "v") for node in reads.states]
-            out_reads[name] = [("ref", j, idx.count(j)) for j in sorted(set(idx))]
-    state_refs = {(node, var): ref_index(node, var) for node, names in record_states.items() for var in names}
-    for anchor in _unreached_components(plan, [*in_sources, *(node for node, _ in ref_keys)]):
+        kind, nodes = ("in", reads.ports) if reads.ports else ("ref", reads.states)
+        out_reads[name] = []
+        for node in dict.fromkeys(nodes):
+            for part in plan.parts[node]:
+                i = in_index(part.process) if kind == "in" else ref_index(part.process, "v")
+                out_reads[name].append((kind, i, nodes.count(node), part.index))
+    state_refs = {(node, var): [(ref_index(part.process, var), part.index) for part in plan.parts[node]]
+                  for node, names in record_states.items() for var in names}
+    for anchor in _unreached_components(plan, [*in_sources, *(process for process, _ in ref_keys)]):
         in_index(anchor)
 
     key = f"spikecc-{next(_KEYS)}"
     probe_cls = make_probe_class()
-    probe = probe_cls(key=key, steps=steps, in_sizes=[plan.sizes[n] for n in in_sources], ref_vars=ref_vars)
+    probe = probe_cls(key=key, steps=steps, in_sizes=[plan.out_sizes[n] for n in in_sources], ref_vars=ref_vars)
     for i, src in enumerate(in_sources):
         getattr(processes[src], plan.specs[src].out_port).connect(getattr(probe, f"in_{i}"))
     for j, var in enumerate(ref_vars):
         getattr(probe, f"ref_{j}").connect_var(var)
     model = probe_model_for(probe)
 
-    # An anonymous shared map survives fork: the probe's OS process writes, this one reads.
-    nbytes = max(1, steps * probe.width) * 8
-    mm = mmap.mmap(-1, nbytes)
-    _SHARED[key] = np.frombuffer(mm, dtype=np.float64, count=steps * probe.width).reshape(steps, probe.width)
-    _SHARED[key][:] = 0.0
+    shared_array(key, (steps, probe.width))  # the probe's OS process writes, this one reads
     in_cols = probe.proc_params["in_cols"]
     ref_cols = probe.proc_params["ref_cols"]
     cols = {"in": in_cols, "ref": ref_cols}
-    outputs = {n: [(*cols[kind][i], count) for kind, i, count in out_reads[n]] for n in plan.graph.outputs()}
+    outputs = {n: [(*cols[kind][i], count, index) for kind, i, count, index in out_reads[n]]
+               for n in plan.graph.outputs()}
+    states = {k: [(*ref_cols[j], 1, index) for j, index in refs] for k, refs in state_refs.items()}
     return LavaNetwork(plan=plan, steps=steps, processes=processes, probe=probe, probe_model=model,
-                       outputs=outputs,
-                       states={k: tuple(ref_cols[j]) for k, j in state_refs.items()},
-                       key=key, _mmap=mm)
+                       outputs=outputs, states=states, key=key)
 
 
 def _unreached_components(plan: NetworkPlan, touched: list[str]) -> list[str]:

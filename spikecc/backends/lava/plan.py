@@ -1,7 +1,10 @@
 """The process graph a Loihi-form spikecc graph becomes, as plain data (no Lava import).
 
-    plan_network(graph, mode) -> NetworkPlan: one ProcessSpec per node (spikecc.backends.lava.lowering) and
-                                 the connections between process ports, one per graph edge
+    plan_network(graph, mode, split=False) -> NetworkPlan: one ProcessSpec per node
+        (spikecc.backends.lava.lowering) and the connections between process ports, one per graph edge;
+        with `split`, neuron nodes whose per-process values (du, dv, thresholds) differ become one process
+        per value group, as Loihi 2 needs (spikecc.backends.lava.split)
+    split_report(graph, mode) -> dict: what the split plan divides and what it leaves whole (JSON)
 
 Connections follow the graph's edges: the source node's out port (s_out of a neuron, relay, router or source,
 a_out of a Dense) to the destination's in port (s_in of a Dense or router, a_in of a neuron or relay); each
@@ -11,15 +14,23 @@ are summed, as NIR says: Lava's PyInPortVectorDense.recv adds the messages of al
 on the loop delivers a step late (a_buff) and so breaks the cycle, exactly as `LoihiDense.output_delay`
 does in the CPU simulator's schedule. Alias nodes (Output, Flatten) have no process; edges through them
 are resolved to the ports that feed them.
+
+Two plans come from the same code: the whole plan (one process per node, Lava's Python models broadcasting
+per-neuron du/dv/thresholds; what simulation runs, since Lava starts one OS process per process; it splits only
+what Lava's Python models cannot broadcast, `ProcessSpec.one_value`) and the split plan (what Loihi 2 takes).
+Node names, the graph and the outputs are the same in both; only the processes behind a split node differ,
+and a run reads them back in the node's neuron order (`NetworkPlan.parts`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
 from spikecc.backends.lava.lowering import LoweringContext, ProcessSpec, find_lowering, lower_node
+from spikecc.backends.lava.split import Part, ValueGroups, expand, value_groups, why_whole
 from spikecc.errors import BackendError, GraphError
 from spikecc.ir.formats import is_fixed
 from spikecc.ir.graph import Graph
@@ -31,10 +42,13 @@ SELECT_TAGS = {"fixed": "fixed_pt", "float": "floating_pt"}
 
 @dataclass
 class NetworkPlan:
-    """What to build: `specs[node]`, `connections` as (src node, dst node) pairs between process nodes
-    (one per edge, aliases resolved; never the same pair twice), `feeds[node]` the process
-    nodes whose out ports make up a node's output (itself for a process node; for an alias, the sum of
-    what feeds it), and the flat `sizes` of all nodes."""
+    """What to build: `specs[process]` (keyed by node name, or `node[i]` for the parts of a split node and
+    of the synapse layers around it), `connections` as (src, dst) pairs of processes (never the same pair
+    twice), `parts[node]` the processes whose out ports make up a process node's output and where their
+    elements go (split.Part), `feeds[node]` the process nodes whose outputs make up a node's output (itself
+    for a process node; for an alias, the sum of what feeds it), the flat `sizes` of all nodes,
+    `node_specs[node]` every node's own lowering (aliases included), `splits` the split neuron nodes and
+    `kept[node]` why a node whose per-process values differ stays one process (refused by Loihi 2)."""
 
     graph: Graph
     mode: str
@@ -43,10 +57,20 @@ class NetworkPlan:
     feeds: dict[str, list[str]]
     sizes: dict[str, int]
     shapes: dict[str, tuple[int, ...]]
+    node_specs: dict[str, ProcessSpec]
+    parts: dict[str, list[Part]]
+    splits: dict[str, ValueGroups]
+    kept: dict[str, str]
 
     @property
     def processes(self) -> list[str]:
-        return [n for n, s in self.specs.items() if not s.is_alias]
+        return list(self.specs)
+
+    @cached_property
+    def out_sizes(self) -> dict[str, int]:
+        """How many values each process's out port sends."""
+        return {p.process: self.sizes[node] if p.index is None else int(p.index.size)
+                for node, parts in self.parts.items() for p in parts}
 
 
 def check_mode(graph: Graph, mode: str | None) -> str:
@@ -65,8 +89,9 @@ def check_mode(graph: Graph, mode: str | None) -> str:
     return mode
 
 
-def plan_network(graph: Graph, mode: str | None = None) -> NetworkPlan:
-    """Lower every node of a Loihi-form graph to a ProcessSpec and resolve the edges into connections."""
+def plan_network(graph: Graph, mode: str | None = None, split: bool = False) -> NetworkPlan:
+    """Lower every node of a Loihi-form graph to a ProcessSpec and resolve the edges into connections;
+    with `split`, split neuron nodes by value wherever that can be wired exactly (module docstring)."""
     mode = check_mode(graph, mode)
     for name, op in graph.nodes.items():  # unsupported ops first: their shapes may not even infer
         find_lowering(name, op)
@@ -112,8 +137,40 @@ def plan_network(graph: Graph, mode: str | None = None) -> NetworkPlan:
             raise BackendError(f"node '{dst}': receives '{src}' over more than one edge, and Lava cannot connect the "
                                "same two ports twice; merge those edges into one synapse layer (sum the weights)")
         seen.add((src, dst))
-    return NetworkPlan(graph=graph, mode=mode, specs=specs, connections=connections, feeds=feeds,
-                       sizes=sizes, shapes={n: tuple(int(d) for d in s) for n, s in shapes.items()})
+    order = [n for n, s in specs.items() if not s.is_alias]
+    groups: dict[str, ValueGroups] = {}
+    kept: dict[str, str] = {}
+    for name in order:
+        spec = specs[name]
+        if not spec.per_process_arrays:
+            continue
+        if split or spec.one_value:
+            reason = why_whole(name, specs, connections, mode)
+        else:
+            reason = "the simulation plan keeps layers whole"
+        if reason is None:
+            groups[name] = value_groups(name, spec)
+        elif spec.one_value:
+            raise BackendError(f"node '{name}': Lava's {spec.cls} model takes one {' and one '.join(spec.one_value)} "
+                               f"per process, and this layer's differ between neurons, but it cannot be split by "
+                               f"value: {reason}; give its neurons equal values")
+        else:
+            kept[name] = reason
+    processes, parts, links = expand(order, specs, connections, groups, mode)
+    return NetworkPlan(graph=graph, mode=mode, specs=processes, connections=links, feeds=feeds,
+                       sizes=sizes, shapes={n: tuple(int(d) for d in s) for n, s in shapes.items()},
+                       node_specs=specs, parts=parts, splits=groups, kept=kept)
+
+
+def split_report(graph: Graph, mode: str | None = None) -> dict:
+    """What splitting by value does to a graph's Lava network, as JSON: `split` (node -> neurons, groups, the
+    parameters that differ), `kept_whole` (node -> why; Loihi2HwCfg refuses these), and `processes`, how many
+    Lava processes the whole plan (simulation) and the split plan (hardware) have."""
+    whole, split = plan_network(graph, mode), plan_network(graph, mode, split=True)
+    return {"split": {n: {"neurons": g.neurons, "groups": len(g.groups), "by": list(g.by)}
+                      for n, g in split.splits.items()},
+            "kept_whole": dict(split.kept),
+            "processes": {"whole": len(whole.specs), "split": len(split.specs)}}
 
 
 @dataclass(frozen=True)
@@ -135,7 +192,7 @@ def output_reads(plan: NetworkPlan) -> dict[str, OutputReads]:
             raise BackendError(f"node '{name}': Output is not fed by any process; connect it or remove it")
         states = tuple(n for n in feeds if plan.graph.annotation(n, "readout") == "v")
         for n in states:
-            if "v" not in plan.specs[n].states:
+            if "v" not in plan.node_specs[n].states:
                 raise BackendError(f"node '{n}': annotated readout='v' but its Lava process has no v to read")
         if states and len(states) != len(feeds):
             raise BackendError(f"node '{name}': Output sums readout voltages ({', '.join(states)}) and spikes "

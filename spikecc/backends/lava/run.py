@@ -57,9 +57,9 @@ def _state_request(plan, record_states) -> dict[str, tuple[str, ...]]:
     items = record_states.items() if isinstance(record_states, Mapping) else ((n, None) for n in record_states)
     out: dict[str, tuple[str, ...]] = {}
     for node, names in items:
-        if node not in plan.specs:
+        if node not in plan.node_specs:
             raise BackendError(f"cannot record states of unknown node '{node}'")
-        spec = plan.specs[node]
+        spec = plan.node_specs[node]
         names = spec.states if names is None else tuple(names)
         bad = [v for v in names if v not in spec.states]
         if not spec.states or bad:
@@ -69,48 +69,19 @@ def _state_request(plan, record_states) -> dict[str, tuple[str, ...]]:
     return out
 
 
-def _actors(process) -> list:
-    runtime = process.runtime
-    infra = getattr(runtime, "_messaging_infrastructure", None)
-    return list(getattr(infra, "actors", []) or [])
-
-
 def _child_error(process) -> str:
-    """The last line of the first traceback a Lava OS process reported, or ''."""
-    for actor in _actors(process):
-        try:
-            exc = actor.exception
-        except (OSError, ValueError, EOFError):
-            continue
-        if exc:
-            lines = [ln for ln in str(exc[1]).strip().splitlines() if ln.strip()]
-            return lines[-1].strip() if lines else repr(exc[0])
-    return ""
+    """The last line of the first traceback a Lava OS process reported, or '' (lm_processes.child_error)."""
+    from spikecc.backends.lava.lm_processes import child_error
+
+    return child_error(process)
 
 
 def _shutdown(process, failed: bool) -> None:
-    """Stop the Lava runtime of `process` and end its OS processes, also after a failure.
+    """Stop the Lava runtime of `process` and end its OS processes, also after a failure
+    (lm_processes.stop_runtime, which the generated language-model modules share)."""
+    from spikecc.backends.lava.lm_processes import stop_runtime
 
-    After an error (or an interrupt), Lava 0.10's Runtime.stop sends STOP to its runtime services and waits
-    for answers from services that are gone, forever (runtime.py:485-497). So on failure: terminate what
-    still runs, mark the runtime not started, and let stop() only tear down channels and shared memory.
-    """
-    runtime = process.runtime
-    if runtime is None:
-        return
-    if not failed:
-        process.stop()
-        return
-    for actor in _actors(process):
-        if getattr(actor, "_is_done", False):
-            continue
-        try:
-            if actor.is_alive():
-                actor.terminate()
-        except ValueError:  # already closed
-            pass
-    runtime._is_started = False
-    runtime.stop()
+    stop_runtime(process, failed)
 
 
 # -- process hygiene ---------------------------------------------------------------------------------
@@ -165,8 +136,8 @@ def contained_processes() -> Iterator[None]:
 
 
 def run_lava(graph: Graph, inputs: np.ndarray | Mapping[str, np.ndarray], steps: int | None = None,
-             mode: str | None = None, record_states: Iterable[str] | Mapping[str, Iterable[str]] = ()) \
-        -> LavaResult:
+             mode: str | None = None, record_states: Iterable[str] | Mapping[str, Iterable[str]] = (),
+             split: bool = False) -> LavaResult:
     """Run `graph` (lowered with lower_for_loihi, and quantized with quantize_for_loihi for mode "fixed")
     in Lava's simulator with `Loihi2SimCfg(select_tag="fixed_pt" | "floating_pt")` for `steps` steps.
 
@@ -174,13 +145,15 @@ def run_lava(graph: Graph, inputs: np.ndarray | Mapping[str, np.ndarray], steps:
     `mode` defaults to the graph's form (fixed point when its nodes were quantized). `record_states` names neuron
     nodes whose u and v to record (or maps node -> variables). Outputs and states align with the CPU
     simulator's step for step (module docstring). The runtime is always stopped, also on errors.
+    `split` runs the plan Loihi 2 takes (neuron layers split by value, spikecc.backends.lava.split) instead of
+    one process per layer: the same outputs, from more Lava processes (each an OS process here).
     """
     from lava.magma.core.run_conditions import RunSteps
 
     from spikecc.backends.lava.network import build_network
 
     mode = check_mode(graph, mode)
-    plan = plan_network(graph, mode)
+    plan = plan_network(graph, mode, split=split)
     data, steps = _check_inputs(graph, plan.sizes, inputs, steps, mode)
     states_req = _state_request(plan, record_states)
     net = build_network(plan, data, steps, states_req)
@@ -202,9 +175,9 @@ def run_lava(graph: Graph, inputs: np.ndarray | Mapping[str, np.ndarray], steps:
     wall = time.perf_counter() - t0
     if mode == "fixed":
         buf = np.rint(buf)
-    outputs = {n: sum(buf[:, a:b] * count for a, b, count in cols).astype(dtype).reshape(steps, *plan.shapes[n])
+    outputs = {n: net.gather(buf, cols, plan.sizes[n]).astype(dtype).reshape(steps, *plan.shapes[n])
                for n, cols in net.outputs.items()}
     states: dict[str, dict[str, np.ndarray]] = {}
-    for (node, var), (a, b) in net.states.items():
-        states.setdefault(node, {})[var] = buf[:, a:b].astype(dtype)
+    for (node, var), cols in net.states.items():
+        states.setdefault(node, {})[var] = net.gather(buf, cols, plan.sizes[node]).astype(dtype)
     return LavaResult(outputs=outputs, steps=steps, mode=mode, states=states, wall_s=wall)

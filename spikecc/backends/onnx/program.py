@@ -31,8 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
-NEXT = "/next"  # suffix of a state tensor's new value among a stage's outputs
-STEP = "step"  # the state key of the graph-step counter (int64 scalar, counts from 0)
+from spikecc.backends.onnx.stage_runner import NEXT, PROGRAM_FILE, STATE_FILE, STEP, read_program
+from spikecc.files import npz_bytes
+
+__all__ = ["KINDS", "NEXT", "STEP", "CorePhase", "HostProgram", "Stage", "TensorSpec"]
+
 KINDS = ("input", "core", "carry", "state", "output")
 
 
@@ -95,14 +98,11 @@ class HostProgram:
     notes: list[str] = field(default_factory=list)  # where the export approximates the simulator's arithmetic
 
     # -- files -----------------------------------------------------------------------------------------------
-    def save(self, directory: str | Path) -> None:
-        """Write stage<k>.onnx, state.npz and program.json into `directory` (created; must not exist yet)."""
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=False)
-        for s in self.stages:
-            (d / f"stage{s.index}.onnx").write_bytes(s.model)
-        with open(d / "state.npz", "wb") as f:
-            np.savez(f, **{f"s{i}": v for i, v in enumerate(self.state.values())})
+    def files(self) -> dict[str, bytes]:
+        """The program as files, name -> bytes: stage<k>.onnx, state.npz and program.json (the interface). The bytes
+        depend only on the program (sorted JSON keys, an .npz with fixed dates)."""
+        out = {f"stage{s.index}.onnx": s.model for s in self.stages}
+        out[STATE_FILE] = npz_bytes({f"s{i}": np.asarray(v) for i, v in enumerate(self.state.values())})
         meta = {
             "form": self.form, "max_steps": self.max_steps, "metadata": self.metadata, "notes": self.notes,
             "state_keys": list(self.state), "inputs": [asdict(t) for t in self.inputs],
@@ -113,22 +113,27 @@ class HostProgram:
             "core_phases": [{"index": p.index, "nodes": p.nodes, "needs": [asdict(t) for t in p.needs],
                              "produces": [asdict(t) for t in p.produces]} for p in self.core_phases],
         }
-        (d / "program.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+        out[PROGRAM_FILE] = (json.dumps(meta, indent=1, sort_keys=True) + "\n").encode("utf8")
+        return out
+
+    def save(self, directory: str | Path) -> None:
+        """Write `files()` into `directory` (created; must not exist yet)."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=False)
+        for name, data in self.files().items():
+            (d / name).write_bytes(data)
 
     @classmethod
     def load(cls, directory: str | Path) -> HostProgram:
-        d = Path(directory)
-        meta = json.loads((d / "program.json").read_text())
-        with np.load(d / "state.npz") as z:
-            state = {k: z[f"s{i}"] for i, k in enumerate(meta["state_keys"])}
+        meta = read_program(directory)
 
         def specs(items: list[dict]) -> list[TensorSpec]:
             return [TensorSpec(t["name"], t["dtype"], tuple(t["shape"]), t["kind"]) for t in items]
 
-        stages = [Stage(s["index"], (d / s["file"]).read_bytes(), specs(s["inputs"]), specs(s["outputs"]),
-                        list(s["nodes"])) for s in meta["stages"]]
+        stages = [Stage(s["index"], s["model"], specs(s["inputs"]), specs(s["outputs"]), list(s["nodes"]))
+                  for s in meta["stages"]]
         phases = [CorePhase(p["index"], specs(p["needs"]), specs(p["produces"]), list(p["nodes"]))
                   for p in meta["core_phases"]]
-        return cls(stages=stages, core_phases=phases, state=state, inputs=specs(meta["inputs"]),
+        return cls(stages=stages, core_phases=phases, state=meta["state"], inputs=specs(meta["inputs"]),
                    outputs=specs(meta["outputs"]), form=meta["form"], max_steps=meta["max_steps"],
                    metadata=meta["metadata"], notes=list(meta["notes"]))

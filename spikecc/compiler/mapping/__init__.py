@@ -8,7 +8,6 @@
     place.py     cores onto chips: greedy, METIS; chip mesh, X-Y routes
     budget.py    map_graph: costs, latency (bottleneck), energy, lower bound, per-layer rows
     report.py    budget.json, budget.txt, budget.html + PNG plots (write_budget)
-    synthetic.py Loihi-form graphs of the SpikeGPT shape (benchmarks, tests)
 """
 
 from spikecc.compiler.mapping.budget import Mapping, map_graph

@@ -249,8 +249,8 @@ def _costs(m: Mapping, frag_core: np.ndarray, edges, in_core_msgs: float, in_cor
     m.energy = {"per_step_pj": {k: float(v.sum()) for k, v in e.items()} | {"static": static_pj},
                 "step_pj": dyn + static_pj, "dynamic_step_pj": dyn, "static_step_pj": static_pj,
                 "token_uj": (dyn + static_pj) * m.steps_per_token * 1e-6, "per_layer_step_pj": per_layer,
-                "assumes": "per-operation figures of the target profile; host-side ops not included; messages to "
-                           "the same core counted once per fragment they reach"}
+                "assumes": "per-operation figures of the target profile; host-side ops not included; one message "
+                           "per event per destination core"}
     m.per_core["energy_pj"] = np.bincount(frag_core, weights=frag_pj, minlength=C) if C else np.zeros(0)
 
 

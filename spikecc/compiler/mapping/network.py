@@ -11,6 +11,14 @@ sees the graph as:
                  or an identity connection where a source feeds the neurons without a LoihiDense
     source       another population on the chip, or a host node (host -> chip boundary traffic)
 
+A SpikeRouter is no population: it is the axon routing of the neurons it follows (spikecc.ir.neurocore_ops).
+Its n neurons' spikes leave on banks * polarities * n axons, one block of n per (step bank, polarity); a
+LoihiDense it feeds has those axons as its rows. Row k belongs to neuron k mod n of the router's source
+population: the neuron's core sends it (once per destination core it reaches) and its output axons are
+counted there, while the row's rate is the router's own measured per-row rate (a neuron's spike in step t
+leaves on one row only, that of t's bank and the spike's sign). A router whose activity is not given splits
+its neurons' rates evenly over their rows.
+
 A LoihiDense whose output goes to the host (or to another synapse) gets a *relay* population: its n_out
 accumulators, which forward the synaptic sum as graded messages. Every other node runs on the host; a node
 annotated partition="host" does so whatever its op.
@@ -150,7 +158,18 @@ class SynapseGroup:
     pattern: Pattern
     weight_bits: int
     message_bits: int  # payload bits of the messages it receives (0: binary spikes)
-    source_rate: np.ndarray | None = None  # host sources: events per row per step
+    source_rate: np.ndarray | None = None  # host and routed sources: events per row per step
+    router: str | None = None  # the SpikeRouter whose outputs are the rows (None: the source's own outputs)
+    fold: int = 0  # routed rows: row k is sent by source neuron k mod fold (0: row k is neuron k)
+
+    @property
+    def axons(self) -> str:
+        """The node whose outputs the rows are (rows of groups with the same `axons` are the same axons)."""
+        return self.router or self.source
+
+    def neuron_of(self, rows: np.ndarray) -> np.ndarray:
+        """The source neuron that sends each row."""
+        return rows % self.fold if self.fold else rows
 
 
 @dataclass(eq=False)
@@ -297,24 +316,48 @@ def extract(g: Graph, activity: Activity | None, default_rate: float, graded_bit
               and any(not is_neurons(g, e.dst) for e in g.out_edges(n))}
 
     def on_chip_source(name: str) -> bool:
-        return is_neurons(g, name) or name in relays or is_router(g, name)
+        return is_neurons(g, name) or name in relays
+
+    def routed_source(router: str) -> str:
+        srcs = g.predecessors(router)
+        if len(srcs) != 1 or not on_chip_source(srcs[0]):
+            raise MappingError(f"router '{router}' routes the spikes of {', '.join(srcs) or 'nothing'}; a "
+                               "neuro-core router follows exactly one neuron population")
+        return srcs[0]
+
+    def router_rate(router: str) -> np.ndarray:
+        """Per-row rate of a router: measured, else its neurons' rates spread evenly over their rows."""
+        if router in activity:
+            return rate_of(router)
+        op: SpikeRouter = g.nodes[router]
+        if router not in assumed:
+            assumed.append(router)
+        blocks = op.banks * op.polarities
+        return np.tile(rate_of(routed_source(router)) / blocks, blocks)
 
     def groups_of(dense: str) -> list[SynapseGroup]:
         op: LoihiDense = g.nodes[dense]
         pat = pattern_of(op.weight)
         out = []
         for e in g.in_edges(dense):
+            common = dict(name=dense, pattern=pat, weight_bits=int(op.num_weight_bits),
+                          message_bits=int(op.num_message_bits))
+            if is_router(g, e.src):
+                out.append(SynapseGroup(source=routed_source(e.src), from_host=False, source_rate=router_rate(e.src),
+                                        router=e.src, fold=int(g.nodes[e.src].size), **common))
+                continue
             host = not on_chip_source(e.src)
-            out.append(SynapseGroup(name=dense, source=e.src, from_host=host, pattern=pat,
-                                    weight_bits=int(op.num_weight_bits), message_bits=int(op.num_message_bits),
-                                    source_rate=rate_of(e.src, pat.n_in) if host else None))
+            rate = rate_of(e.src, pat.n_in) if host else None
+            out.append(SynapseGroup(source=e.src, from_host=host, source_rate=rate, **common))
         return out
 
     def host_bits(name: str) -> int | None:
-        to_host = [e for e in g.out_edges(name) if is_host(g, e.dst)]
-        if not to_host:
-            return None
-        return _payload_bits(signals[name], graded_bits) if name not in relays else graded_bits
+        """Payload bits of what a population sends to the host, itself or through its routers."""
+        senders = [name] + [e.dst for e in g.out_edges(name) if is_router(g, e.dst)]
+        for s in senders:
+            if any(is_host(g, e.dst) for e in g.out_edges(s)):
+                return _payload_bits(signals[s], graded_bits) if s not in relays else graded_bits
+        return None
 
     pops: list[Population] = []
     for name in order:
@@ -331,6 +374,9 @@ def extract(g: Graph, activity: Activity | None, default_rate: float, graded_bit
                     inputs.extend(InputSlice(gr, 0, gr.pattern.n_in) for gr in groups_of(e.src))
                 elif isinstance(src_op, LoihiDense) and e.src in relays:
                     inputs.append(_identity(e.src, name, size[name], False, graded_bits, None))
+                elif is_router(g, e.src):
+                    raise MappingError(f"router '{e.src}' feeds neurons '{name}' without synapses; routed spikes "
+                                       "reach neurons through a LoihiDense (the graph is not in Loihi form)")
                 else:  # a source wired straight into the neurons: one identity synapse per neuron
                     host = not on_chip_source(e.src)
                     bits = _payload_bits(signals[e.src], graded_bits)

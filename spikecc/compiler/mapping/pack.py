@@ -26,6 +26,7 @@ from spikecc.compiler.mapping.split import (
     SplitResult,
     Splitter,
     Violation,
+    axon_offsets,
     connections,
     fix_for,
     plan_network,
@@ -116,22 +117,20 @@ def fill(pops: list[Population], sp: Splitter, dests: dict[str, np.ndarray], inf
 
 
 def exact_axons_out(split_pops: list[Population], frags: list[Fragment], conns) -> np.ndarray:
-    """(per fragment) its neurons' output axons: one per (neuron, distinct destination core), plus one per
-    neuron read by the host."""
-    offset, pos, total = {}, {}, 0
-    for p in split_pops:
-        offset[p.name], pos[p.name] = total, np.array([f.lo for f in p.fragments] + [p.n])
-        total += p.n
+    """(per fragment) its neurons' output axons: one per (row, distinct destination core), a row being a
+    neuron's own output or one of its routed outputs (network.py), plus one per neuron read by the host."""
+    pos = {p.name: np.array([f.lo for f in p.fragments] + [p.n]) for p in split_pops}
+    offset = axon_offsets(conns)
     frag_core = np.array([f.core for f in frags], dtype=np.int64)
     index = {id(f): i for i, f in enumerate(frags)}
     first = {p.name: index[id(p.fragments[0])] for p in split_pops if p.fragments}
     keys, srcs = [], []
     for c in conns:
-        if c.from_host or c.source not in offset or c.rows.size == 0:
+        if c.from_host or c.source not in pos or c.rows.size == 0:
             continue
-        neuron = offset[c.source] + c.rows
-        keys.append(neuron * max(len(frags), 1) + frag_core[c.frags])
-        srcs.append(first[c.source] + np.searchsorted(pos[c.source], c.rows, side="right") - 1)
+        axon = offset[c.axons] + c.rows
+        keys.append(axon * max(len(frags), 1) + frag_core[c.frags])
+        srcs.append(first[c.source] + np.searchsorted(pos[c.source], c.neurons, side="right") - 1)
     out = np.array([f.neurons if f.pop.to_host else 0 for f in frags], dtype=np.float64)
     if keys:
         k = np.concatenate(keys)

@@ -8,7 +8,8 @@ Two methods (nengo-loihi hardware/allocators.py has the same pair: Greedy and Pa
                repaired by moving their least-connected cores, parts laid on the chip mesh heaviest-first
     auto       both; keeps the one that sends fewer messages between chips (ties: greedy)
 
-Messages between chips follow X-Y routing over the chip mesh (`board.chip_cols` chips per row); on a chip,
+Messages between chips follow X-Y routing over the chip mesh (`board.chip_cols` chips per row, filled row by row;
+where the last row is only partly filled and the x leg would cross an empty position, y first); on a chip,
 cores sit on routers of `chip.cores_per_router` cores in rows of `chip.router_cols` routers.
 Everything here is linear in cores and edges; only the arrangement of parts on the mesh looks at chip pairs.
 """
@@ -165,6 +166,8 @@ def chip_routes(chip_of: np.ndarray, chip_xy: np.ndarray, edges: CoreEdges) -> t
     for (a, b_), bb in zip(zip(uniq // n, uniq % n), bits):
         (x, y), (x2, y2) = chip_xy[a], chip_xy[b_]
         path = [(xx, y) for xx in _walk(x, x2)] + [(x2, yy) for yy in _walk(y, y2)[1:]]
+        if any(p not in where for p in path):  # a partly filled last mesh row: y first, then x
+            path = [(x, yy) for yy in _walk(y, y2)] + [(xx, y2) for xx in _walk(x, x2)[1:]]
         for p, q in zip(path[:-1], path[1:]):
             link = (where[p], where[q])
             links[link] = links.get(link, 0.0) + float(bb)

@@ -105,11 +105,24 @@ class Connections:
 
     source: str
     from_host: bool
-    rate: np.ndarray | None  # host sources: events per row per step
-    rows: np.ndarray  # source neuron (row) index
+    rate: np.ndarray | None  # host and routed sources: events per row per step (else the source's neuron rates)
+    rows: np.ndarray  # row index (an axon of `axons`)
+    neurons: np.ndarray  # the source neuron that sends each row (= rows unless routed)
     frags: np.ndarray  # destination fragment (global index into SplitResult.fragments)
     counts: np.ndarray  # synapses that row has in that fragment
     bits: int  # message payload bits
+    axons: str = ""  # the node whose outputs the rows are (network.SynapseGroup.axons)
+    n_rows: int = 0  # rows of that node
+
+
+def axon_offsets(conns: list[Connections]) -> dict[str, int]:
+    """A global number for every row of every connection's axon space (`axons`, n_rows rows each): the row's
+    number is offsets[axons] + row, so rows that are the same axon (one source feeding several groups) share it."""
+    offsets, total = {}, 0
+    for c in conns:
+        if c.axons not in offsets:
+            offsets[c.axons], total = total, total + c.n_rows
+    return offsets
 
 
 @dataclass
@@ -369,8 +382,9 @@ def chunk_rows(inputs: list[InputSlice], a: int) -> list[list[InputSlice]]:
 
 
 def source_rate(s: InputSlice, rates: dict[str, np.ndarray]) -> np.ndarray:
-    """Events per step of rows [s.lo, s.hi) of a synapse group's source."""
-    r = s.group.source_rate if s.group.from_host else rates[s.group.source]
+    """Events per step of rows [s.lo, s.hi) of a synapse group (its own per-row rates for host and routed
+    sources, else its source population's)."""
+    r = s.group.source_rate if s.group.source_rate is not None else rates[s.group.source]
     return r[s.lo:s.hi]
 
 
@@ -413,9 +427,10 @@ def plan_network(net: Network, sp: Splitter, extra: dict[str, np.ndarray] | None
                     if s.group.from_host or s.group.source not in dests:
                         continue
                     r, _, _ = pairs(s.group.pattern, s.lo, s.hi, bounds)  # each (row, fragment) is one axon
-                    np.add.at(dests[s.group.source], r, 1.0)
+                    sender = s.group.neuron_of(r)  # of the neuron that sends the row
+                    np.add.at(dests[s.group.source], sender, 1.0)
                     if s.group.source in done:
-                        np.add.at(late[s.group.source], r, 1.0)
+                        np.add.at(late[s.group.source], sender, 1.0)
         if all(np.all(late[n] <= extra.get(n, 0.0)) for n in late):
             break
         extra = {n: np.maximum(late[n], extra.get(n, 0.0)) for n in late}
@@ -486,5 +501,6 @@ def connections(pops: list[Population], fragments: list[Fragment]) -> list[Conne
         for s in pop.inputs:
             r, j, c = pairs(s.group.pattern, s.lo, s.hi, bounds)
             out.append(Connections(source=s.group.source, from_host=s.group.from_host, rate=s.group.source_rate,
-                                   rows=r, frags=j + first, counts=c, bits=s.group.message_bits))
+                                   rows=r, neurons=s.group.neuron_of(r), frags=j + first, counts=c,
+                                   bits=s.group.message_bits, axons=s.group.axons, n_rows=s.group.pattern.n_in))
     return out

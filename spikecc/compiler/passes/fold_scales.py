@@ -9,9 +9,9 @@ consumers (NIR sums the edges into a port):
 
 so the neuro-core sees two weight matrices, one behind the one-step Delay, and no Scale. A Scale that also feeds
 something else than a linear layer stays (and still feeds that); residual sums (Scale of ones into LayerNorm)
-are untouched. A Linear fed by several edges of which some are not foldable Scales (RWKV-6's data-dependent mix,
-ln(x) + Product(...)) is split the same way, those inputs keeping W: W (x_1 + x_2) = W x_1 + W x_2, so that
-every synapse layer has one source (a neuro-core synapse reads one axon group; quantize scales it by that source).
+are untouched. Inputs that are not foldable Scales (RWKV-6's data-dependent mix, ln(x) + Product(...)) stay
+together on one Linear that keeps W and the old name, W (x_1 + x_2): one copy of the weights, whose inputs the
+partition pass sums on the host so that one message crosses (a neuro-core synapse reads one axon group).
 
 Invariant: every consumer receives the same sum (equal up to float rounding: the products are grouped
 differently, ~1e-16 relative).
@@ -43,24 +43,28 @@ def fold_scales(g: Graph, a: Analysis | None = None) -> Graph:
             continue  # sequence (row-wise) linears keep their scales: their weights act per row
         ins = out.in_edges(name)
         foldable = [_foldable(out, e.src) for e in ins]
-        if not ins or (len(ins) == 1 and not foldable[0]):
-            continue  # one plain input: nothing to fold or split
+        if not any(foldable):
+            continue  # plain inputs only (one or several): nothing to fold
         consumers = out.out_edges(name)
         w = np.asarray(op.weight, dtype=np.float64)
         bias = np.asarray(op.bias, dtype=np.float64) if isinstance(op, nir.Affine) else None
         ann = dict(out.annotations.get(name, {}))
         remove_node(out, name)
-        for k, (e, fold) in enumerate(zip(ins, foldable)):
+        rest = [e for e, fold in zip(ins, foldable) if not fold]
+        parts: list[tuple[str, np.ndarray, list[str], str | None]] = []  # (name, weights, sources, folded scale)
+        if rest:  # the inputs that are not foldable Scales keep W, summed, under the layer's own name
+            parts.append((name, w, [e.src for e in rest], None))
+        for e, fold in zip(ins, foldable):
             if fold:
                 (src,) = g.predecessors(e.src)
                 s = np.broadcast_to(np.asarray(g.nodes[e.src].scale, dtype=np.float64).reshape(-1), (w.shape[1],))
-                folded = w * s[None, :]
-            else:  # an input that is not a foldable Scale keeps W: the layer is split per input all the same
-                src, folded = e.src, w
-            part = fresh_name(out, f"{name}.{e.src.rsplit('.', 1)[-1]}")
-            new = nir.Affine(weight=folded, bias=bias) if (bias is not None and k == 0) else nir.Linear(weight=folded)
-            out.add_node(part, new, **ann, folded_from=name, folded_scale=e.src)
-            out.connect(src, part)
+                parts.append((fresh_name(out, f"{name}.{e.src.rsplit('.', 1)[-1]}"), w * s[None, :], [src], e.src))
+        for k, (part, weights, sources, scale) in enumerate(parts):
+            new = nir.Affine(weight=weights, bias=bias) if (bias is not None and k == 0) else nir.Linear(weight=weights)
+            extra = {} if scale is None else {"folded_from": name, "folded_scale": scale}
+            out.add_node(part, new, **{**ann, **extra})
+            for src in sources:
+                out.connect(src, part)
             for c in consumers:
                 out.connect(part, c.dst, c.port)
         for e, fold in zip(ins, foldable):

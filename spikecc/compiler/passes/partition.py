@@ -12,6 +12,10 @@ steps (a sequence takes L x T chip steps). Their post-LN LayerNorms, the bidirec
 padding mask, a host Input), GELU, the token-type, word and position lookups, the residual sums and the read-out
 stay on the host; a linear applied row by row to real values would stay there too (none in SpikeLM).
 
+A neuro-core linear whose input is the sum of several real-valued host nodes (RWKV-6's token shift:
+x + (x_prev - x) * mu feeds r, k, v, g) takes that sum as one message: the host adds them in an identity node
+(`<linear>.sum`, a nir.Scale of ones, which sums its inputs as every NIR node does) and one boundary crosses.
+
 Every edge that crosses gets a boundary node, one per source (shared by its consumers on the other side):
 
     host -> core   HostToCore: binary spikes (0 bits) where the host sends spikes (an encoder's, split into
@@ -31,6 +35,7 @@ Invariant: values are unchanged (the boundary nodes are identities in float form
 from __future__ import annotations
 
 import nir
+import numpy as np
 
 from spikecc.compiler.passes.analysis import Analysis, analysis_of
 from spikecc.compiler.passes.rewrite import fresh_name, is_linear
@@ -110,6 +115,10 @@ def partition(g: Graph, a: Analysis | None = None, message_bits: int = DEFAULT_M
     """A new graph with `partition` on every node and boundary nodes on every crossing edge."""
     a = analysis_of(g, a)
     rules = placement(g, a)
+    summed = _sum_host_inputs(g, a, {name: side for name, (side, _) in rules.items()})
+    if summed is not g:
+        g, a = summed, Analysis(summed)
+        rules = placement(g, a)
     where = {name: side for name, (side, _) in rules.items()}
     out = g.copy()
     for name, (side, why) in rules.items():
@@ -135,6 +144,27 @@ def partition(g: Graph, a: Analysis | None = None, message_bits: int = DEFAULT_M
             out.connect(src, name)
             for e in moved:
                 out.connect(name, e.dst, e.port)
+    return out
+
+
+def _sum_host_inputs(g: Graph, a: Analysis, where: dict[str, str]) -> Graph:
+    """`g`, or a copy in which every neuro-core linear fed by several real host nodes reads their sum from one
+    host identity node (module docstring)."""
+    out = g
+    for name, op in g.nodes.items():
+        edges = g.in_edges(name)
+        if not (is_linear(op) and where[name] == CORE and len(edges) > 1):
+            continue
+        if any(where[e.src] != HOST or a.signals[e.src].kind != "real" for e in edges):
+            continue
+        if out is g:
+            out = g.copy()
+        node = fresh_name(out, f"{name}.sum")
+        out.add_node(node, nir.Scale(scale=np.ones(op.weight.shape[1])))
+        out.edges = [e for e in out.edges if e not in edges]
+        for e in edges:
+            out.connect(e.src, node)
+        out.connect(node, name)
     return out
 
 

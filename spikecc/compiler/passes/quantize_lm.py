@@ -44,11 +44,11 @@ from spikecc.compiler.passes.quantize import (
     quantize_neuron,
     quantize_synapses,
 )
-from spikecc.errors import BackendError
+from spikecc.errors import BackendError, SpikeccWarning
 from spikecc.ir.formats import FLOAT, fixed_format
 from spikecc.ir.graph import Graph
 from spikecc.ir.loihi_ops import LoihiDense, LoihiLIF
-from spikecc.ir.loihi_spec import DECAY_UNITY, UV_BITS, UV_MAX, WEIGHT_EXP_RANGE
+from spikecc.ir.loihi_spec import DECAY_UNITY, UV_BITS, UV_MAX, WEIGHT_BITS, WEIGHT_EXP_RANGE
 from spikecc.ir.neurocore_ops import CoreToHost, HostToCore, LoihiElastic, LoihiRelay, SpikeRouter
 
 INT32_MAX = 2**31 - 1
@@ -100,7 +100,7 @@ def _quantize(g: Graph, calibration: dict[str, float], weight_bits: int) -> Grap
     for name, op in out.nodes.items():
         if isinstance(op, LoihiDense):
             _check_int32(out, name, weight_bits)
-            _check_rows(name, floats.get(name), np.asarray(op.weight))
+            _check_rows(name, floats.get(name), np.asarray(op.weight), weight_bits)
         if out.annotation(name, "partition") == "host" and not isinstance(op, HostToCore):
             out.annotate(name, format={"kind": FLOAT})
     out.metadata["quantization"] = {"weight_bits": int(weight_bits)}
@@ -204,19 +204,25 @@ def _quantize_elastic(g: Graph, name: str, op: LoihiElastic, dense: list[str], w
                quant_error=errors)
 
 
-def _check_rows(name: str, before: np.ndarray | None, after: np.ndarray) -> None:
-    """A neuron whose every incoming weight rounds to 0 has lost its input: the layer's weights span more than
-    8-bit weights under one exponent can hold (an outlier sets the exponent for all). Refused, naming the layer."""
+def _check_rows(name: str, before: np.ndarray | None, after: np.ndarray, weight_bits: int) -> None:
+    """A neuron whose every incoming weight rounds to 0 has lost its input. At the full 8 bits the layer's weights
+    span more than one exponent can hold (an outlier sets the exponent for all): refused, naming the layer. With
+    fewer weight bits it is what those bits give (a sweep measures it): a warning that says so."""
     if before is None or not before.size:
         return
     lost = np.any(before != 0, axis=1) & ~np.any(after != 0, axis=1)
-    if lost.any():
-        top = float(np.abs(before).max())
-        typical = float(np.median(np.abs(before[before != 0])))
-        raise BackendError(f"layer '{name}': all incoming weights of {int(lost.sum())} of {lost.size} neurons round to "
-                           f"0 in fixed point: its largest |weight| ({top:.3g}) is {top / typical:.3g}x the median "
-                           f"({typical:.3g}), more than one weight exponent can span (an overflow of every exponent "
-                           "the others could use); check the layer's weights for outliers")
+    if not lost.any():
+        return
+    top = float(np.abs(before).max())
+    typical = float(np.median(np.abs(before[before != 0])))
+    what = f"layer '{name}': all incoming weights of {int(lost.sum())} of {lost.size} neurons round to 0 in fixed point"
+    if weight_bits < WEIGHT_BITS:
+        warnings.warn(f"{what} at {weight_bits}-bit weights (those neurons lose their input); give more "
+                      "--weight-bits to keep them", SpikeccWarning, stacklevel=2)
+        return
+    raise BackendError(f"{what}: its largest |weight| ({top:.3g}) is {top / typical:.3g}x the median ({typical:.3g}), "
+                       "more than one weight exponent can span (an overflow of every exponent the others could "
+                       "use); check the layer's weights for outliers")
 
 
 def _check_int32(g: Graph, name: str, weight_bits: int) -> None:

@@ -1,7 +1,10 @@
-"""Fixtures for the mapping tests: small Loihi-form graphs built in code, and user target profiles."""
+"""Fixtures for the mapping tests: small Loihi-form graphs built in code, user target profiles, and builds of the
+shipped language models compiled by `spikecc compile`."""
 
 from __future__ import annotations
 
+import fcntl
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -59,3 +62,47 @@ def profile(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+# a short calibration text keeps each compile to seconds (the default is 256 characters of held-out text)
+CALIBRATION = "First Citizen:\nBefore we proceed any further, hear me speak."
+
+
+@pytest.fixture(scope="session")
+def lm_build(tmp_path_factory, examples_dir) -> Callable[[str], Path]:
+    """lm_build(name): the build directory `spikecc compile examples/checkpoints/{name}-shakespeare.pt` writes
+    (with CALIBRATION as its calibration text), compiled once per test run; pytest-xdist workers share it."""
+    from click.testing import CliRunner
+
+    from spikecc.cli import main
+
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "lm-builds"
+    root.mkdir(exist_ok=True)
+
+    def get(name: str) -> Path:
+        out = root / name
+        with open(root / f"{name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one worker compiles, the others wait and read it
+            if not (out / "manifest.json").exists():
+                text = root / "calibration.txt"
+                text.write_text(CALIBRATION)
+                ckpt = examples_dir / "checkpoints" / f"{name}-shakespeare.pt"
+                r = CliRunner().invoke(main, ["compile", str(ckpt), "-o", str(out), "--calibration-text", str(text)],
+                                       catch_exceptions=False)
+                assert r.exit_code == 0, r.output
+        return out
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def lm_lowered(lm_build) -> Callable[[str], tuple[Graph, dict[str, np.ndarray]]]:
+    """lm_lowered(name): a shipped model's compiled graph (lowered.nir) and its measured activity (activity.npz)."""
+    from spikecc.estimate import load_activity, read_build
+
+    def get(name: str) -> tuple[Graph, dict[str, np.ndarray]]:
+        build = lm_build(name)
+        return read_build(build), load_activity(build / "activity.npz")
+
+    return get

@@ -12,7 +12,6 @@ from click.testing import CliRunner
 from spikecc.cli import main
 from spikecc.compiler.mapping import map_graph
 from spikecc.compiler.mapping.report import FILES, budget_text, write_budget
-from spikecc.compiler.mapping.synthetic import spikegpt_graph
 
 TOP = {"cores", "chips", "lower_bound_cores", "violations"}
 
@@ -37,14 +36,14 @@ def build(tmp_path_factory, networks_dir) -> Path:
     return out
 
 
-def test_budget_files_are_byte_identical_and_open_offline(tmp_path, profile):
-    g = spikegpt_graph(n_layer=2, d=128, d_ffn=512, vocab=84)
-    m = map_graph(g, profile("two-chips", **{"chip.cores": 4}), chips=1)
+def test_budget_files_are_byte_identical_and_open_offline(tmp_path, profile, lm_lowered):
+    g, activity = lm_lowered("spikelm")
+    m = map_graph(g, profile("two-chips", **{"chip.cores": 40}), activity=activity, chips=1)
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()
     b.mkdir()
     write_budget(m, a)
-    write_budget(map_graph(g, profile("two-chips", **{"chip.cores": 4}), chips=1), b)
+    write_budget(map_graph(g, profile("two-chips", **{"chip.cores": 40}), activity=activity, chips=1), b)
     for name in FILES:
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
     for png in (n for n in FILES if n.endswith(".png")):

@@ -13,7 +13,6 @@ from spikecc.compiler.mapping import MappingError, load_target, map_graph
 from spikecc.compiler.mapping.network import Masked
 from spikecc.compiler.mapping.pack import USAGE, limits
 from spikecc.compiler.mapping.split import Splitter
-from spikecc.compiler.mapping.synthetic import SHIPPED_SIZE, spikegpt_graph
 from spikecc.ir.loihi_ops import LoihiDense
 
 
@@ -130,20 +129,35 @@ def test_small_populations_share_a_core_up_to_the_group_limit(loihi_chain):
     assert m.n_cores == 2 and [c.usage["neuron_groups"] for c in m.cores] == [8, 2]
 
 
-def test_smaller_limits_give_a_larger_mapping_not_a_crash(profile):
-    g = spikegpt_graph(**SHIPPED_SIZE)
-    base = map_graph(g)
-    small = map_graph(g, profile("half", **{"core.synmem_units": 4000, "core.neurons": 64, "chip.cores": 8}))
+@pytest.mark.parametrize("name", ["spikegpt", "spikelm"])
+def test_smaller_limits_give_a_larger_mapping_not_a_crash(lm_lowered, profile, name):
+    g, activity = lm_lowered(name)
+    base = map_graph(g, activity=activity)
+    small = map_graph(g, profile("half", **{"core.synmem_units": 4000, "core.neurons": 64, "chip.cores": 8}),
+                      activity=activity)
     assert not base.violations and not small.violations
     assert small.n_cores > 2 * base.n_cores and small.chips > base.chips
     assert_within_budget(small)
 
 
-@pytest.mark.parametrize("shape", [SHIPPED_SIZE, {"n_layer": 1, "d": 768, "d_ffn": 3072, "vocab": 64}])
-def test_dense_layers_use_cores_within_ten_percent_of_the_lower_bound(shape):
-    m = map_graph(spikegpt_graph(**shape), placement="greedy")
-    assert not m.violations
+def test_the_216m_width_maps_within_ten_percent_of_the_lower_bound(tmp_path):
+    """One block of the published 216M SpikeGPT's width (d 768, FFN 3072), random weights, compiled."""
+    import torch
+
+    from spikecc.compiler.frontends import load_lm
+    from spikecc.lm_build import lower_lm
+    from spikecc.models.data import CharVocab
+    from spikecc.models.spikegpt import random_state_dict, save_vocab
+
+    chars = "abcdefghijklmnopqrstuvwxyz .,\n"
+    path = tmp_path / "spikegpt-d768.pt"
+    torch.save(random_state_dict(1, 768, len(chars), seed=0), path)
+    save_vocab(CharVocab(chars), path.with_suffix(".vocab.json"))
+    low = lower_lm(load_lm(path, reference=False).graph, calibration_text="the quick brown fox, jumps over.")
+    m = map_graph(low.fixed_graph, activity=low.activity, placement="greedy")
+    assert not m.violations and not m.network.assumed
     assert m.lower_bound_cores <= m.n_cores <= 1.10 * m.lower_bound_cores
+    assert m.n_cores > 100  # 7 dense layers of 768 x 768 and more: far beyond one chip's share of one layer
 
 
 def test_activity_is_checked_and_names_the_node(loihi_chain):
