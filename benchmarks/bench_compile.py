@@ -1,6 +1,8 @@
-"""How long `spikecc compile` takes on a language model, and how much memory: the shipped checkpoints and the
+"""How long `spikecc compile` takes on a language model, and how much memory: the shipped checkpoints, the
 published 216M SpikeGPT shape (L18, D768, FFN 3072, vocabulary 50277; random weights made here, with a BPE
-tokenizer trained here on the offline corpus and padded to 50277 ids). Each compile runs in a fresh process
+tokenizer trained here on the offline corpus and padded to 50277 ids) and SpikeLM in the BERT-base layout (L12,
+hidden 768, intermediate 3072, vocabulary 30522, 512 positions; random weights made here, calibrated on seeded
+pseudo-random ids: an encoder compiled without its tokenizer). Each compile runs in a fresh process
 (`spikecc compile`), timed from outside, its peak resident memory read from the child's own high-water mark.
 
 Target (issue: compile a spiking-LM checkpoint): the 216M shape compiles in under 5 minutes and 8 GB.
@@ -43,6 +45,18 @@ def make_216m(folder: Path) -> Path:
     return ckpt
 
 
+def make_bert_base(folder: Path) -> Path:
+    """A SpikeLM checkpoint in BERT-base layout (random weights, calibrated alphas)."""
+    import torch
+
+    from spikecc.models.spikelm import random_bert_state_dict
+
+    ckpt = folder / "spikelm-bert-base.pt"
+    torch.save(random_bert_state_dict(n_layer=12, hidden=768, intermediate=3072, vocab=30522, max_pos=512, seed=0),
+               ckpt)
+    return ckpt
+
+
 def compile_child(ckpt: Path, out: Path, extra: list[str]) -> tuple[float, float, str]:
     """(seconds, peak GiB, last line) of `spikecc compile CKPT -o OUT` in a fresh process."""
     code = ("import resource, runpy, sys\n"
@@ -68,6 +82,7 @@ def main() -> int:
     parser.add_argument("--calibration-tokens", type=int, default=64,
                         help="tokens of calibration text for the 216M shape (the shipped models use the default)")
     parser.add_argument("--skip-216m", action="store_true")
+    parser.add_argument("--skip-bert", action="store_true", help="skip the SpikeLM BERT-base layout")
     args = parser.parse_args()
     table = Table(title="spikecc compile: wall time and peak memory of one compile (fresh process)")
     for col in ("model", "seconds", "peak GiB", "mapping"):
@@ -78,6 +93,9 @@ def main() -> int:
             wall, peak, budget = compile_child(ROOT / "examples" / "checkpoints" / f"{family}-shakespeare.pt",
                                                tmp / f"build-{family}", [])
             table.add_row(f"{family}-shakespeare", f"{wall:.1f}", f"{peak:.2f}", budget)
+        if not args.skip_bert:
+            wall, peak, budget = compile_child(make_bert_base(tmp), tmp / "build-bert", [])
+            table.add_row("SpikeLM BERT-base layout (random ids)", f"{wall:.1f}", f"{peak:.2f}", budget)
         if not args.skip_216m:
             ckpt = make_216m(tmp)
             wall, peak, budget = compile_child(ckpt, tmp / "build-216m",

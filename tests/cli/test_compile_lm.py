@@ -33,9 +33,10 @@ def test_compile_prints_a_line_per_pass_and_writes_the_build(spikegpt_builds):
     for name, _ in lm_passes():
         assert f"{name}: " in result.stdout
     assert "quantize: " in result.stdout and "budget: " in result.stdout
-    assert LM_FILES <= {p.name for p in build.iterdir()}
+    assert LM_FILES | {"lava"} <= {p.name for p in build.iterdir()}
     manifest = json.loads((build / "manifest.json").read_text())
     assert manifest["kind"] == "language-model" and manifest["family"] == "spikegpt"
+    assert manifest["lava"] == "lava/lava_lm.py" and (build / manifest["lava"]).is_file()
     assert manifest["options"] == {"polarity": "split", "levels": "auto", "message_bits": 12, "weight_bits": 8}
     assert manifest["passes"] == [name for name, _ in lm_passes()] + ["quantize"]
     assert manifest["calibration"]["tokens"] == 64
