@@ -110,9 +110,25 @@ class LoihiDense(ExtensionOp):
 
 @dataclass(eq=False)
 class _LoihiNeuron(ExtensionOp):
-    """Shared fields and shape rules of the Loihi LIF neurons (not registered itself)."""
+    """Shared fields and shape rules of the Loihi LIF neurons (not registered itself).
+
+    `GROUP_PARAMS` are the parameters a Loihi 2 neuron group holds once for all its neurons (Lava declares them
+    with one value per process, `Var(shape=(1,))`, lava/proc/lif/process.py; bias, u and v are per neuron): a
+    layer whose values differ between neurons takes one neuron group per distinct set (`value_groups`)."""
 
     stateful: ClassVar[bool] = True
+    GROUP_PARAMS: ClassVar[tuple[str, ...]] = ()
+
+    def value_groups(self) -> list[np.ndarray]:
+        """The neuron indices of each distinct set of `GROUP_PARAMS` values, in order of their first neuron (one
+        group, all neurons, when every neuron shares them)."""
+        n = int(np.prod(self.natural_shape()))
+        cols = np.stack([np.broadcast_to(np.asarray(getattr(self, k), dtype=np.float64).reshape(-1), (n,))
+                         for k in self.GROUP_PARAMS], axis=1)
+        _, first, inverse = np.unique(cols, axis=0, return_index=True, return_inverse=True)
+        order = np.argsort(first, kind="stable")
+        inverse = inverse.reshape(-1)
+        return [np.flatnonzero(inverse == g) for g in order]
 
     def natural_shape(self) -> tuple[int, ...]:
         return (int(np.size(self.du)),)
@@ -159,6 +175,8 @@ class LoihiLIF(_LoihiNeuron):
     default state.
     """
 
+    GROUP_PARAMS: ClassVar[tuple[str, ...]] = ("du", "dv", "vth")
+
     du: np.ndarray
     dv: np.ndarray
     vth: np.ndarray
@@ -187,6 +205,8 @@ class LoihiTernaryLIF(_LoihiNeuron):
     sign (Lava's Dense casts binary-mode input to bool, so -1 would arrive as +1). The state starts, as
     LoihiLIF's, at u = u_init and v = v_init (default zeros).
     """
+
+    GROUP_PARAMS: ClassVar[tuple[str, ...]] = ("du", "dv", "vth_hi", "vth_lo")
 
     du: np.ndarray
     dv: np.ndarray

@@ -24,7 +24,7 @@ layer's synapse rows stored once: no mapping can use fewer cores.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -92,7 +92,7 @@ def map_graph(graph: Graph, target: Target | str = "loihi2", activity: dict | No
     net = extract(graph, activity, default_rate, graded_default)
     violations = _format_violations(net, t)
     result, cores = split_and_pack(net, t, split)
-    violations += result.violations
+    violations += _worst(result.violations)
     traffic = fragment_traffic(result, t)
     frag_core = np.array([f.core for f in result.fragments], dtype=np.int64)
     edges, in_core_msgs, in_core_bits = core_edges(frag_core, traffic.src, traffic.dst, traffic.msgs, traffic.bits,
@@ -144,6 +144,17 @@ def _format_violations(net: Network, t: Target) -> list[Violation]:
                                  "its synaptic sums go to the host as graded values, which this target cannot send; "
                                  "end the layer in spiking neurons", where="format"))
     return _unique(out)
+
+
+def _worst(vs: list[Violation]) -> list[Violation]:
+    """One violation per layer and resource, its largest value (a layer split by value group is several
+    populations, each of which may overflow)."""
+    out: dict[tuple, Violation] = {}
+    for v in vs:
+        key = (v.layer, v.resource, v.limit, v.where)
+        if key not in out or v.value > out[key].value:
+            out[key] = v if key not in out else replace(out[key], value=v.value)
+    return list(out.values())
 
 
 def _unique(vs: list[Violation]) -> list[Violation]:
@@ -264,10 +275,10 @@ def _router_xy(m: Mapping, t: Target) -> np.ndarray:
 def _lower_bound(m: Mapping) -> None:
     sp = Splitter(m.target, "output")
     totals: dict[str, float] = {}
-    for p in m.network.populations:
-        lb = sp.lower_bound(p)
-        m.layer_lower_bound[p.layer] = lb
-        for k, v in lb.items():
+    for p in m.network.populations:  # a layer split by value group adds up its groups' bounds
+        layer = m.layer_lower_bound.setdefault(p.layer, {})
+        for k, v in sp.lower_bound(p).items():
+            layer[k] = layer.get(k, 0.0) + v
             totals[k] = totals.get(k, 0.0) + v
     m.lower_bound = totals
 
@@ -282,16 +293,16 @@ def _layers(m: Mapping) -> None:
     for layer, pops in by_layer.items():
         frags = [f for p in pops for f in p.fragments]
         idx = [index[id(f)] for f in frags]
-        own = next(p for p in pops if p.role != "partial")
+        own = [p for p in pops if p.role != "partial"]  # several: a layer split by value group
         lb = max(1, math.ceil(max(m.layer_lower_bound[layer].values()) - 1e-9))
         cores = sorted({f.core for f in frags})
         rows.append({
-            "layer": layer, "role": own.role, "neurons": own.n, "rows": sum(s.rows for p in pops if p.role == "partial"
-                                                                             for s in p.inputs) or own.rows,
+            "layer": layer, "role": own[0].role, "neurons": sum(p.n for p in own), "value_groups": len(own),
+            "rows": sum(s.rows for p in pops if p.role == "partial" for s in p.inputs) or own[0].rows,
             "synapses": int(sum(f.synapses for f in frags)), "synmem": float(sum(f.synmem for f in frags)),
             "fragments": len(frags), "cores": len(cores), "lower_bound_cores": lb,
-            "row_groups": own.row_groups, "extra_steps": own.extra_steps,
-            "spikes_per_step": float(own.rate.sum()), "synops_per_step": float(tr.synops[idx].sum()),
+            "row_groups": max(p.row_groups for p in own), "extra_steps": max(p.extra_steps for p in own),
+            "spikes_per_step": float(sum(p.rate.sum() for p in own)), "synops_per_step": float(tr.synops[idx].sum()),
             "energy_step_pj": m.energy["per_layer_step_pj"].get(layer, 0.0),
             "chips": sorted({int(m.placement.chip_of[c]) for c in cores}),
         })

@@ -37,7 +37,7 @@ LayerNorm outputs, graded Inputs) send a message every step.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import nir
 import numpy as np
@@ -384,6 +384,7 @@ def extract(g: Graph, activity: Activity | None, default_rate: float, graded_bit
                                             rate_of(e.src, size[name]) if host else None))
             pops.append(Population(name=name, layer=name, n=size[name], role="neurons", inputs=inputs,
                                    rate=rate_of(name), host_bits=host_bits(name)))
+    pops = by_value_group(g, pops)
     for p in pops:
         for s in p.inputs:
             if s.group.pattern.n_out != p.n:
@@ -392,6 +393,65 @@ def extract(g: Graph, activity: Activity | None, default_rate: float, graded_bit
     host_nodes = [n for n in order if is_host(g, n)]
     io = [n for n in host_nodes if isinstance(g.nodes[n], (nir.Input, nir.Output))]
     return Network(populations=pops, host_nodes=host_nodes, io_nodes=io, assumed=assumed, rows=rows)
+
+
+def by_value_group(g: Graph, pops: list[Population]) -> list[Population]:
+    """Populations whose neurons differ in what a neuron group holds once (`_LoihiNeuron.GROUP_PARAMS`: du, dv,
+    thresholds) become one population per value group, `<layer>#v<i>` (its `layer` stays the node): on Loihi 2
+    each group is its own neuron group, a process of its own in Lava. The synapses into the layer are cut by
+    output rows, the synapses out of it by input rows, one block per group; every synapse stays where it was."""
+    groups = {}
+    for p in pops:
+        op = g.nodes[p.name]
+        if p.role == "neurons" and isinstance(op, LOIHI_NEURON_OPS):
+            found = op.value_groups()
+            if len(found) > 1:
+                groups[p.name] = found
+    if not groups:
+        return pops
+    out = []
+    for p in pops:
+        inputs = [part for s in p.inputs for part in _by_source_group(s, groups)]
+        if p.name not in groups:
+            p.inputs = inputs
+            out.append(p)
+            continue
+        for i, idx in enumerate(groups[p.name]):
+            cut = [InputSlice(replace(s.group, pattern=select(s.group.pattern, outs=idx)), s.lo, s.hi) for s in inputs]
+            out.append(Population(name=f"{p.name}#v{i}", layer=p.layer, n=int(idx.size), role=p.role, inputs=cut,
+                                  rate=p.rate[idx], host_bits=p.host_bits))
+    return out
+
+
+def _by_source_group(s: InputSlice, groups: dict[str, list[np.ndarray]]) -> list[InputSlice]:
+    """An input slice whose source is split by value group: one slice per group, its rows those of the group."""
+    gr = s.group
+    if gr.from_host or gr.source not in groups:
+        return [s]
+    if gr.router is not None or (s.lo, s.hi) != (0, gr.pattern.n_in):
+        raise MappingError(f"layer '{gr.source}' splits into value groups but its synapses '{gr.name}' take "
+                           "routed or partial rows; give the layer one du, dv and threshold for all its neurons")
+    return [InputSlice(replace(gr, source=f"{gr.source}#v{i}", pattern=select(gr.pattern, rows=idx)), 0, idx.size)
+            for i, idx in enumerate(groups[gr.source])]
+
+
+def select(pattern: Pattern, outs: np.ndarray | None = None, rows: np.ndarray | None = None) -> Pattern:
+    """The pattern of the synapses from input rows `rows` to outputs `outs` (None: all) of `pattern`."""
+    n_out = pattern.n_out if outs is None else len(outs)
+    n_in = pattern.n_in if rows is None else len(rows)
+    if isinstance(pattern, Dense):
+        return Dense(n_out, n_in)
+    mask = np.zeros((pattern.n_in, pattern.n_out), dtype=bool)  # (row, output), as the keys count them
+    if isinstance(pattern, Diagonal):
+        np.fill_diagonal(mask, True)
+    else:
+        mask.reshape(-1)[pattern.keys] = True
+        mask ^= pattern.holes
+    if rows is not None:
+        mask = mask[rows]
+    if outs is not None:
+        mask = mask[:, outs]
+    return pattern_of(mask.T)
 
 
 def _identity(src: str, dst: str, n: int, host: bool, bits: int, rate: np.ndarray | None) -> InputSlice:

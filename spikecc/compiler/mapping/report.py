@@ -110,11 +110,14 @@ def budget_text(m: Mapping, per_core: bool = True) -> str:
         out.append(f"VIOLATIONS ({len(m.violations)}):")
         out += [f"  {v.message()}" for v in m.violations]
         out.append("")
-    head = ("layer", "role", "neurons", "rows", "synapses", "cores", "lower bd", "row grp", "+steps", "spikes/step",
-            "synops/step")
-    rows = [(r["layer"], r["role"], f"{r['neurons']:,}", f"{r['rows']:,}", f"{r['synapses']:,}", f"{r['cores']:,}",
-             f"{r['lower_bound_cores']:,}", str(r["row_groups"]), str(r["extra_steps"]),
-             f"{r['spikes_per_step']:,.1f}", f"{r['synops_per_step']:,.0f}") for r in m.layers]
+    head = ("layer", "role", "neurons", "value grp", "rows", "synapses", "cores", "lower bd", "row grp", "+steps",
+            "spikes/step", "synops/step")
+    rows = [(r["layer"], r["role"], f"{r['neurons']:,}", f"{r['value_groups']:,}", f"{r['rows']:,}",
+             f"{r['synapses']:,}", f"{r['cores']:,}", f"{r['lower_bound_cores']:,}", str(r["row_groups"]),
+             str(r["extra_steps"]), f"{r['spikes_per_step']:,.1f}", f"{r['synops_per_step']:,.0f}") for r in m.layers]
+    if any(r["value_groups"] > 1 for r in m.layers):
+        out.append("value grp: neuron groups a layer takes on Loihi 2, one per distinct (du, dv, threshold) set of "
+                   "its neurons (each its own Lava process)")
     out += _table(head, rows)
     if per_core:
         out.append("")
