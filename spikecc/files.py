@@ -28,10 +28,11 @@ import os
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -221,12 +222,16 @@ def atomic_directory(target: str | os.PathLike, inputs: Iterable[str | os.PathLi
             shutil.rmtree(old, ignore_errors=True)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes | Npz) -> None:
     """Write `data` to `path` through a temporary sibling renamed into place. Errors name `path`."""
     path = Path(path)
     try:
         with _temporary_sibling(path) as tmp:
-            tmp.write_bytes(data)
+            if isinstance(data, Npz):
+                with open(tmp, "wb") as f:
+                    write_npz(f, data.arrays, data.comment)
+            else:
+                tmp.write_bytes(data)
     except OSError as exc:
         raise InputFileError(f"{path}: cannot write ({exc.strerror or exc}); check the folder and free space") \
             from None
@@ -264,17 +269,34 @@ def npz_bytes(arrays: dict[str, np.ndarray], comment: str = "") -> bytes:
     uncompressed, each with the same fixed date (np.savez stamps the current time). `comment` goes into the
     zip comment (np.load ignores it): spikecc's mark on outputs it may replace later."""
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+    write_npz(buf, arrays, comment)
+    return buf.getvalue()
+
+
+def write_npz(f: BinaryIO, arrays: Mapping[str, np.ndarray], comment: str = "") -> None:
+    """`npz_bytes`' bytes written into an open binary file, one array at a time (a build's large parameter files
+    never exist twice in memory)."""
+    with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:
         for key in sorted(arrays):
             info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.external_attr = 0o644 << 16
-            b = io.BytesIO()
             a = np.asarray(arrays[key])
             # ascontiguousarray makes a 0-d array 1-d: keep scalars (a step counter) as they are
-            np.lib.format.write_array(b, np.ascontiguousarray(a) if a.ndim else a, allow_pickle=False)
-            zf.writestr(info, b.getvalue())
+            a = np.ascontiguousarray(a) if a.ndim else a
+            with zf.open(info, "w", force_zip64=a.nbytes > 2**31 - 2**20) as entry:
+                np.lib.format.write_array(entry, a, allow_pickle=False)
         zf.comment = comment.encode()
-    return buf.getvalue()
+
+
+@dataclass(frozen=True, eq=False)
+class Npz:
+    """An .npz file's content (`npz_bytes`), written by `atomic_write` straight into its file."""
+
+    arrays: Mapping[str, np.ndarray]
+    comment: str = ""
+
+    def __bytes__(self) -> bytes:
+        return npz_bytes(dict(self.arrays), self.comment)
 
 
 def write_outputs_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:

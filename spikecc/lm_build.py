@@ -212,7 +212,7 @@ def compile_lm(checkpoint: str | Path, out_dir: str | Path, options: LMOptions |
     if not encoder and "vocab" not in lm.graph.metadata and "tokenizer" not in lm.graph.metadata:
         raise InputFileError(f"{checkpoint}: a {lm.family} model without a vocabulary cannot be calibrated; give "
                              "its tokenizer (--tokenizer FILE)")
-    exported = lm.graph
+    exported, family = lm.graph, lm.family
     low = lower_lm(exported, options, text, on_pass, stage, calibration_tokens,
                    text_name=calibration_text.name if calibration_text else None)
     float_graph, fixed_graph, ids, activity = low.float_graph, low.fixed_graph, low.ids, low.activity
@@ -229,6 +229,9 @@ def compile_lm(checkpoint: str | Path, out_dir: str | Path, options: LMOptions |
     budget = _map(fixed_graph, activity, target)
     with atomic_directory(out_dir, inputs=[checkpoint]) as tmp:
         write(exported, tmp / "input.nir")
+        model = {k: exported.metadata[k] for k in ("embedding", "inference", "substeps", "T", "context")
+                 if k in exported.metadata}
+        del lm, exported  # written: its memory goes back before the Lava module's parameters (216M: ~1.6 GB)
         write(float_graph, tmp / "float.nir")
         write(fixed_graph, tmp / "lowered.nir")
         write_json(tmp / "quantization.json", quant)
@@ -248,12 +251,11 @@ def compile_lm(checkpoint: str | Path, out_dir: str | Path, options: LMOptions |
         manifest = {
             "input": {"path": checkpoint.name, "sha256": sha256_file(source) if source.is_file() else None},
             "kind": "language-model",
-            "family": lm.family,
+            "family": family,
             "target": target,
             "options": options.as_dict(),
             "load_options": {k: v for k, v in (load_options or {}).items() if v is not None},
-            "model": {k: exported.metadata[k] for k in ("embedding", "inference", "substeps", "T", "context")
-                      if k in exported.metadata},
+            "model": model,
             "calibration": low.encoder.manifest() if encoder else
             {"tokens": len(ids), "sha256": hashlib.sha256(low.text.encode()).hexdigest(),
              "source": calibration_text.name if calibration_text else "shakespeare-validation"},
@@ -264,7 +266,7 @@ def compile_lm(checkpoint: str | Path, out_dir: str | Path, options: LMOptions |
             "files": {str(p.relative_to(tmp)): sha256_file(p) for p in files},
         }
         write_json(tmp / "manifest.json", manifest)
-    return LMBuild(out_dir, lm.family, float_graph, fixed_graph, quant, part, budget,
+    return LMBuild(out_dir, family, float_graph, fixed_graph, quant, part, budget,
                    low.encoder.describe() if encoder else "")
 
 

@@ -5,7 +5,7 @@ Driver level: it composes the ONNX backend (the host program of each mode, saved
 (the schedule, the process graph as plain data, the module's files) and the compiler's mapping (which cores each
 neuro-core node was assigned), which do not import each other.
 
-    lava_deploy_files(float_graph, fixed_graph, mapping) -> {relative path: bytes}
+    lava_deploy_files(float_graph, fixed_graph, mapping) -> {relative path: bytes or Npz (bytes() of it)}
     write_lm_lava(out_dir, float_graph, fixed_graph, mapping) -> the module's path
     core_assignment(graph, mapping) -> node -> [{"chip", "core", "neurons": [lo, hi]}]
 """
@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from spikecc.errors import BackendError
-from spikecc.files import atomic_write_bytes, json_text
+from spikecc.files import Npz, atomic_write_bytes, json_text
 from spikecc.ir import Graph
 
 GRAPHS = {"fixed": "lowered.nir", "float": "float.nir"}  # the build file each mode's network comes from
@@ -47,8 +47,9 @@ def core_assignment(graph: Graph, mapping) -> dict[str, list[dict]]:
     return {n: out[n] for n in sorted(out, key=lambda n: order.get(n, len(order)))}
 
 
-def lava_deploy_files(float_graph: Graph, fixed_graph: Graph, mapping=None) -> dict[str, bytes]:
-    """Every file of BUILD/lava/ (both modes) by relative path; the same graphs and mapping give the same bytes."""
+def lava_deploy_files(float_graph: Graph, fixed_graph: Graph, mapping=None) -> dict[str, bytes | Npz]:
+    """Every file of BUILD/lava/ (both modes) by relative path; the same graphs and mapping give the same bytes
+    (a parameter file is an `Npz`, streamed into its file; bytes() gives its bytes)."""
     from spikecc.backends.lava.lm_codegen import STAGE_RUNNER_STEM, lm_module_files
     from spikecc.backends.lava.lm_network import lm_network_data
     from spikecc.backends.lava.lm_schedule import lm_schedule

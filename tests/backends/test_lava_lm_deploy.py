@@ -188,8 +188,8 @@ def test_the_same_bytes_on_a_second_write(builds):
     on_disk = {str(p.relative_to(lava_dir)): p.read_bytes() for p in lava_dir.rglob("*")
                if p.is_file() and "__pycache__" not in p.parts}
     assert sorted(again) == sorted(on_disk)
-    for rel, content in again.items():
-        assert content == on_disk[rel], rel
+    for rel, content in again.items():  # the parameter files streamed to disk: the bytes of their in-memory form
+        assert bytes(content) == on_disk[rel], rel
     assert {"lava_lm.py", "spikecc_lm_processes.py", "spikecc_processes.py", "spikecc_stage_runner.py",
             "spikecc_lava_compat.py", "tokenizer.json", "cores.json", "fixed/network.json", "fixed/params.npz",
             "fixed/host/program.json", "float/host/stage0.onnx"} <= set(on_disk)

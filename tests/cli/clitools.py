@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import nir
@@ -42,7 +44,25 @@ def write_net(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def run(*args: str):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    if os.environ.get("SPIKECC_CATALOGUE"):  # the bad-input catalogue: one line per command run by a test
+        _catalogue(os.environ["SPIKECC_CATALOGUE"], str(args[0]), result)
+    return result
+
+
+def _catalogue(path: str, command: str, result) -> None:
+    """Append what a command did: a one-line error, a traceback, a warning, or a plain success."""
+    err = result.stderr.strip()
+    if "Traceback" in result.output + result.stderr:
+        outcome = "traceback"
+    elif result.exit_code != 0:
+        outcome = "one-line error" if err.startswith("error: ") and len(err.splitlines()) == 1 else "other failure"
+    else:
+        outcome = "warning" if "warning" in err.lower() else "accepted"
+    line = {"test": os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0], "command": command, "outcome": outcome,
+            "message": err.splitlines()[-1][:200] if err else ""}
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(line) + "\n")
 
 
 def assert_one_line_error(result, *fragments: str) -> None:

@@ -1,7 +1,7 @@
 """The deployable Lava module of a compiled language model (BUILD/lava/): a generated `lava_lm.py` beside the data
 that rebuilds the whole process graph and generates text in Lava, without spikecc.
 
-    lm_module_files(modes, tokenizer, cores, copies, info) -> {relative path: bytes}
+    lm_module_files(modes, tokenizer, cores, copies, info) -> {relative path: bytes or Npz}
 
     lava_lm.py                  the generated module (its docstring is the user's manual)
     spikecc_lm_processes.py     copy of spikecc.backends.lava.lm_processes: the network builder run_lm_lava uses
@@ -29,7 +29,7 @@ import numpy as np
 import spikecc
 from spikecc.backends.lava.codegen import COMPAT_STEM, COPIES, PROCESSES_STEM, standalone_source
 from spikecc.errors import BackendError
-from spikecc.files import json_text, npz_bytes
+from spikecc.files import Npz, json_text
 
 MODULE_NAME = "lava_lm.py"
 LM_PROCESSES_STEM = "spikecc_lm_processes"
@@ -43,21 +43,22 @@ MODES = ("fixed", "float")  # folder names; the module also takes Lava's tags fi
 
 def lm_module_files(modes: Mapping[str, tuple[dict, dict[str, np.ndarray], dict[str, bytes]]],
                     tokenizer: str, cores: dict, copies: Mapping[str, str], info: Mapping[str, Any]) \
-        -> dict[str, bytes]:
-    """Every file of BUILD/lava/ by relative path. `modes[mode]` = (data, arrays, host program files) for "fixed"
-    and/or "float"; `tokenizer` the text of tokenizer.json; `cores` what cores.json holds ("nodes": node -> cores);
-    `copies` further file stems -> spikecc module to copy (must include STAGE_RUNNER_STEM); `info` the family,
-    context and summary written into the module."""
+        -> dict[str, bytes | Npz]:
+    """Every file of BUILD/lava/ by relative path (the parameter files as `Npz`: bytes() gives the file's bytes).
+    `modes[mode]` = (data, arrays, host program files) for "fixed" and/or "float"; `tokenizer` the text of
+    tokenizer.json; `cores` what cores.json holds ("nodes": node -> cores); `copies` further file stems -> spikecc
+    module to copy (must include STAGE_RUNNER_STEM); `info` the family, context and summary written into the
+    module."""
     if not modes or set(modes) - set(MODES):
         raise BackendError(f"a language-model Lava module holds the modes {', '.join(MODES)}, not {sorted(modes)}")
     if STAGE_RUNNER_STEM not in copies:
         raise BackendError(f"the module needs {STAGE_RUNNER_STEM}.py (the ONNX stage runner) among the copies")
-    files: dict[str, bytes] = {}
+    files: dict[str, bytes | Npz] = {}
     for stem, module in {**COPIES, LM_PROCESSES_STEM: LM_PROCESSES, **copies}.items():
         files[f"{stem}.py"] = standalone_source(module).encode("utf8")
     for mode, (data, arrays, host) in modes.items():
         files[f"{mode}/network.json"] = json_text(data).encode("utf8")
-        files[f"{mode}/params.npz"] = npz_bytes(arrays)
+        files[f"{mode}/params.npz"] = Npz(arrays)  # streamed into its file (216M: GBs of weights)
         for name, content in host.items():
             files[f"{mode}/{HOST_DIR}/{name}"] = content
     files[TOKENIZER_FILE] = tokenizer.encode("utf8")
