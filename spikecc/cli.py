@@ -17,7 +17,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from spikecc.errors import InputFileError, SpikeccError, SpikeccWarning, first_line
+from spikecc.errors import GraphError, InputFileError, SpikeccError, SpikeccWarning, first_line
 
 console = Console(highlight=False)
 if not console.is_terminal:  # piped or captured: do not squeeze tables into 80 columns
@@ -52,7 +52,7 @@ def friendly_errors(fn):
                 warnings.showwarning = _show_warning
                 return fn(*args, **kwargs)
         except SpikeccError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {_naming_the_input(exc, kwargs)}", err=True)
             sys.exit(1)
         except (OSError, ValueError) as exc:  # e.g. unwritable output path, disk full
             click.echo(f"error: {type(exc).__name__}: {first_line(exc)}", err=True)
@@ -73,6 +73,16 @@ def friendly_errors(fn):
             signal.signal(signal.SIGTERM, previous)
 
     return wrapper
+
+
+def _naming_the_input(exc: SpikeccError, kwargs: dict) -> str:
+    """The error's line; an error in a graph's structure or shapes names the file the graph came from (the
+    command's input) as well as the node, unless it already does."""
+    message = str(exc)
+    source = kwargs.get("file") or kwargs.get("checkpoint")
+    if isinstance(exc, GraphError) and isinstance(source, Path) and source.name not in message:
+        return f"{source}: {message}"
+    return message
 
 
 def load_input(path: Path) -> np.ndarray:

@@ -225,6 +225,9 @@ def _node_from_dict(d: dict[str, Any], name: str, path: Path) -> nir.NIRNode:
     kind = d.get("type")
     if kind is None:
         raise InputFileError(f"{path}: {where} has no 'type' field; the file is not a valid NIR graph")
+    if not isinstance(kind, str):
+        raise InputFileError(f"{path}: {where} has a 'type' field that is not a name (a {type(kind).__name__}); "
+                             "the file is not a valid NIR graph")
     try:
         if kind == "NIRGraph":
             nodes = {k: _node_from_dict(v, f"{name}.{k}" if name else k, path) for k, v in d["nodes"].items()}

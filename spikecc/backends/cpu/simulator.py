@@ -100,7 +100,10 @@ class Simulator:
                 in_signals={e.port: self.signals[e.src] for e in self.in_edges[name]},
                 dt=graph.dt, mode=self.modes[name], dtype=self.dtypes[name],
                 annotations=graph.annotations.get(name, {}))
-            self.kernels[name] = build_kernel(op, ctx)
+            # parameters that overflow (dt/tau of a corrupt tau) are named by the load warning and by the run's
+            # NonFiniteState, not by numpy's bare warnings on the way
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                self.kernels[name] = build_kernel(op, ctx)
 
     def _node_modes(self) -> dict[str, str]:
         """Per node, the arithmetic it runs in (class docstring); checks that fixed and float values meet only
