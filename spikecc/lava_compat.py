@@ -4,7 +4,13 @@
 Python 3.11 rejects unhashable instances as dataclass defaults (`ValueError: mutable default ...`), so
 `import lava.magma.compiler...` fails. A meta-path finder intercepts that one module and rewrites each
 such default to `field(default_factory=ByteEncoder)` in the source before it is compiled. The behaviour
-is the same: every instance still gets its own fresh ByteEncoder. On Python < 3.11 the hook does nothing.
+is the same: every instance still gets its own fresh ByteEncoder. On Python < 3.11 that rewrite does nothing.
+
+`lava/magma/runtime/message_infrastructure/multiprocessing.py` calls `mp.set_start_method('fork')` when it is
+imported, which raises "context has already been set" once anything in the process has fixed the start method,
+even to fork (a `multiprocessing.get_start_method()` does; so does starting a Dask cluster before Lava is
+imported). The same hook rewrites that call to pass `force=True` where the method already is fork: the same
+method, set again. A process that chose another method still gets Lava's error.
 """
 
 from __future__ import annotations
@@ -16,8 +22,10 @@ import re
 import sys
 
 TARGET_MODULE = "lava.magma.compiler.var_model"
+START_METHOD_MODULE = "lava.magma.runtime.message_infrastructure.multiprocessing"
 # `name: ByteEncoder = ByteEncoder()` -> `name: ByteEncoder = field(default_factory=ByteEncoder)`
 _MUTABLE_DEFAULT = re.compile(r"^(\s+\w+\s*:\s*(\w+)\s*=\s*)\2\(\)\s*$", re.MULTILINE)
+_SET_FORK = re.compile(r"""\bmp\.set_start_method\((['"])fork\1\)""")
 
 
 def rewrite_var_model_source(source: str) -> str:
@@ -27,9 +35,18 @@ def rewrite_var_model_source(source: str) -> str:
     return _MUTABLE_DEFAULT.sub(r"\1__import__('dataclasses').field(default_factory=\2)", source)
 
 
+def rewrite_start_method_source(source: str) -> str:
+    """`mp.set_start_method('fork')` -> the same call with force=True where the method already is fork."""
+    return _SET_FORK.sub("mp.set_start_method('fork', force=mp.get_start_method(allow_none=True) == 'fork')",
+                         source)
+
+
+REWRITES = {TARGET_MODULE: rewrite_var_model_source, START_METHOD_MODULE: rewrite_start_method_source}
+
+
 class _RewritingLoader(importlib.machinery.SourceFileLoader):
     def source_to_code(self, data, path, *, _optimize=-1):  # type: ignore[override]
-        text = rewrite_var_model_source(importlib.util.decode_source(data))
+        text = REWRITES[self.name](importlib.util.decode_source(data))
         return compile(text, path, "exec", dont_inherit=True, optimize=_optimize)
 
     def get_code(self, fullname):  # type: ignore[override]
@@ -40,7 +57,7 @@ class _RewritingLoader(importlib.machinery.SourceFileLoader):
 
 class _VarModelFinder(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path, target=None):
-        if fullname != TARGET_MODULE:
+        if fullname not in REWRITES:
             return None
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is None or spec.origin is None:
@@ -50,9 +67,8 @@ class _VarModelFinder(importlib.abc.MetaPathFinder):
 
 
 def install_lava_py311_fix() -> bool:
-    """Install the hook once (idempotent). Returns True where it is active (Python >= 3.11)."""
-    if sys.version_info < (3, 11):
-        return False
+    """Install the hook once (idempotent). Returns True where the dataclass rewrite matters (Python >= 3.11);
+    the start-method rewrite is installed on every version."""
     if not any(isinstance(f, _VarModelFinder) for f in sys.meta_path):
         sys.meta_path.insert(0, _VarModelFinder())
-    return True
+    return sys.version_info >= (3, 11)

@@ -116,3 +116,29 @@ def test_without_the_hook_lava_fails_to_import():
     assert proc.returncode != 0
     assert "ValueError: mutable default" in proc.stderr and "ByteEncoder" in proc.stderr
     assert "use default_factory" in proc.stderr
+
+
+def test_lava_imports_after_the_start_method_was_fixed():
+    """Lava's message infrastructure calls mp.set_start_method('fork') at import, which raises once anything has
+    fixed the method (here `get_start_method()`, as starting a Dask cluster before a compile does). Without the
+    hook the import fails; with it, the method stays fork and Lava imports."""
+    fix_first = "import multiprocessing as mp; mp.get_start_method(); "
+    plain = run_python(fix_first + "import spikecc.lava_compat as c, sys; "
+                       "sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, c._VarModelFinder)]; "
+                       "sys.meta_path.insert(0, c._VarModelFinder()); c.REWRITES.pop(c.START_METHOD_MODULE); "
+                       "import lava.magma.runtime.message_infrastructure.multiprocessing")
+    assert plain.returncode != 0 and "context has already been set" in plain.stderr
+    fixed = run_python(fix_first + "import spikecc; import lava.magma.runtime.message_infrastructure.multiprocessing; "
+                       "from lava.magma.core.process.process import AbstractProcess; print(mp.get_start_method())")
+    assert fixed.returncode == 0, fixed.stderr
+    assert fixed.stdout.strip() == "fork"
+
+
+def test_the_start_method_rewrite_keeps_another_method_an_error():
+    from spikecc.lava_compat import rewrite_start_method_source
+
+    out = rewrite_start_method_source("if x:\n    mp.set_start_method('fork')\n")
+    assert out == "if x:\n    mp.set_start_method('fork', force=mp.get_start_method(allow_none=True) == 'fork')\n"
+    spawned = run_python("import multiprocessing as mp; mp.set_start_method('spawn'); import spikecc; "
+                         "import lava.magma.runtime.message_infrastructure.multiprocessing")
+    assert spawned.returncode != 0 and "context has already been set" in spawned.stderr
