@@ -137,6 +137,19 @@ def test_sweep_through_the_cluster_equals_the_in_process_sweep_and_reuses_its_ca
     assert json.loads((tmp_path / "local" / "sweep.json").read_text()) == local
 
 
+def test_a_sweep_on_a_local_cluster_from_a_fresh_process(tmp_path, fresh_python):
+    """`spikecc sweep --workers 2` as a user runs it: a new process in which the LocalCluster starts before any
+    build imports Lava (which then needs the start method it set to be accepted again)."""
+    out = tmp_path / "sweep"
+    rc, stdout, stderr = fresh_python(["-m", "spikecc.cli", "sweep", str(CKPTS / "spikegpt-shakespeare.pt"), "--grid",
+                                       "weight_bits=8", "--text", str(HELDOUT), "--workers", "2", "-o", str(out)],
+                                      cwd=tmp_path)
+    assert rc == 0, stderr
+    (build,) = json.loads((out / "sweep.json").read_text())["builds"]
+    assert build["options"] == {"weight_bits": 8} and build["perplexity"] > 1 and build["cores"] > 0
+    assert (out / "cache" / build["key"] / "build" / "lava" / "lava_lm.py").is_file()
+
+
 def test_an_unreachable_scheduler_is_one_line_within_the_timeout():
     """As a user runs it: a separate `spikecc` process, which gives up after --connect-timeout."""
     with socket.socket() as s:  # a port nobody listens on
