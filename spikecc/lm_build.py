@@ -292,7 +292,9 @@ def summary_lines(build: LMBuild) -> list[str]:
         b = build.budget
         lines.append(f"budget: {b.n_cores} cores on {b.chips} chip(s) (lower bound {b.lower_bound_cores}); "
                      f"{len(b.violations)} violation(s)")
-    if not (build.path / "lava").is_dir():
+    from spikecc.backends.cpu.encoder_runner import is_encoder
+
+    if is_encoder(build.float_graph):  # compile_lm writes lava/ for causal models only
         lines.append("lava: no Lava module for an encoder (its rows have no Lava runner; lava/ is written for "
                      "causal language models)")
     return lines

@@ -108,6 +108,14 @@ class LoihiDense(ExtensionOp):
         return self.num_message_bits > 0
 
 
+def groups_by_value(table: np.ndarray) -> list[np.ndarray]:
+    """The row indices of each distinct row of `table` (neurons x parameters), groups in order of their first row,
+    each group's indices ascending."""
+    _, first, inverse = np.unique(table, axis=0, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    return [np.flatnonzero(inverse == g) for g in np.argsort(first, kind="stable")]
+
+
 @dataclass(eq=False)
 class _LoihiNeuron(ExtensionOp):
     """Shared fields and shape rules of the Loihi LIF neurons (not registered itself).
@@ -123,12 +131,8 @@ class _LoihiNeuron(ExtensionOp):
         """The neuron indices of each distinct set of `GROUP_PARAMS` values, in order of their first neuron (one
         group, all neurons, when every neuron shares them)."""
         n = int(np.prod(self.natural_shape()))
-        cols = np.stack([np.broadcast_to(np.asarray(getattr(self, k), dtype=np.float64).reshape(-1), (n,))
-                         for k in self.GROUP_PARAMS], axis=1)
-        _, first, inverse = np.unique(cols, axis=0, return_index=True, return_inverse=True)
-        order = np.argsort(first, kind="stable")
-        inverse = inverse.reshape(-1)
-        return [np.flatnonzero(inverse == g) for g in order]
+        return groups_by_value(np.stack([np.broadcast_to(np.asarray(getattr(self, k), dtype=np.float64).reshape(-1),
+                                                         (n,)) for k in self.GROUP_PARAMS], axis=1))
 
     def natural_shape(self) -> tuple[int, ...]:
         return (int(np.size(self.du)),)

@@ -47,7 +47,7 @@ from spikecc.backends.lava.lowering import PROCESS_CLASSES, SPIKECC_PROCESSES
 from spikecc.backends.lava.plan import SELECT_TAGS, NetworkPlan, check_mode, output_reads, plan_network
 from spikecc.backends.lava.split import Part
 from spikecc.errors import BackendError
-from spikecc.files import atomic_write_bytes, npz_bytes
+from spikecc.files import Npz, atomic_write_bytes
 from spikecc.ir.graph import Graph
 
 MODULE_NAME = "lava_network.py"
@@ -249,7 +249,7 @@ def write_lava_module(graph: Graph, out_dir: str | os.PathLike, mode: str | None
     out.mkdir(parents=True, exist_ok=True)
     for file, source in copies.items():
         atomic_write_bytes(out / file, source.encode("utf8"))
-    atomic_write_bytes(out / PARAMS_NAME, npz_bytes(arrays))
+    atomic_write_bytes(out / PARAMS_NAME, Npz(arrays))  # streamed into the file
     atomic_write_bytes(out / MODULE_NAME, text.encode("utf8"))
     return out / MODULE_NAME
 

@@ -44,6 +44,7 @@ import numpy as np
 
 from spikecc.backends.lava.lowering import ProcessSpec
 from spikecc.errors import BackendError
+from spikecc.ir.loihi_ops import groups_by_value
 
 # lava.utils.weightutils.SignMode values (lava/utils/weightutils.py:13-18); Lava is not imported here
 SIGN_MODES = {"MIXED": 1, "EXCITATORY": 2, "INHIBITORY": 3}
@@ -73,13 +74,8 @@ def value_groups(name: str, spec: ProcessSpec) -> ValueGroups:
     """The neurons of `spec` grouped by their per-process values (`spec.per_process_arrays`), groups in order
     of their first neuron, each group's indices ascending."""
     n = int(np.prod(spec.kwargs["shape"]))
-    cols = [np.asarray(spec.kwargs[k]).reshape(n) for k in spec.per_process_arrays]
-    table = np.stack(cols, axis=1)
-    _, first, inverse = np.unique(table, axis=0, return_index=True, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    order = np.argsort(first, kind="stable")
-    groups = tuple(np.flatnonzero(inverse == g) for g in order)
-    return ValueGroups(name, n, groups, tuple(spec.per_process_arrays))
+    table = np.stack([np.asarray(spec.kwargs[k]).reshape(n) for k in spec.per_process_arrays], axis=1)
+    return ValueGroups(name, n, tuple(groups_by_value(table)), tuple(spec.per_process_arrays))
 
 
 def why_whole(name: str, specs: dict[str, ProcessSpec], connections: Sequence[tuple[str, str]], mode: str) \
